@@ -1,0 +1,296 @@
+//! Reading PyAgent's `etc/` folder: find the files, parse them with line
+//! and column on errors, and merge them deeply in PyAgent's order while
+//! remembering which file set each key (so later errors can name the file).
+//!
+//! The `config` crate is not used here: it cannot place a file under a key
+//! prefix (`etc/input/cpu.yaml` → `input.cpu`), cannot list a directory, and
+//! its YAML errors lose the line and column.
+use super::ConfigError;
+use serde_yaml_ng::{Mapping, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The plugin sections, in the order their folders are read.
+pub const SECTIONS: [&str; 4] = ["input", "processor", "aggs", "output"];
+
+/// Largest config file accepted; a bigger one is refused, not read.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Which file last set each key path (`input.cpu.alarm.percent`).
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl Provenance {
+    fn record(&mut self, path: &str, file: &Path, value: &Value) {
+        // A replaced subtree forgets where its old children came from.
+        let prefix = format!("{path}.");
+        let stale: Vec<String> = self
+            .paths
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            self.paths.remove(&k);
+        }
+        self.paths.insert(path.to_string(), file.to_path_buf());
+        if let Value::Mapping(map) = value {
+            for (k, v) in map {
+                self.record(&join(path, &key_string(k)), file, v);
+            }
+        }
+    }
+
+    /// The file that set `path` or its nearest ancestor.
+    pub fn file_of(&self, path: &str) -> Option<&Path> {
+        let mut p = path;
+        loop {
+            if let Some(f) = self.paths.get(p) {
+                return Some(f);
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return self.paths.get("").map(|f| f.as_path()),
+            }
+        }
+    }
+}
+
+pub fn join(base: &str, key: &str) -> String {
+    if base.is_empty() {
+        key.to_string()
+    } else if key.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}.{key}")
+    }
+}
+
+/// YAML keys may be numbers or booleans; PyAgent treated them as strings.
+pub fn key_string(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".to_string(),
+        other => serde_yaml_ng::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// The merged configuration tree and where each key came from.
+#[derive(Debug, Clone)]
+pub struct MergedTree {
+    pub root: Value,
+    pub provenance: Provenance,
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads one YAML file. An empty file is an empty mapping.
+pub fn read_yaml(path: &Path) -> Result<Value, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError::file(path, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ConfigError::file(path, "not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ConfigError::file(
+            path,
+            format!(
+                "file is {} bytes, larger than the {} byte limit",
+                meta.len(),
+                MAX_FILE_BYTES
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file(path, e.to_string()))?;
+    parse_yaml(path, &text)
+}
+
+pub fn parse_yaml(path: &Path, text: &str) -> Result<Value, ConfigError> {
+    match serde_yaml_ng::from_str::<Value>(text) {
+        Ok(Value::Null) => Ok(Value::Mapping(Mapping::new())),
+        Ok(v @ Value::Mapping(_)) => Ok(v),
+        Ok(_) => Err(ConfigError::file(
+            path,
+            "the top level must be a mapping of keys to values",
+        )),
+        Err(e) => {
+            let reason = match e.location() {
+                Some(loc) => format!(
+                    "YAML syntax error at line {} column {}: {}",
+                    loc.line(),
+                    loc.column(),
+                    strip_location(&e.to_string())
+                ),
+                None => format!("YAML syntax error: {e}"),
+            };
+            Err(ConfigError::file(path, reason))
+        }
+    }
+}
+
+// serde_yaml_ng appends " at line L column C" to its messages; we say it first.
+fn strip_location(msg: &str) -> &str {
+    match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}
+
+/// Deep merge: mappings merge key by key, anything else replaces.
+pub fn merge_into(
+    dst: &mut Value,
+    src: Value,
+    path: &str,
+    file: &Path,
+    provenance: &mut Provenance,
+) {
+    match (dst, src) {
+        (Value::Mapping(d), Value::Mapping(s)) => {
+            if !path.is_empty() && !provenance.paths.contains_key(path) {
+                provenance.paths.insert(path.to_string(), file.to_path_buf());
+            }
+            for (k, v) in s {
+                let child = join(path, &key_string(&k));
+                match d.get_mut(&k) {
+                    Some(existing) => merge_into(existing, v, &child, file, provenance),
+                    None => {
+                        provenance.record(&child, file, &v);
+                        d.insert(k, v);
+                    }
+                }
+            }
+        }
+        (d, s) => {
+            provenance.record(path, file, &s);
+            *d = s;
+        }
+    }
+}
+
+/// Lists `dir/*.yaml` (and `*.yml`) sorted by name; a missing folder is empty.
+fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ConfigError::file(dir, e.to_string())),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads and merges `etc/` in PyAgent's order, later wins:
+/// main.yaml, main/main.yaml, the plugin files (`input/`, `processor/`,
+/// `aggs/`, `output/`, each under `<section>.<file stem>`), host.yaml,
+/// main/host.yaml. Plugin defaults written inside main.yaml under
+/// `input:` etc. are part of the main layers, so a plugin file overrides them
+/// and the host files override both.
+pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
+    let main = dir.join("main.yaml");
+    if !main.exists() {
+        return Err(ConfigError::file(
+            &main,
+            "required file is missing (is this the right config folder?)",
+        ));
+    }
+    let mut provenance = Provenance::default();
+    let mut root = Value::Mapping(Mapping::new());
+    let mut files = Vec::new();
+
+    let mut layer = |root: &mut Value, path: PathBuf, at: &str, required: bool| {
+        if !required && !path.exists() {
+            return Ok::<(), ConfigError>(());
+        }
+        let v = read_yaml(&path)?;
+        if at.is_empty() {
+            provenance.paths.entry(String::new()).or_insert(path.clone());
+        }
+        let mut target = Value::Mapping(Mapping::new());
+        // Place plugin files under their section and name.
+        let value = if at.is_empty() {
+            v
+        } else {
+            let mut cur = &mut target;
+            for seg in at.split('.') {
+                let Value::Mapping(m) = cur else { unreachable!() };
+                cur = m
+                    .entry(Value::String(seg.to_string()))
+                    .or_insert(Value::Mapping(Mapping::new()));
+            }
+            *cur = v;
+            target
+        };
+        merge_into(root, value, "", &path, &mut provenance);
+        files.push(path);
+        Ok(())
+    };
+
+    layer(&mut root, main, "", true)?;
+    layer(&mut root, dir.join("main").join("main.yaml"), "", false)?;
+    for section in SECTIONS {
+        for file in yaml_files(&dir.join(section))? {
+            let Some(stem) = file.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            let at = format!("{section}.{stem}");
+            layer(&mut root, file.clone(), &at, true)?;
+        }
+    }
+    layer(&mut root, dir.join("host.yaml"), "", false)?;
+    layer(&mut root, dir.join("main").join("host.yaml"), "", false)?;
+    Ok(MergedTree {
+        root,
+        provenance,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn y(s: &str) -> Value {
+        serde_yaml_ng::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn deep_merge_keeps_untouched_siblings() {
+        let mut prov = Provenance::default();
+        let mut dst = y("alarm: {percent: 80, comment: a}\ninterval: 5");
+        merge_into(&mut dst, y("alarm: {percent: 90}"), "", Path::new("b"), &mut prov);
+        assert_eq!(dst, y("alarm: {percent: 90, comment: a}\ninterval: 5"));
+        assert_eq!(prov.file_of("alarm.percent"), Some(Path::new("b")));
+    }
+
+    #[test]
+    fn replaced_subtree_forgets_old_provenance() {
+        let mut prov = Provenance::default();
+        let mut dst = Value::Mapping(Mapping::new());
+        merge_into(&mut dst, y("a: {b: {c: 1}}"), "", Path::new("one"), &mut prov);
+        merge_into(&mut dst, y("a: {b: 7}"), "", Path::new("two"), &mut prov);
+        assert_eq!(prov.file_of("a.b.c"), Some(Path::new("two")));
+        assert_eq!(prov.file_of("a.b"), Some(Path::new("two")));
+    }
+
+    #[test]
+    fn yaml_error_has_line_and_column() {
+        let err = parse_yaml(Path::new("etc/main.yaml"), "a: 1\nb: [1, 2\n").unwrap_err();
+        assert_eq!(err.file, "etc/main.yaml");
+        assert!(err.reason.contains("line "), "{}", err.reason);
+        assert!(err.reason.contains("column "), "{}", err.reason);
+    }
+}

@@ -1,0 +1,335 @@
+//! From merged config to the pipelines to run.
+//!
+//! For each input named in `open`:
+//! input → `processor.<input>` stages → `common_processor` stages →
+//! `aggs.<input>` (`befor`/`before` stages, the alarm rules, its own
+//! `use_plugin_*` stages, `after` stages) → `common_aggs` stages → outputs
+//! (the input's `output:` list, else `common_output`).
+//!
+//! A stage block is a mapping whose `use_plugin_<name>` keys name a
+//! registered processor or aggregator, in order; other keys are left to the
+//! block's owner.
+use super::{check_interval, AgentConfig, ConfigError, PluginConfig};
+use crate::metric::Str;
+use crate::registry::{build_error, PluginKind, Registry};
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    Processor,
+    Aggregator,
+}
+
+/// One processor or aggregator in a pipeline.
+#[derive(Debug, Clone)]
+pub struct StagePlan {
+    pub kind: StageKind,
+    /// The registered plugin name (`converter`, `alarm`, `basicstats`).
+    pub plugin: String,
+    pub config: PluginConfig,
+}
+
+/// One input and everything its metrics pass through.
+#[derive(Debug, Clone)]
+pub struct PipelinePlan {
+    /// Instance name: the metric name and the key under `input:`.
+    pub name: Str,
+    /// Registered input plugin (the `plugin:` key, else the name).
+    pub plugin: String,
+    pub config: PluginConfig,
+    pub interval: Duration,
+    pub stages: Vec<StagePlan>,
+    /// Output instance names.
+    pub outputs: Vec<String>,
+}
+
+fn d_batch() -> usize {
+    1000
+}
+fn d_buffer() -> usize {
+    10_000
+}
+fn d_retry_max() -> f64 {
+    60.0
+}
+
+/// Buffering and delivery settings every output accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OutputSettings {
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Seconds between flushes; PyAgent's `interval` is read when absent.
+    #[serde(default)]
+    pub flush_interval: Option<f64>,
+    #[serde(default)]
+    pub interval: Option<f64>,
+    /// Random extra delay up to this many seconds, so thousands of agents
+    /// do not flush in the same instant.
+    #[serde(default)]
+    pub flush_jitter: f64,
+    #[serde(default = "d_buffer")]
+    pub buffer_limit: usize,
+    /// Cap of the retry backoff, seconds.
+    #[serde(default = "d_retry_max")]
+    pub retry_max_sec: f64,
+}
+
+impl OutputSettings {
+    pub fn flush_every(&self) -> Duration {
+        Duration::from_secs_f64(self.flush_interval.or(self.interval).unwrap_or(10.0))
+    }
+}
+
+/// One output instance.
+#[derive(Debug, Clone)]
+pub struct OutputPlan {
+    pub name: String,
+    pub plugin: String,
+    pub config: PluginConfig,
+    pub settings: OutputSettings,
+}
+
+/// Everything to run, validated against the registry.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub pipelines: Vec<PipelinePlan>,
+    pub outputs: Vec<OutputPlan>,
+    /// Delay between starting two inputs (`delay_sec`).
+    pub start_delay: Duration,
+}
+
+#[derive(Deserialize, Default)]
+struct InputCommon {
+    #[serde(default)]
+    plugin: Option<String>,
+    #[serde(default)]
+    interval: Option<f64>,
+    #[serde(default)]
+    output: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputCommon {
+    #[serde(default)]
+    plugin: Option<String>,
+}
+
+fn unknown(kind: PluginKind, name: &str, registry: &Registry) -> String {
+    format!(
+        "unknown {kind} plugin `{name}`; registered {kind}s: {}",
+        registry.names(kind).join(", ")
+    )
+}
+
+impl Plan {
+    /// Resolves and validates every pipeline: plugin names exist, every
+    /// plugin's config parses and builds.
+    pub fn new(config: &AgentConfig, registry: &Registry) -> Result<Plan, ConfigError> {
+        let main = &config.main;
+        let mut outputs: Vec<OutputPlan> = Vec::new();
+        let mut pipelines = Vec::new();
+        for (i, name) in main.open.iter().enumerate() {
+            if pipelines.iter().any(|p: &PipelinePlan| p.name == name.as_str()) {
+                continue;
+            }
+            let cfg = config.section("input", name);
+            let common: InputCommon = cfg.parse()?;
+            let plugin = common.plugin.clone().unwrap_or_else(|| name.clone());
+            let Some(entry) = registry.inputs.get(plugin.as_str()) else {
+                let key = if common.plugin.is_some() {
+                    format!("input.{name}.plugin")
+                } else {
+                    format!("open[{i}]")
+                };
+                return Err(config_error(config, &key, unknown(PluginKind::Input, &plugin, registry)));
+            };
+            let secs = common.interval.unwrap_or(main.interval);
+            let interval = check_interval(secs).map_err(|r| cfg.error("interval", r))?;
+            (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
+
+            let mut stages = Vec::new();
+            let proc_cfg = config.section("processor", name);
+            stage_block(&proc_cfg, registry, &mut stages)?;
+            for common_name in &main.common_processor {
+                stage_block(&config.section("processor", common_name).for_input(name), registry, &mut stages)?;
+            }
+            aggs_block(&config.section("aggs", name), registry, &mut stages)?;
+            for common_name in &main.common_aggs {
+                aggs_block(&config.section("aggs", common_name).for_input(name), registry, &mut stages)?;
+            }
+
+            let out_names = common.output.clone().unwrap_or_else(|| main.common_output.clone());
+            for out in &out_names {
+                if outputs.iter().any(|o| &o.name == out) {
+                    continue;
+                }
+                let key = if common.output.is_some() {
+                    format!("input.{name}.output")
+                } else {
+                    "common_output".to_string()
+                };
+                outputs.push(output_plan(config, registry, out, &key)?);
+            }
+            pipelines.push(PipelinePlan {
+                name: Str::new(name),
+                plugin,
+                config: cfg,
+                interval,
+                stages,
+                outputs: out_names,
+            });
+        }
+        Ok(Plan {
+            pipelines,
+            outputs,
+            start_delay: Duration::from_secs_f64(main.delay_sec),
+        })
+    }
+}
+
+fn config_error(config: &AgentConfig, key: &str, reason: String) -> ConfigError {
+    let file = config
+        .tree
+        .provenance
+        .file_of(key)
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| config.dir.join("main.yaml"));
+    ConfigError::new(file, key, reason)
+}
+
+fn output_plan(
+    config: &AgentConfig,
+    registry: &Registry,
+    name: &str,
+    referenced_at: &str,
+) -> Result<OutputPlan, ConfigError> {
+    let cfg = config.section("output", name);
+    let common: OutputCommon = cfg.parse()?;
+    let plugin = common.plugin.clone().unwrap_or_else(|| name.to_string());
+    let Some(entry) = registry.outputs.get(plugin.as_str()) else {
+        let key = if common.plugin.is_some() {
+            format!("output.{name}.plugin")
+        } else {
+            referenced_at.to_string()
+        };
+        return Err(config_error(config, &key, unknown(PluginKind::Output, &plugin, registry)));
+    };
+    let settings: OutputSettings = cfg.parse()?;
+    if settings.batch_size == 0 {
+        return Err(cfg.error("batch_size", "must be at least 1"));
+    }
+    if settings.buffer_limit < settings.batch_size {
+        return Err(cfg.error(
+            "buffer_limit",
+            format!(
+                "must be at least batch_size ({}), got {}",
+                settings.batch_size, settings.buffer_limit
+            ),
+        ));
+    }
+    check_interval(settings.flush_every().as_secs_f64())
+        .map_err(|r| cfg.error("flush_interval", r))?;
+    if !(settings.flush_jitter.is_finite() && settings.flush_jitter >= 0.0) {
+        return Err(cfg.error("flush_jitter", "must be zero or a positive number of seconds"));
+    }
+    (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
+    Ok(OutputPlan {
+        name: name.to_string(),
+        plugin,
+        config: cfg,
+        settings,
+    })
+}
+
+/// Reads the `use_plugin_<name>` keys of a block, in order.
+fn stage_block(
+    block: &PluginConfig,
+    registry: &Registry,
+    stages: &mut Vec<StagePlan>,
+) -> Result<(), ConfigError> {
+    let Value::Mapping(map) = block.value() else {
+        return Err(block.error("", "expected a mapping of `use_plugin_<name>` keys"));
+    };
+    for (k, v) in map {
+        let key = super::load::key_string(k);
+        let Some(plugin) = key.strip_prefix("use_plugin_") else {
+            continue;
+        };
+        stages.push(stage(block, registry, &key, plugin, v.clone())?);
+    }
+    Ok(())
+}
+
+fn stage(
+    block: &PluginConfig,
+    registry: &Registry,
+    key: &str,
+    plugin: &str,
+    value: Value,
+) -> Result<StagePlan, ConfigError> {
+    resolve_stage(block.child(key, value, plugin), registry, plugin)
+}
+
+fn resolve_stage(cfg: PluginConfig, registry: &Registry, plugin: &str) -> Result<StagePlan, ConfigError> {
+    let (kind, factory_ok) = if let Some(e) = registry.processors.get(plugin) {
+        (StageKind::Processor, (e.factory)(&cfg).map(|_| ()))
+    } else if let Some(e) = registry.aggregators.get(plugin) {
+        (StageKind::Aggregator, (e.factory)(&cfg).map(|_| ()))
+    } else {
+        return Err(cfg.error(
+            "",
+            format!(
+                "unknown processor or aggregator `{plugin}`; registered: {}",
+                registry
+                    .names(PluginKind::Processor)
+                    .into_iter()
+                    .chain(registry.names(PluginKind::Aggregator))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    factory_ok.map_err(|e| build_error(&cfg, e))?;
+    Ok(StagePlan {
+        kind,
+        plugin: plugin.to_string(),
+        config: cfg,
+    })
+}
+
+/// `aggs.<input>`: `befor`/`before` stages, the alarm rules (the `alarm`
+/// processor, given the whole block), the block's own stages, `after`.
+fn aggs_block(
+    block: &PluginConfig,
+    registry: &Registry,
+    stages: &mut Vec<StagePlan>,
+) -> Result<(), ConfigError> {
+    let Value::Mapping(map) = block.value() else {
+        return Err(block.error("", "expected a mapping"));
+    };
+    for hook in ["befor", "before"] {
+        if let Some(v) = map.get(hook) {
+            stage_block(&block.child(hook, v.clone(), hook), registry, stages)?;
+        }
+    }
+    if map.contains_key("alarm") {
+        let mut cfg = block.clone();
+        cfg.instance = Str::new("alarm");
+        stages.push(resolve_stage(cfg, registry, "alarm")?);
+    }
+    stage_block(block, registry, stages)?;
+    if let Some(v) = map.get("after") {
+        stage_block(&block.child("after", v.clone(), "after"), registry, stages)?;
+    }
+    Ok(())
+}
+
+impl PluginConfig {
+    /// The same block, applied to another input's pipeline (`common_*`).
+    fn for_input(mut self, input: &str) -> Self {
+        self.input = Str::new(input);
+        self
+    }
+}

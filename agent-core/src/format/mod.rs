@@ -1,0 +1,2 @@
+//! Text formats shared by outputs and the CLI.
+pub mod console;

@@ -1,0 +1,68 @@
+//! Counters every actor keeps about its plugin, read by `agent status` and
+//! (later) the internal input. Atomics, so reading never blocks the actor.
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Completed gathers (inputs), applied batches (stages), writes (outputs).
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub panics: AtomicU64,
+    pub restarts: AtomicU64,
+    pub metrics_in: AtomicU64,
+    pub metrics_out: AtomicU64,
+    /// Metrics dropped (output buffer overflow) or ticks skipped (inputs).
+    pub dropped: AtomicU64,
+    /// Output: metrics waiting in the buffer.
+    pub buffered: AtomicU64,
+    /// Nanoseconds since the epoch of the last successful call.
+    pub last_ok_ns: AtomicI64,
+    /// Duration of the last call, microseconds.
+    pub last_duration_us: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// A copy of [`PluginStats`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub restarts: u64,
+    pub metrics_in: u64,
+    pub metrics_out: u64,
+    pub dropped: u64,
+    pub buffered: u64,
+    pub last_ok_ns: i64,
+    pub last_duration_us: u64,
+    pub last_error: Option<String>,
+}
+
+impl PluginStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn set_error(&self, e: impl Into<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.into());
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            calls: self.calls.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            panics: self.panics.load(Relaxed),
+            restarts: self.restarts.load(Relaxed),
+            metrics_in: self.metrics_in.load(Relaxed),
+            metrics_out: self.metrics_out.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            buffered: self.buffered.load(Relaxed),
+            last_ok_ns: self.last_ok_ns.load(Relaxed),
+            last_duration_us: self.last_duration_us.load(Relaxed),
+            last_error: self.last_error.lock().ok().and_then(|g| g.clone()),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Aggregator plugins.
+use crate::registry::Registry;
+
+pub fn register(_r: &mut Registry) {}

@@ -1,0 +1,8 @@
+//! Output plugins.
+pub mod console;
+
+use crate::registry::Registry;
+
+pub fn register(r: &mut Registry) {
+    console::register(r);
+}
