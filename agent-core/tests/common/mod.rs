@@ -1,0 +1,52 @@
+//! Shared helpers for agent-core's integration tests: a real `etc/` folder
+//! in a temp dir and an output that records what it receives.
+#![allow(dead_code)]
+use agent_core::{Metric, Output, PluginResult, Registry};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Writes `files` (relative path, contents) under a new temp `etc/`.
+pub fn etc(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etc = dir.path().join("etc");
+    for (rel, text) in files {
+        let p = etc.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    (dir, etc)
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Everything the `collect` output received, shared with the test.
+#[derive(Clone, Default)]
+pub struct Collected(pub Arc<Mutex<Vec<Metric>>>);
+
+impl Collected {
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn count_named(&self, name: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|m| m.name == name).count()
+    }
+}
+
+pub struct CollectOutput(Collected);
+
+impl Output for CollectOutput {
+    async fn write(&mut self, batch: &[Metric]) -> PluginResult {
+        self.0 .0.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+/// Registers an output named `collect` that records into the returned handle.
+pub fn add_collect(r: &mut Registry) -> Collected {
+    let c = Collected::default();
+    let c2 = c.clone();
+    r.add_output("collect", "test sink", "", move |_| Ok(CollectOutput(c2.clone())));
+    c
+}
