@@ -1,1 +1,253 @@
-fn main(){}
+//! `agent`: runs agent-core pipelines from a PyAgent-style `etc/` folder.
+use actix::prelude::*;
+use agent_core::logging::{self, LogSettings};
+use agent_core::pipeline::Shutdown;
+use agent_core::{AgentConfig, ConfigError, GatherOnce, PipelineSupervisor, Plan, Registry};
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use slog::{error, info, o, Logger};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long shutdown may take to drain pipelines and flush outputs.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "Monitoring and metrics agent (PyAgent-compatible)"
+)]
+struct Cli {
+    /// Config folder (default: `etc/` next to the executable, then `./etc`).
+    #[arg(short, long, global = true, value_name = "DIR")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run until SIGINT/SIGTERM, then drain and flush (the default).
+    Run,
+    /// Gather every open input once, run the whole pipeline, flush and exit.
+    Once,
+    /// Gather and print to stdout without writing to any output.
+    Test {
+        /// Only this input.
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Check the configuration: exit 0 when valid, 2 when not.
+    Validate,
+    /// List the registered plugins by kind.
+    Plugins,
+    /// Print a commented sample config for one plugin, or a main.yaml.
+    SampleConfig {
+        /// Plugin name.
+        name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = Registry::with_builtins();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Plugins => {
+            print_plugins(&registry);
+            ExitCode::SUCCESS
+        }
+        Command::SampleConfig { name } => sample_config(&registry, name.as_deref()),
+        command => {
+            let dir = config_dir(cli.config.as_deref());
+            let (config, plan) = match load(&dir, &registry) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("config error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = match command {
+                Command::Validate => {
+                    println!(
+                        "{}: valid ({} inputs, {} outputs)",
+                        dir.display(),
+                        plan.pipelines.len(),
+                        plan.outputs.len()
+                    );
+                    Ok(())
+                }
+                Command::Once => run_once(config, plan, registry),
+                Command::Test { input } => run_test(config, plan, registry, input),
+                _ => run(config, plan, registry),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `-c DIR`, else `etc/` beside the executable, else `./etc`.
+fn config_dir(arg: Option<&Path>) -> PathBuf {
+    if let Some(d) = arg {
+        return d.to_path_buf();
+    }
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("etc")))
+    {
+        if beside.join("main.yaml").is_file() {
+            return beside;
+        }
+    }
+    PathBuf::from("etc")
+}
+
+fn load(dir: &Path, registry: &Registry) -> Result<(AgentConfig, Plan), ConfigError> {
+    let config = AgentConfig::load(dir)?;
+    let plan = Plan::new(&config, registry)?;
+    Ok((config, plan))
+}
+
+fn logger(config: &AgentConfig) -> Logger {
+    let log = logging::build(&LogSettings::from_config(config));
+    install_panic_hook(log.clone());
+    log
+}
+
+/// Panics inside plugins are caught and restarted by the core; log them as
+/// one line instead of the default multi-line stderr dump.
+fn install_panic_hook(log: Logger) {
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        error!(log, "panic"; "message" => msg, "at" => location);
+    }));
+}
+
+fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
+    let log = logger(&config);
+    info!(log, "agent starting"; "version" => env!("CARGO_PKG_VERSION"), "config" => %config.dir.display(),
+        "inputs" => plan.pipelines.len());
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let sup = PipelineSupervisor::new(config, plan, Arc::new(registry), log.new(o!())).start();
+        let signal = wait_for_signal().await?;
+        info!(log, "shutting down"; "signal" => signal);
+        let report = sup
+            .send(Shutdown {
+                deadline: SHUTDOWN_DEADLINE,
+            })
+            .await
+            .context("supervisor stopped before shutdown")?;
+        if report.undelivered > 0 {
+            error!(log, "metrics left undelivered at shutdown"; "count" => report.undelivered);
+        }
+        Ok(())
+    })
+}
+
+fn run_once(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
+    let log = logger(&config);
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let sup = PipelineSupervisor::new(config, plan, Arc::new(registry), log)
+            .unscheduled()
+            .start();
+        sup.send(GatherOnce).await.context("gather")?;
+        let report = sup
+            .send(Shutdown {
+                deadline: SHUTDOWN_DEADLINE,
+            })
+            .await
+            .context("flush")?;
+        anyhow::ensure!(
+            report.undelivered == 0,
+            "{} metrics could not be delivered",
+            report.undelivered
+        );
+        Ok(())
+    })
+}
+
+fn run_test(
+    config: AgentConfig,
+    plan: Plan,
+    registry: Registry,
+    input: Option<String>,
+) -> Result<()> {
+    let plan = match input {
+        Some(name) => plan
+            .only_input(&name)
+            .with_context(|| format!("input `{name}` is not in `open`"))?,
+        None => plan,
+    };
+    let plan = plan.print_only(&config, &registry)?;
+    run_once(config, plan, registry)
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> Result<&'static str> {
+    tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
+    Ok("Ctrl-C")
+}
+
+fn print_plugins(registry: &Registry) {
+    let mut last = None;
+    for p in registry.list() {
+        if last != Some(p.kind) {
+            println!("{}s:", p.kind);
+            last = Some(p.kind);
+        }
+        println!("  {:<16} {}", p.name, p.description);
+    }
+}
+
+const MAIN_SAMPLE: &str = include_str!("../../etc/main.yaml");
+
+fn sample_config(registry: &Registry, name: Option<&str>) -> ExitCode {
+    let Some(name) = name else {
+        print!("{MAIN_SAMPLE}");
+        return ExitCode::SUCCESS;
+    };
+    let found: Vec<_> = registry
+        .list()
+        .into_iter()
+        .filter(|p| p.name == name)
+        .collect();
+    if found.is_empty() {
+        eprintln!("no plugin named `{name}`; `agent plugins` lists them");
+        return ExitCode::from(2);
+    }
+    for p in found {
+        println!("# {} plugin `{}`: {}", p.kind, p.name, p.description);
+        print!("{}", p.sample);
+    }
+    ExitCode::SUCCESS
+}

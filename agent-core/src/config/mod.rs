@@ -204,7 +204,7 @@ pub struct AgentConfig {
     pub dir: PathBuf,
     pub main: MainConfig,
     /// `info` as tags, with `node_ip` and `host_name` filled in.
-    pub info: Arc<[(Str, Str)]>,
+    pub info: InfoTags,
     pub tree: Arc<MergedTree>,
 }
 
@@ -214,6 +214,22 @@ impl AgentConfig {
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let tree = load::load_tree(dir)?;
         Self::from_tree(dir, tree)
+    }
+
+    /// A configuration given as one main.yaml text, for programs that embed
+    /// the core; `label` names it in errors.
+    pub fn from_yaml(label: &str, text: &str) -> Result<Self, ConfigError> {
+        let path = Path::new(label);
+        let root = load::parse_yaml(path, text)?;
+        let mut provenance = Provenance::default();
+        let mut merged = Value::Mapping(Mapping::new());
+        load::merge_into(&mut merged, root, "", path, &mut provenance);
+        let tree = MergedTree {
+            root: merged,
+            provenance,
+            files: vec![path.to_path_buf()],
+        };
+        Self::from_tree(Path::new("."), tree)
     }
 
     pub fn from_tree(dir: &Path, tree: MergedTree) -> Result<Self, ConfigError> {
@@ -331,15 +347,22 @@ fn deserialize_at<T: DeserializeOwned>(
             (false, s) => format!("{base}.{s}"),
         };
         let reason = e.into_inner().to_string();
-        let reason = match reason.strip_prefix("missing field ") {
-            Some(field) => format!("required key {field} is missing"),
-            None => reason,
+        // serde reports a missing field at its parent: name the field itself.
+        let (key, reason) = match reason.strip_prefix("missing field ") {
+            Some(field) => (
+                load::join(&key, field.trim_matches('`')),
+                format!("required key {field} is missing"),
+            ),
+            None => (key, reason),
         };
         ConfigError::new(file_of(tree, &key), key, reason)
     })
 }
 
-fn resolve_info(info: &Mapping) -> Result<Arc<[(Str, Str)]>, (String, String)> {
+/// The `info` tags shared by every metric.
+pub type InfoTags = Arc<[(Str, Str)]>;
+
+fn resolve_info(info: &Mapping) -> Result<InfoTags, (String, String)> {
     let mut out: Vec<(Str, Str)> = Vec::with_capacity(info.len() + 2);
     for (k, v) in info {
         let key = load::key_string(k);

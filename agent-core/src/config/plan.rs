@@ -131,7 +131,10 @@ impl Plan {
         let mut outputs: Vec<OutputPlan> = Vec::new();
         let mut pipelines = Vec::new();
         for (i, name) in main.open.iter().enumerate() {
-            if pipelines.iter().any(|p: &PipelinePlan| p.name == name.as_str()) {
+            if pipelines
+                .iter()
+                .any(|p: &PipelinePlan| p.name == name.as_str())
+            {
                 continue;
             }
             let cfg = config.section("input", name);
@@ -143,7 +146,11 @@ impl Plan {
                 } else {
                     format!("open[{i}]")
                 };
-                return Err(config_error(config, &key, unknown(PluginKind::Input, &plugin, registry)));
+                return Err(config_error(
+                    config,
+                    &key,
+                    unknown(PluginKind::Input, &plugin, registry),
+                ));
             };
             let secs = common.interval.unwrap_or(main.interval);
             let interval = check_interval(secs).map_err(|r| cfg.error("interval", r))?;
@@ -153,14 +160,25 @@ impl Plan {
             let proc_cfg = config.section("processor", name);
             stage_block(&proc_cfg, registry, &mut stages)?;
             for common_name in &main.common_processor {
-                stage_block(&config.section("processor", common_name).for_input(name), registry, &mut stages)?;
+                stage_block(
+                    &config.section("processor", common_name).for_input(name),
+                    registry,
+                    &mut stages,
+                )?;
             }
             aggs_block(&config.section("aggs", name), registry, &mut stages)?;
             for common_name in &main.common_aggs {
-                aggs_block(&config.section("aggs", common_name).for_input(name), registry, &mut stages)?;
+                aggs_block(
+                    &config.section("aggs", common_name).for_input(name),
+                    registry,
+                    &mut stages,
+                )?;
             }
 
-            let out_names = common.output.clone().unwrap_or_else(|| main.common_output.clone());
+            let out_names = common
+                .output
+                .clone()
+                .unwrap_or_else(|| main.common_output.clone());
             for out in &out_names {
                 if outputs.iter().any(|o| &o.name == out) {
                     continue;
@@ -214,7 +232,11 @@ fn output_plan(
         } else {
             referenced_at.to_string()
         };
-        return Err(config_error(config, &key, unknown(PluginKind::Output, &plugin, registry)));
+        return Err(config_error(
+            config,
+            &key,
+            unknown(PluginKind::Output, &plugin, registry),
+        ));
     };
     let settings: OutputSettings = cfg.parse()?;
     if settings.batch_size == 0 {
@@ -232,7 +254,10 @@ fn output_plan(
     check_interval(settings.flush_every().as_secs_f64())
         .map_err(|r| cfg.error("flush_interval", r))?;
     if !(settings.flush_jitter.is_finite() && settings.flush_jitter >= 0.0) {
-        return Err(cfg.error("flush_jitter", "must be zero or a positive number of seconds"));
+        return Err(cfg.error(
+            "flush_jitter",
+            "must be zero or a positive number of seconds",
+        ));
     }
     (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
     Ok(OutputPlan {
@@ -272,7 +297,11 @@ fn stage(
     resolve_stage(block.child(key, value, plugin), registry, plugin)
 }
 
-fn resolve_stage(cfg: PluginConfig, registry: &Registry, plugin: &str) -> Result<StagePlan, ConfigError> {
+fn resolve_stage(
+    cfg: PluginConfig,
+    registry: &Registry,
+    plugin: &str,
+) -> Result<StagePlan, ConfigError> {
     let (kind, factory_ok) = if let Some(e) = registry.processors.get(plugin) {
         (StageKind::Processor, (e.factory)(&cfg).map(|_| ()))
     } else if let Some(e) = registry.aggregators.get(plugin) {
@@ -331,5 +360,41 @@ impl PluginConfig {
     fn for_input(mut self, input: &str) -> Self {
         self.input = Str::new(input);
         self
+    }
+}
+
+impl Plan {
+    /// Keeps only the pipeline of input `name` (for `agent test --input`).
+    pub fn only_input(mut self, name: &str) -> Option<Plan> {
+        self.pipelines.retain(|p| p.name == name);
+        if self.pipelines.is_empty() {
+            return None;
+        }
+        let used: Vec<String> = self
+            .pipelines
+            .iter()
+            .flat_map(|p| p.outputs.clone())
+            .collect();
+        self.outputs.retain(|o| used.contains(&o.name));
+        Some(self)
+    }
+
+    /// Sends every pipeline to one `console` output on stdout instead of
+    /// its configured outputs (for `agent test`): nothing is written
+    /// anywhere else.
+    pub fn print_only(
+        mut self,
+        config: &AgentConfig,
+        registry: &Registry,
+    ) -> Result<Plan, ConfigError> {
+        let mut console = output_plan(config, registry, "console", "common_output")?;
+        console.name = "console (test)".to_string();
+        console.config = PluginConfig::from_value("console", Value::Mapping(Default::default()));
+        console.settings.flush_interval = Some(0.1);
+        for p in &mut self.pipelines {
+            p.outputs = vec![console.name.clone()];
+        }
+        self.outputs = vec![console];
+        Ok(self)
     }
 }

@@ -138,18 +138,18 @@ impl StageActor {
         let outcome = match self.plugin.as_mut() {
             None => return batch,
             Some(Plugin::Processor(p)) => catch_unwind(AssertUnwindSafe(|| p.apply(&mut batch))),
-            Some(Plugin::Aggregator(a)) => catch_unwind(AssertUnwindSafe(|| {
-                for m in &batch {
-                    a.add(m);
-                }
-                Ok(())
-            }))
-            .map(|r| {
-                if self.settings.drop_original {
+            Some(Plugin::Aggregator(a)) => {
+                let added = catch_unwind(AssertUnwindSafe(|| {
+                    for m in &batch {
+                        a.add(m);
+                    }
+                    Ok(())
+                }));
+                if added.is_ok() && self.settings.drop_original {
                     batch.clear();
                 }
-                r
-            }),
+                added
+            }
         };
         match outcome {
             Ok(Ok(())) => {
@@ -195,7 +195,6 @@ impl StageActor {
     }
 }
 
-
 impl Actor for StageActor {
     type Context = Context<Self>;
 
@@ -203,7 +202,9 @@ impl Actor for StageActor {
         if let StageEntry::Aggregator(_) = self.entry {
             match self.config.parse::<AggregatorSettings>() {
                 Ok(s) => self.settings = s,
-                Err(e) => error!(self.log, "bad aggregator settings, using defaults"; "error" => %e),
+                Err(e) => {
+                    error!(self.log, "bad aggregator settings, using defaults"; "error" => %e)
+                }
             }
             let period = Duration::from_secs_f64(self.settings.period.max(0.001));
             ctx.run_interval(period, |act, _| act.push_aggregates());

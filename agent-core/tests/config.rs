@@ -1,0 +1,251 @@
+//! PyAgent's etc/ layout: merge order, deep merge, interval inheritance,
+//! and every kind of config error naming its file, key and reason.
+mod common;
+
+use agent_core::{AgentConfig, ConfigError, Plan, Registry};
+
+use std::path::Path;
+use std::time::Duration;
+
+fn plan(etc: &Path) -> Result<Plan, ConfigError> {
+    let cfg = AgentConfig::load(etc)?;
+    Plan::new(&cfg, &Registry::with_builtins())
+}
+
+fn demo_interval(etc: &Path) -> Duration {
+    plan(etc).unwrap().pipelines[0].interval
+}
+
+const MAIN: &str = "open: [demo]\ninterval: 60\ncommon_output: [console]\n";
+
+#[test]
+fn each_layer_wins_in_pyagent_order() {
+    let layers = [
+        (
+            "main.yaml",
+            format!("{MAIN}input:\n  demo: {{interval: 1}}\n"),
+        ),
+        (
+            "main/main.yaml",
+            "input:\n  demo: {interval: 2}\n".to_string(),
+        ),
+        ("input/demo.yaml", "interval: 3\n".to_string()),
+        ("host.yaml", "input:\n  demo: {interval: 4}\n".to_string()),
+        (
+            "main/host.yaml",
+            "input:\n  demo: {interval: 5}\n".to_string(),
+        ),
+    ];
+    // With the first k layers present, layer k decides.
+    for k in 1..=layers.len() {
+        let files: Vec<(&str, &str)> = layers[..k].iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let (_d, etc) = common::etc(&files);
+        assert_eq!(
+            demo_interval(&etc),
+            Duration::from_secs(k as u64),
+            "with {k} layers"
+        );
+    }
+}
+
+#[test]
+fn top_level_keys_follow_the_same_order() {
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", &format!("{MAIN}reload_sec: 30\n")),
+        ("main/main.yaml", "reload_sec: 40\n"),
+        ("host.yaml", "reload_sec: 50\n"),
+    ]);
+    assert_eq!(AgentConfig::load(&etc).unwrap().main.reload_sec, 50);
+}
+
+#[test]
+fn alarm_blocks_merge_deeply() {
+    // PyAgent merged two levels deep, so a plugin file's `alarm:` dropped
+    // every host-level threshold. Here host.yaml overrides one key only.
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", MAIN),
+        (
+            "aggs/cpu.yaml",
+            "alarm:\n  comment: web tier\n  percent: 90\n  max_percent: 95\n",
+        ),
+        (
+            "host.yaml",
+            "aggs:\n  cpu:\n    alarm:\n      percent: 50\n",
+        ),
+    ]);
+    let cfg = AgentConfig::load(&etc).unwrap();
+    let alarm = cfg
+        .section("aggs", "cpu")
+        .value()
+        .get("alarm")
+        .cloned()
+        .unwrap();
+    let want: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str("{comment: web tier, percent: 50, max_percent: 95}").unwrap();
+    assert_eq!(alarm, want);
+}
+
+#[test]
+fn interval_is_inherited_from_main() {
+    let (_d, etc) = common::etc(&[(
+        "main.yaml",
+        "open: [demo]\ninterval: 7\ncommon_output: [console]\n",
+    )]);
+    assert_eq!(demo_interval(&etc), Duration::from_secs(7));
+    let (_d, etc) = common::etc(&[("main.yaml", "open: [demo]\ncommon_output: [console]\n")]);
+    assert_eq!(
+        demo_interval(&etc),
+        Duration::from_secs(60),
+        "PyAgent default"
+    );
+    let (_d, etc) = common::etc(&[("main.yaml", MAIN), ("input/demo.yaml", "interval: 0.5\n")]);
+    assert_eq!(demo_interval(&etc), Duration::from_millis(500));
+}
+
+#[test]
+fn info_is_filled_from_the_host() {
+    let (_d, etc) = common::etc(&[(
+        "main.yaml",
+        &format!("{MAIN}info:\n  region: eu\n  node_ip: ''\n"),
+    )]);
+    let cfg = AgentConfig::load(&etc).unwrap();
+    let get = |k: &str| {
+        cfg.info
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    assert_eq!(get("region").as_deref(), Some("eu"));
+    let ip: std::net::IpAddr = get("node_ip").unwrap().parse().expect("node_ip is an IP");
+    assert!(!ip.is_unspecified());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(get("host_name").unwrap(), host.trim());
+    // Order: configured keys first, filled ones after.
+    assert_eq!(cfg.info[0].0, "region");
+}
+
+fn err(files: &[(&str, &str)]) -> (ConfigError, tempfile::TempDir) {
+    let (d, etc) = common::etc(files);
+    (plan(&etc).expect_err("config must be rejected"), d)
+}
+
+#[test]
+fn yaml_syntax_error_names_file_line_and_column() {
+    let (e, _d) = err(&[
+        ("main.yaml", MAIN),
+        ("input/demo.yaml", "interval: 5\ntarget: [a, b\n"),
+    ]);
+    assert!(e.file.ends_with("input/demo.yaml"), "{e}");
+    assert!(
+        e.reason.contains("line 3") || e.reason.contains("line 2"),
+        "{e}"
+    );
+    assert!(e.reason.contains("column"), "{e}");
+}
+
+#[test]
+fn unknown_plugins_are_named() {
+    let (e, _d) = err(&[(
+        "main.yaml",
+        "open: [demo, cpuu]\ncommon_output: [console]\n",
+    )]);
+    assert!(e.file.ends_with("main.yaml"), "{e}");
+    assert_eq!(e.key, "open[1]");
+    assert!(e.reason.contains("unknown input plugin `cpuu`"), "{e}");
+    assert!(e.reason.contains("demo"), "lists what exists: {e}");
+
+    let (e, _d) = err(&[("main.yaml", "open: [demo]\ncommon_output: [console, es2]\n")]);
+    assert_eq!(e.key, "common_output");
+    assert!(e.reason.contains("unknown output plugin `es2`"), "{e}");
+
+    let (e, _d) = err(&[
+        ("main.yaml", MAIN),
+        ("processor/demo.yaml", "use_plugin_nosuch: {}\n"),
+    ]);
+    assert!(e.file.ends_with("processor/demo.yaml"), "{e}");
+    assert_eq!(e.key, "processor.demo.use_plugin_nosuch");
+    assert!(
+        e.reason
+            .contains("unknown processor or aggregator `nosuch`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_types_name_the_file_that_set_the_key() {
+    let (e, _d) = err(&[("main.yaml", MAIN), ("input/demo.yaml", "interval: soon\n")]);
+    assert!(e.file.ends_with("input/demo.yaml"), "{e}");
+    assert_eq!(e.key, "input.demo.interval");
+    assert!(e.reason.contains("invalid type"), "{e}");
+
+    let (e, _d) = err(&[("main.yaml", MAIN), ("host.yaml", "open: demo\n")]);
+    assert!(e.file.ends_with("host.yaml"), "{e}");
+    assert_eq!(e.key, "open");
+
+    let (e, _d) = err(&[
+        ("main.yaml", MAIN),
+        ("output/console.yaml", "target: printer\n"),
+    ]);
+    assert!(e.file.ends_with("output/console.yaml"), "{e}");
+    assert_eq!(e.key, "output.console.target");
+    assert!(e.reason.contains("unknown variant"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_are_rejected() {
+    for (extra, key, words) in [
+        ("reload_sec: 5\n", "reload_sec", "at least 10"),
+        ("delay_sec: 31\n", "delay_sec", "between 0 and 30"),
+        ("interval: 0\n", "interval", "between 0.001 and 86400"),
+        ("log: {rotation: huge}\n", "log.rotation", "size"),
+    ] {
+        let main = format!("open: [demo]\ncommon_output: [console]\n{extra}");
+        let (e, _d) = err(&[("main.yaml", &main)]);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.reason.contains(words), "{e}");
+        assert!(e.file.ends_with("main.yaml"));
+    }
+    let (e, _d) = err(&[("main.yaml", MAIN), ("input/demo.yaml", "interval: -1\n")]);
+    assert_eq!(e.key, "input.demo.interval");
+    assert!(e.file.ends_with("input/demo.yaml"));
+    let (e, _d) = err(&[
+        ("main.yaml", MAIN),
+        ("output/console.yaml", "batch_size: 100\nbuffer_limit: 10\n"),
+    ]);
+    assert_eq!(e.key, "output.console.buffer_limit");
+}
+
+#[test]
+fn missing_files_and_keys() {
+    let (e, _d) = err(&[("host.yaml", "debug: true\n")]);
+    assert!(e.file.ends_with("main.yaml"));
+    assert!(e.reason.contains("missing"), "{e}");
+    let (e, _d) = err(&[("main.yaml", "interval: 5\n")]);
+    assert_eq!(e.key, "open");
+    assert!(e.reason.contains("required"), "{e}");
+    let (e, _d) = err(&[("main.yaml", "- a\n- b\n")]);
+    assert!(e.reason.contains("mapping"), "{e}");
+}
+
+#[test]
+fn an_oversized_file_is_refused_without_reading_it() {
+    let big = "a: 1\n".repeat(1_000_000);
+    let (e, _d) = err(&[("main.yaml", MAIN), ("input/demo.yaml", &big)]);
+    assert!(e.file.ends_with("input/demo.yaml"));
+    assert!(e.reason.contains("byte limit"), "{e}");
+}
+
+#[test]
+fn common_processor_and_aggs_apply_to_every_input() {
+    // Without registered processors the planner must still find the blocks:
+    // an unknown use_plugin_ in a common block names that block's file.
+    let (e, _d) = err(&[
+        (
+            "main.yaml",
+            "open: [demo]\ncommon_output: [console]\ncommon_processor: [shared]\n",
+        ),
+        ("processor/shared.yaml", "use_plugin_zzz: {}\n"),
+    ]);
+    assert!(e.file.ends_with("processor/shared.yaml"), "{e}");
+    assert_eq!(e.key, "processor.shared.use_plugin_zzz");
+}

@@ -1,0 +1,210 @@
+//! The `agent` binary end to end: validate, once, test, plugins,
+//! sample-config on the shipped etc/, config errors exit 2, and SIGTERM
+//! delivers everything gathered.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_agent"))
+}
+
+fn shipped_etc() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc")
+}
+
+fn run(args: &[&str], etc: &Path) -> Output {
+    agent()
+        .args(args)
+        .arg("-c")
+        .arg(etc)
+        .output()
+        .expect("agent runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The `open:` list of a main.yaml written as a block list.
+fn open_inputs(etc: &Path) -> Vec<String> {
+    let main = std::fs::read_to_string(etc.join("main.yaml")).unwrap();
+    main.lines()
+        .skip_while(|l| !l.starts_with("open:"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with("- "))
+        .map(|l| l.trim_start().trim_start_matches("- ").trim().to_string())
+        .collect()
+}
+
+#[test]
+fn validate_shipped_etc() {
+    let out = run(&["validate"], &shipped_etc());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn once_prints_every_open_input() {
+    let etc = shipped_etc();
+    let out = run(&["once"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let inputs = open_inputs(&etc);
+    assert!(!inputs.is_empty());
+    for input in inputs {
+        let prefix = format!(">>> METRIC, name={input} time=");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&prefix)),
+            "no line for {input}:\n{stdout}"
+        );
+    }
+    for line in stdout.lines() {
+        assert!(
+            line.starts_with(">>> METRIC, ") || line.starts_with(">>> ALARM, "),
+            "{line}"
+        );
+        assert!(
+            line.contains(" node_ip=") && line.contains(" host_name="),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn test_prints_one_input_only() {
+    let out = run(&["test", "--input", "demo"], &shipped_etc());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().count() >= 1);
+    assert!(
+        stdout.lines().all(|l| l.contains(" name=demo ")),
+        "{stdout}"
+    );
+
+    let out = run(&["test", "--input", "nosuch"], &shipped_etc());
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("nosuch"));
+}
+
+#[test]
+fn config_errors_exit_2_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("input")).unwrap();
+    std::fs::write(
+        etc.join("main.yaml"),
+        "open: [demo]\ncommon_output: [console]\n",
+    )
+    .unwrap();
+    std::fs::write(etc.join("input/demo.yaml"), "interval: [1\n").unwrap();
+    for cmd in ["validate", "once", "run", "test"] {
+        let out = run(&[cmd], &etc);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("input/demo.yaml") && err.contains("line"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::write(etc.join("input/demo.yaml"), "interval: fast\n").unwrap();
+    let out = run(&["validate"], &etc);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("key `input.demo.interval`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["validate"], &dir.path().join("nowhere"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("main.yaml"));
+}
+
+#[test]
+fn plugins_and_sample_config() {
+    let out = agent().arg("plugins").output().unwrap();
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("inputs:")
+            && s.contains("  demo ")
+            && s.contains("outputs:")
+            && s.contains("  console "),
+        "{s}"
+    );
+    let out = agent().args(["sample-config", "demo"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("interval"));
+    let out = agent().args(["sample-config"]).output().unwrap();
+    assert!(text(&out.stdout).contains("common_output"));
+    let out = agent().args(["sample-config", "nosuch"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = agent().arg("--version").output().unwrap();
+    assert!(text(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn sigterm_delivers_everything_gathered() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    // Console flushes only at shutdown: every line printed proves the drain.
+    std::fs::write(
+        etc.join("main.yaml"),
+        "open: [demo]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 3600}\n",
+    )
+    .unwrap();
+    let mut child = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&etc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "agent did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let totals: Vec<u64> = stdout
+        .lines()
+        .map(|l| {
+            let t = l
+                .split(" total=")
+                .nth(1)
+                .expect("total field")
+                .split(' ')
+                .next()
+                .unwrap();
+            t.parse().unwrap()
+        })
+        .collect();
+    assert!(totals.len() >= 10, "only {} lines", totals.len());
+    // demo's `total` counts gathers: 1..=n, all present, in order.
+    assert_eq!(totals, (1..=totals.len() as u64).collect::<Vec<_>>());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+}
