@@ -87,8 +87,10 @@ async fn panicking_input_restarts_while_other_pipeline_keeps_cadence() {
 
     // The steady pipeline gathered at 0.05 s for about 1 s: 21 ticks from t=0.
     let steady = collected.count_named("steady");
+    // A loaded 2-core CI box may skip a tick or two; a disturbed pipeline
+    // would lose many.
     assert!(
-        (19..=22).contains(&steady),
+        (17..=22).contains(&steady),
         "steady gathered {steady} times"
     );
     let seqs: Vec<u64> = collected
