@@ -1,0 +1,330 @@
+//! `mem`: virtual memory like psutil's `virtual_memory()`, plus `human_<field>`
+//! strings. Also home of the `human_*` formatters the other system inputs use.
+//!
+//! On Linux every figure comes from one read of `/proc/meminfo` (sysinfo
+//! reads the same file but lacks active/inactive/buffers/cached/shared/slab,
+//! and its `used` is not psutil's), so no `System` is kept at all. Elsewhere
+//! sysinfo's memory refresh gives total/available/free/used and the
+//! Linux-only figures are 0.
+use crate::metric::Metric;
+use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::registry::Registry;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemConfig {}
+
+/// psutil's `svmem`, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VirtualMemory {
+    pub total: u64,
+    pub available: u64,
+    pub used: u64,
+    pub free: u64,
+    pub active: u64,
+    pub inactive: u64,
+    pub buffers: u64,
+    pub cached: u64,
+    pub shared: u64,
+    pub slab: u64,
+}
+
+impl VirtualMemory {
+    /// psutil: `(total - available) / total * 100`, one decimal.
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        round_to(
+            self.total.saturating_sub(self.available) as f64 / self.total as f64 * 100.0,
+            1,
+        )
+    }
+
+    /// psutil's computation from `/proc/meminfo` text (values in kB).
+    pub fn from_meminfo(text: &str) -> Result<Self, String> {
+        let mut total = None;
+        let mut free = None;
+        let mut available = None;
+        let (mut buffers, mut cached, mut reclaimable) = (0u64, 0u64, 0u64);
+        let (mut shared, mut active, mut inactive, mut slab) = (0u64, 0u64, 0u64, 0u64);
+        for line in text.lines() {
+            let Some((key, rest)) = line.split_once(':') else {
+                continue;
+            };
+            let Some(kb) = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let bytes = kb.saturating_mul(1024);
+            match key {
+                "MemTotal" => total = Some(bytes),
+                "MemFree" => free = Some(bytes),
+                "MemAvailable" => available = Some(bytes),
+                "Buffers" => buffers = bytes,
+                "Cached" => cached = bytes,
+                "SReclaimable" => reclaimable = bytes,
+                "Shmem" => shared = bytes,
+                "Active" => active = bytes,
+                "Inactive" => inactive = bytes,
+                "Slab" => slab = bytes,
+                _ => {}
+            }
+        }
+        let total = total.ok_or("MemTotal missing")?;
+        let free = free.ok_or("MemFree missing")?;
+        // Like `free` and psutil: reclaimable slab counts as cache.
+        let cached = cached.saturating_add(reclaimable);
+        let used = match total.checked_sub(free + cached + buffers) {
+            Some(u) => u,
+            None => total.saturating_sub(free),
+        };
+        // Kernels before 3.14 lack MemAvailable: psutil then estimates
+        // free + buffers + cached, and so do we.
+        let available = available.unwrap_or(free + buffers + cached).min(total);
+        Ok(VirtualMemory {
+            total,
+            available,
+            used,
+            free,
+            active,
+            inactive,
+            buffers,
+            cached,
+            shared,
+            slab,
+        })
+    }
+}
+
+/// Rounds half away from zero to `digits` decimals.
+pub(crate) fn round_to(v: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (v * p).round() / p
+}
+
+const BYTE_UNITS: [&str; 9] = ["B", "KB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+const BPS_UNITS: [&str; 9] = [
+    "bps", "Kbps", "Mbps", "Gbps", "Tbps", "Pbps", "Ebps", "Zbps", "Ybps",
+];
+
+/// PyAgent's `human_base` for values at or above `base`: one decimal,
+/// printed like a Python float (`2.0`, `23.5`), then a space and the unit.
+fn human_scaled(n: f64, base: f64, units: &[&str]) -> String {
+    let mut i = 0usize;
+    let mut scale = 1.0;
+    while i + 1 < units.len() && n >= scale * base {
+        scale *= base;
+        i += 1;
+    }
+    let mut m = round_to(n / scale, 1);
+    // 1023.96 KB rounds to 1024.0: move up one unit as PyAgent did.
+    if m >= base && i + 1 < units.len() {
+        m = round_to(m / base, 1);
+        i += 1;
+    }
+    format!("{m:?} {}", units[i])
+}
+
+/// Bytes in 1024 steps: `512 B`, `1.0 KB`, `23.5 GB` (PyAgent's `human_bytes`).
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    human_scaled(n as f64, 1024.0, &BYTE_UNITS)
+}
+
+/// Bits per second in 1000 steps: `0.0 bps`, `12.3 Kbps` (PyAgent's
+/// `human_bps`; below 1000 the float is printed as is).
+pub fn human_bps(bps: f64) -> String {
+    if !bps.is_finite() || bps < 1000.0 {
+        return format!("{:?} bps", if bps.is_finite() { bps } else { 0.0 });
+    }
+    human_scaled(bps, 1000.0, &BPS_UNITS)
+}
+
+pub struct Mem {
+    #[cfg(not(target_os = "linux"))]
+    sys: Option<sysinfo::System>,
+}
+
+impl Mem {
+    pub fn new(_config: MemConfig) -> Self {
+        Mem {
+            #[cfg(not(target_os = "linux"))]
+            sys: None,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read(&mut self) -> PluginResult<VirtualMemory> {
+        let text = std::fs::read_to_string("/proc/meminfo")
+            .map_err(|e| PluginError::context("reading /proc/meminfo", e))?;
+        VirtualMemory::from_meminfo(&text)
+            .map_err(|e| PluginError::msg(format!("/proc/meminfo: {e}")))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read(&mut self) -> PluginResult<VirtualMemory> {
+        use sysinfo::{MemoryRefreshKind, System};
+        if self.sys.is_none() {
+            let sys = System::new().map_err(|e| PluginError::msg(format!("sysinfo: {e:?}")))?;
+            self.sys = Some(sys);
+        }
+        let Some(sys) = self.sys.as_mut() else {
+            return Err(PluginError::msg("sysinfo unavailable"));
+        };
+        sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+        Ok(VirtualMemory {
+            total: sys.total_memory(),
+            available: sys.available_memory(),
+            used: sys.used_memory(),
+            free: sys.free_memory(),
+            ..VirtualMemory::default()
+        })
+    }
+}
+
+/// Appends the fields in psutil's order, then the `human_` strings.
+pub fn push_fields(m: &mut Metric, vm: &VirtualMemory) {
+    let sized: [(&'static str, &'static str, u64); 10] = [
+        ("total", "human_total", vm.total),
+        ("available", "human_available", vm.available),
+        ("used", "human_used", vm.used),
+        ("free", "human_free", vm.free),
+        ("active", "human_active", vm.active),
+        ("inactive", "human_inactive", vm.inactive),
+        ("buffers", "human_buffers", vm.buffers),
+        ("cached", "human_cached", vm.cached),
+        ("shared", "human_shared", vm.shared),
+        ("slab", "human_slab", vm.slab),
+    ];
+    m.fields.reserve(21);
+    for (i, (key, _, v)) in sized.iter().enumerate() {
+        m.push_field(*key, *v);
+        if i == 1 {
+            m.push_field("percent", vm.percent());
+        }
+    }
+    for (_, human, v) in sized {
+        m.push_field(human, human_bytes(v));
+    }
+}
+
+impl Input for Mem {
+    async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
+        let vm = self.read()?;
+        let mut m = acc.metric();
+        push_fields(&mut m, &vm);
+        acc.add(m);
+        Ok(())
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.add_input(
+        "mem",
+        "Virtual memory like psutil: total, available, percent, used, cached ...",
+        include_str!("sample.yaml"),
+        |cfg| Ok(Mem::new(cfg.parse()?)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::FieldValue;
+
+    #[test]
+    fn human_bytes_like_pyagent() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KB");
+        assert_eq!(human_bytes(1536), "1.5 KB");
+        // 23.5 GiB
+        assert_eq!(human_bytes(25_232_932_864), "23.5 GB");
+        // Rounds up into the next unit rather than printing 1024.0 KB.
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MB");
+        assert_eq!(human_bytes(5 * 1024u64.pow(4)), "5.0 TB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EB");
+    }
+
+    #[test]
+    fn human_bps_like_pyagent() {
+        assert_eq!(human_bps(0.0), "0.0 bps");
+        assert_eq!(human_bps(999.5), "999.5 bps");
+        assert_eq!(human_bps(1000.0), "1.0 Kbps");
+        assert_eq!(human_bps(12_345.0), "12.3 Kbps");
+        assert_eq!(human_bps(2_500_000.0), "2.5 Mbps");
+        assert_eq!(human_bps(f64::NAN), "0.0 bps");
+    }
+
+    #[test]
+    fn meminfo_psutil_semantics() {
+        let text = "MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    600 kB\n\
+                    Buffers:          50 kB\nCached:          300 kB\nSReclaimable:     20 kB\n\
+                    Shmem:            10 kB\nActive:          400 kB\nInactive:        200 kB\n\
+                    Slab:             30 kB\n";
+        let vm = VirtualMemory::from_meminfo(text).unwrap();
+        assert_eq!(vm.total, 1_024_000);
+        assert_eq!(vm.cached, 320 * 1024);
+        assert_eq!(vm.used, (1000 - 100 - 320 - 50) * 1024);
+        assert_eq!(vm.available, 600 * 1024);
+        assert_eq!(vm.percent(), 40.0);
+        assert_eq!((vm.shared, vm.slab), (10 * 1024, 30 * 1024));
+        assert!(VirtualMemory::from_meminfo("garbage\n").is_err());
+    }
+
+    fn meminfo_kb(key: &str) -> u64 {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[actix_rt::test]
+    async fn gather_matches_proc_meminfo() {
+        let mut mem = Mem::new(MemConfig::default());
+        let mut acc = Accumulator::new("mem", vec![].into());
+        mem.gather(&mut acc).await.unwrap();
+        let m = acc.take().pop().unwrap();
+        assert_eq!(m.name, "mem");
+        assert_eq!(
+            m.field("total"),
+            Some(&FieldValue::Uint(meminfo_kb("MemTotal:") * 1024))
+        );
+        let keys: Vec<&str> = m.fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            &keys[..11],
+            [
+                "total",
+                "available",
+                "percent",
+                "used",
+                "free",
+                "active",
+                "inactive",
+                "buffers",
+                "cached",
+                "shared",
+                "slab"
+            ]
+        );
+        let total = m.field("total").and_then(|v| v.as_f64()).unwrap();
+        let available = m.field("available").and_then(|v| v.as_f64()).unwrap();
+        let percent = m.field("percent").and_then(|v| v.as_f64()).unwrap();
+        assert!(available <= total && available > 0.0);
+        assert!((0.0..=100.0).contains(&percent));
+        // percent is derived from the same snapshot as total/available.
+        assert!((percent - (total - available) / total * 100.0).abs() <= 0.051);
+        let Some(FieldValue::Str(h)) = m.field("human_total") else {
+            panic!("human_total missing")
+        };
+        assert_eq!(h.as_str(), human_bytes(total as u64));
+        assert!(m.field("human_percent").is_none());
+        assert_eq!(m.fields.len(), 21);
+    }
+}
