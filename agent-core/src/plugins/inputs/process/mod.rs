@@ -171,7 +171,7 @@ impl Input for ProcessInput {
         for p in procs {
             let comm = p.name().to_string_lossy();
             let name = full_name(&comm, p.exe());
-            if !self.config.target.is_empty() && !self.config.target.iter().any(|t| *t == name) {
+            if !self.config.target.is_empty() && !self.config.target.contains(&name) {
                 continue;
             }
             let username = match p.user_id() {
