@@ -1,7 +1,8 @@
 //! `agent`: runs agent-core pipelines from a PyAgent-style `etc/` folder.
 use actix::prelude::*;
 use agent_core::logging::{self, LogSettings};
-use agent_core::pipeline::Shutdown;
+use agent_core::pipeline::{ActorStatus, Shutdown, StatusReport};
+use agent_core::reload::{ConfigReloader, Reload};
 use agent_core::{AgentConfig, ConfigError, GatherOnce, PipelineSupervisor, Plan, Registry};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -44,6 +45,12 @@ enum Command {
     Validate,
     /// List the registered plugins by kind.
     Plugins,
+    /// Show the running agent's pipelines, actors and last reload.
+    Status {
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a commented sample config for one plugin, or a main.yaml.
     SampleConfig {
         /// Plugin name.
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
                     Ok(())
                 }
                 Command::Once => run_once(config, plan, registry),
+                Command::Status { json } => status(&config, json),
                 Command::Test { input } => run_test(config, plan, registry, input),
                 _ => run(config, plan, registry),
             };
@@ -146,18 +154,29 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         "inputs" => plan.pipelines.len());
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let sup = PipelineSupervisor::new(config, plan, Arc::new(registry), log.new(o!())).start();
-        let signal = wait_for_signal().await?;
+        let registry = Arc::new(registry);
+        let socket = config.control_socket();
+        let sup = PipelineSupervisor::new(config.clone(), plan, registry.clone(), log.new(o!())).start();
+        let reloader = ConfigReloader::new(&config, registry, sup.clone(), log.new(o!("component" => "reload")));
+        let reload_state = reloader.state();
+        let reloader = reloader.start();
+        #[cfg(unix)]
+        if let Err(e) = agent_core::control::serve(socket.clone(), sup.clone(), Some(reload_state), log.clone()) {
+            error!(log, "status endpoint unavailable"; "socket" => %socket.display(), "error" => %e);
+        }
+        #[cfg(not(unix))]
+        let _ = (socket, reload_state);
+        let signal = wait_for_stop(&reloader).await?;
         info!(log, "shutting down"; "signal" => signal);
         let report = sup
-            .send(Shutdown {
-                deadline: SHUTDOWN_DEADLINE,
-            })
+            .send(Shutdown { deadline: SHUTDOWN_DEADLINE })
             .await
             .context("supervisor stopped before shutdown")?;
         if report.undelivered > 0 {
             error!(log, "metrics left undelivered at shutdown"; "count" => report.undelivered);
         }
+        #[cfg(unix)]
+        let _ = std::fs::remove_file(config.control_socket());
         Ok(())
     })
 }
@@ -201,21 +220,98 @@ fn run_test(
     run_once(config, plan, registry)
 }
 
+/// Waits for SIGINT/SIGTERM; SIGHUP reloads the configuration meanwhile.
 #[cfg(unix)]
-async fn wait_for_signal() -> Result<&'static str> {
+async fn wait_for_stop(reloader: &Addr<ConfigReloader>) -> Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = int.recv() => return Ok("SIGINT"),
+            _ = hup.recv() => reloader.do_send(Reload { reason: "SIGHUP" }),
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> Result<&'static str> {
+async fn wait_for_stop(_: &Addr<ConfigReloader>) -> Result<&'static str> {
     tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
     Ok("Ctrl-C")
+}
+
+#[cfg(unix)]
+fn status(config: &AgentConfig, json: bool) -> Result<()> {
+    let socket = config.control_socket();
+    let answer = agent_core::control::query(&socket).with_context(|| {
+        format!(
+            "cannot reach the agent at {} (is `agent run` running?)",
+            socket.display()
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let status: StatusReport = serde_json::from_value(answer.status)?;
+    let reload = &answer.reload;
+    println!(
+        "agent {} (pid {}), up {:.0}s, config generation {}, last reload: {}",
+        answer.version,
+        answer.pid,
+        status.uptime_sec,
+        reload["generation"],
+        reload["last_result"].as_str().unwrap_or("-")
+    );
+    println!(
+        "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  last error",
+        "kind", "name", "alive", "calls", "errors", "restarts", "in", "out", "last_ok"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let row = |pipeline: &str, a: &ActorStatus| {
+        let name = if pipeline.is_empty() || a.kind == "input" {
+            a.name.clone()
+        } else {
+            format!("{pipeline}/{}", a.name)
+        };
+        let last_ok = if a.stats.last_ok_ns > 0 {
+            format!("{:.0}s ago", now - a.stats.last_ok_ns as f64 / 1e9)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  {}",
+            a.kind,
+            name,
+            if a.alive { "yes" } else { "NO" },
+            a.stats.calls,
+            a.stats.errors,
+            a.stats.restarts,
+            a.stats.metrics_in,
+            a.stats.metrics_out,
+            last_ok,
+            a.stats.last_error.as_deref().unwrap_or("")
+        );
+    };
+    for p in &status.pipelines {
+        for a in &p.actors {
+            row(&p.input, a);
+        }
+    }
+    for o in &status.outputs {
+        row("", o);
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn status(_: &AgentConfig, _: bool) -> Result<()> {
+    anyhow::bail!("`agent status` needs a Unix socket; not available on this platform yet")
 }
 
 fn print_plugins(registry: &Registry) {

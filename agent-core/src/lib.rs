@@ -12,6 +12,8 @@
 //! [`AgentConfig`], make a [`Plan`], start a [`PipelineSupervisor`] inside an
 //! actix `System`; see `examples/embed.rs`.
 pub mod config;
+#[cfg(unix)]
+pub mod control;
 pub mod format;
 pub mod logging;
 pub mod metric;
@@ -19,6 +21,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod plugins;
 pub mod registry;
+pub mod reload;
 
 pub use config::{AgentConfig, ConfigError, Plan, PluginConfig};
 pub use metric::{FieldValue, Metric, MetricKind, Str};

@@ -59,6 +59,15 @@ fn d_delay() -> f64 {
 fn d_interval() -> f64 {
     60.0
 }
+fn d_key_env() -> String {
+    "AGENT_API_KEY".into()
+}
+fn d_update_timeout() -> f64 {
+    10.0
+}
+fn d_control_socket() -> String {
+    "run/agent.sock".into()
+}
 fn d_code() -> String {
     "monitor_metric_alarm".into()
 }
@@ -72,6 +81,19 @@ pub struct MainConfig {
     pub reload_sec: u64,
     #[serde(default)]
     pub update_api: Option<String>,
+    /// Environment variable that holds the update_api key.
+    #[serde(default = "d_key_env")]
+    pub update_api_key_env: String,
+    /// Or a file that holds it (relative to the folder holding etc/).
+    #[serde(default)]
+    pub update_api_key_file: Option<String>,
+    /// Seconds the whole update_api request may take.
+    #[serde(default = "d_update_timeout")]
+    pub update_api_timeout: f64,
+    /// Unix socket of the status endpoint (`agent status`), relative to the
+    /// folder holding etc/.
+    #[serde(default = "d_control_socket")]
+    pub control_socket: String,
     #[serde(default = "d_delay")]
     pub delay_sec: f64,
     #[serde(default)]
@@ -277,6 +299,15 @@ impl AgentConfig {
         match self.dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
+        }
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        let p = Path::new(&self.main.control_socket);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
         }
     }
 

@@ -313,3 +313,30 @@ impl Handler<SetInterval> for InputActor {
         }
     }
 }
+
+/// Send gathered metrics to a new first stage (the pipeline's stages or
+/// outputs were rebuilt by a reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetNext(pub Sink);
+
+impl Handler<SetNext> for InputActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetNext, _: &mut Context<Self>) {
+        self.next = msg.0;
+    }
+}
+
+/// New `info` tags for the metrics gathered from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetInfo(pub crate::config::InfoTags);
+
+impl Handler<SetInfo> for InputActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetInfo, _: &mut Context<Self>) {
+        self.info = msg.0;
+    }
+}

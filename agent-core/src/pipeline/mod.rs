@@ -19,7 +19,8 @@ mod supervisor;
 
 pub use stats::{PluginStats, StatsSnapshot};
 pub use supervisor::{
-    ActorStatus, GatherOnce, PipelineSupervisor, Shutdown, ShutdownReport, Status, StatusReport,
+    ActorStatus, ApplyConfig, ApplyReport, GatherOnce, PipelineStatus, PipelineSupervisor,
+    Shutdown, ShutdownReport, Status, StatusReport,
 };
 
 pub(crate) use input_actor::InputActor;

@@ -24,7 +24,7 @@ pub struct PluginStats {
 }
 
 /// A copy of [`PluginStats`] at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     pub calls: u64,
     pub errors: u64,

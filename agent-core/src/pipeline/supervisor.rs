@@ -6,10 +6,10 @@ use super::output_actor::FlushAndClose;
 use super::stage_actor::StageEntry;
 use super::{Drain, InputActor, OutputActor, PluginStats, Sink, StageActor, StatsSnapshot};
 use crate::config::{AgentConfig, OutputPlan, PipelinePlan, Plan, StageKind};
+
 use crate::registry::Registry;
 use actix::prelude::*;
 use slog::{info, o, warn, Logger};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,44 +68,43 @@ impl PipelineSupervisor {
         self
     }
 
-    fn start_outputs(&mut self) {
-        for plan in &self.plan.outputs {
-            let Some(entry) = self.registry.outputs.get(plan.plugin.as_str()) else {
-                warn!(self.log, "output plugin vanished from the registry"; "output" => &plan.name);
-                continue;
-            };
-            let stats = Arc::new(PluginStats::default());
-            let log = self.log.new(o!("output" => plan.name.clone()));
-            let addr = OutputActor::new(
-                entry.clone(),
-                plan.config.clone(),
-                plan.settings.clone(),
-                stats.clone(),
-                log,
-            )
-            .start();
-            self.outputs.push(RunningOutput {
-                plan: plan.clone(),
-                addr,
-                stats,
-            });
-        }
+    fn start_output(&self, plan: &OutputPlan) -> Option<RunningOutput> {
+        let Some(entry) = self.registry.outputs.get(plan.plugin.as_str()) else {
+            warn!(self.log, "output plugin vanished from the registry"; "output" => &plan.name);
+            return None;
+        };
+        let stats = Arc::new(PluginStats::default());
+        let log = self.log.new(o!("output" => plan.name.clone()));
+        let addr = OutputActor::new(
+            entry.clone(),
+            plan.config.clone(),
+            plan.settings.clone(),
+            stats.clone(),
+            log,
+        )
+        .start();
+        Some(RunningOutput {
+            plan: plan.clone(),
+            addr,
+            stats,
+        })
     }
 
-    fn start_pipeline(&mut self, plan: &PipelinePlan, start_after: Duration) {
-        let by_name: HashMap<&str, &Addr<OutputActor>> = self
-            .outputs
+    /// The outputs a pipeline delivers to, as a sink.
+    fn output_sink(&self, names: &[String]) -> Sink {
+        let outs: Vec<Addr<OutputActor>> = names
             .iter()
-            .map(|o| (o.plan.name.as_str(), &o.addr))
+            .filter_map(|n| self.outputs.iter().find(|o| &o.plan.name == n))
+            .map(|o| o.addr.clone())
             .collect();
-        let outs: Vec<Addr<OutputActor>> = plan
-            .outputs
-            .iter()
-            .filter_map(|n| by_name.get(n.as_str()).map(|a| (*a).clone()))
-            .collect();
-        let mut next = Sink::Outputs(outs.into());
+        Sink::Outputs(outs.into())
+    }
+
+    /// Starts a pipeline's stage actors, from the outputs back so each one
+    /// knows its successor; returns the sink the input sends to.
+    fn start_stages(&self, plan: &PipelinePlan) -> (Sink, Vec<RunningStage>) {
+        let mut next = self.output_sink(&plan.outputs);
         let log = self.log.new(o!("input" => plan.name.to_string()));
-        // Build from the outputs back, so each stage knows its successor.
         let mut stages = Vec::new();
         for stage in plan.stages.iter().rev() {
             let entry = match stage.kind {
@@ -143,10 +142,19 @@ impl PipelineSupervisor {
             });
         }
         stages.reverse();
+        (next, stages)
+    }
+
+    fn start_pipeline(
+        &self,
+        plan: &PipelinePlan,
+        start_after: Duration,
+    ) -> Option<RunningPipeline> {
         let Some(entry) = self.registry.inputs.get(plan.plugin.as_str()).cloned() else {
-            warn!(log, "input plugin vanished from the registry");
-            return;
+            warn!(self.log, "input plugin vanished from the registry"; "input" => plan.name.to_string());
+            return None;
         };
+        let (next, stages) = self.start_stages(plan);
         let stats = Arc::new(PluginStats::default());
         let input = InputActor::new(InputSpec {
             name: plan.name.clone(),
@@ -158,15 +166,15 @@ impl PipelineSupervisor {
             info: self.config.info.clone(),
             next,
             stats: stats.clone(),
-            log,
+            log: self.log.new(o!("input" => plan.name.to_string())),
         })
         .start();
-        self.pipelines.push(RunningPipeline {
+        Some(RunningPipeline {
             plan: plan.clone(),
             input,
             stats,
             stages,
-        });
+        })
     }
 }
 
@@ -174,11 +182,16 @@ impl Actor for PipelineSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        self.start_outputs();
-        let plans = self.plan.pipelines.clone();
+        for plan in &self.plan.outputs {
+            if let Some(o) = self.start_output(plan) {
+                self.outputs.push(o);
+            }
+        }
         let delay = self.plan.start_delay;
-        for (i, plan) in plans.iter().enumerate() {
-            self.start_pipeline(plan, delay * i as u32);
+        for (i, plan) in self.plan.pipelines.iter().enumerate() {
+            if let Some(p) = self.start_pipeline(plan, delay * i as u32) {
+                self.pipelines.push(p);
+            }
         }
         info!(self.log, "pipelines started"; "inputs" => self.pipelines.len(), "outputs" => self.outputs.len(),
             "startup_us" => self.started_at.elapsed().as_micros() as u64);
@@ -277,10 +290,10 @@ macro_rules! stop_handler {
 stop_handler!(InputActor, StageActor, OutputActor);
 
 /// One actor's state, for `agent status`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ActorStatus {
     /// `input`, `processor`, `aggregator` or `output`.
-    pub kind: &'static str,
+    pub kind: String,
     /// Instance name.
     pub name: String,
     /// Registered plugin name.
@@ -290,7 +303,7 @@ pub struct ActorStatus {
     pub stats: StatsSnapshot,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PipelineStatus {
     pub input: String,
     pub interval_sec: f64,
@@ -298,7 +311,7 @@ pub struct PipelineStatus {
     pub outputs: Vec<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StatusReport {
     pub uptime_sec: f64,
     pub pipelines: Vec<PipelineStatus>,
@@ -332,21 +345,24 @@ impl Handler<Status> for PipelineSupervisor {
             .iter()
             .map(|p| {
                 let mut actors = vec![ActorStatus {
-                    kind: "input",
+                    kind: "input".into(),
                     name: p.plan.name.to_string(),
                     plugin: p.plan.plugin.clone(),
                     alive: p.input.connected(),
                     stats: p.stats.snapshot(),
                 }];
-                actors.extend(p.stages.iter().map(|s| ActorStatus {
-                    kind: match s.kind {
-                        StageKind::Processor => "processor",
-                        StageKind::Aggregator => "aggregator",
-                    },
-                    name: s.plugin.clone(),
-                    plugin: s.plugin.clone(),
-                    alive: s.addr.connected(),
-                    stats: s.stats.snapshot(),
+                actors.extend(p.stages.iter().map(|s| {
+                    ActorStatus {
+                        kind: match s.kind {
+                            StageKind::Processor => "processor",
+                            StageKind::Aggregator => "aggregator",
+                        }
+                        .into(),
+                        name: s.plugin.clone(),
+                        plugin: s.plugin.clone(),
+                        alive: s.addr.connected(),
+                        stats: s.stats.snapshot(),
+                    }
                 }));
                 PipelineStatus {
                     input: p.plan.name.to_string(),
@@ -360,7 +376,7 @@ impl Handler<Status> for PipelineSupervisor {
             .outputs
             .iter()
             .map(|o| ActorStatus {
-                kind: "output",
+                kind: "output".into(),
                 name: o.plan.name.clone(),
                 plugin: o.plan.plugin.clone(),
                 alive: o.addr.connected(),
@@ -372,5 +388,183 @@ impl Handler<Status> for PipelineSupervisor {
             pipelines,
             outputs,
         })
+    }
+}
+
+/// Apply a new, already validated configuration to the running actors:
+/// unchanged actors are not touched (their timers keep their cadence),
+/// changed ones get a `Reconfigure` message, new ones start, removed ones
+/// drain and stop.
+#[derive(Message)]
+#[rtype(result = "ApplyReport")]
+pub struct ApplyConfig {
+    pub config: AgentConfig,
+    pub plan: Plan,
+}
+
+/// What a reload changed, by instance (`input:cpu`, `stage:cpu/alarm`,
+/// `output:es`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyReport {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub reconfigured: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+impl ApplyReport {
+    pub fn is_noop(&self) -> bool {
+        self.started.is_empty()
+            && self.stopped.is_empty()
+            && self.reconfigured.is_empty()
+            && self.failed.is_empty()
+    }
+}
+
+fn same_stages(a: &PipelinePlan, b: &PipelinePlan) -> bool {
+    a.stages.len() == b.stages.len()
+        && a.stages
+            .iter()
+            .zip(&b.stages)
+            .all(|(x, y)| x.kind == y.kind && x.plugin == y.plugin)
+}
+
+fn stop_pipeline(p: RunningPipeline) {
+    let stages: Vec<Addr<StageActor>> = p.stages.iter().map(|s| s.addr.clone()).collect();
+    let input = p.input;
+    actix::spawn(async move {
+        let _ = input.send(Drain).await;
+        input.do_send(StopActor);
+        for s in stages {
+            s.do_send(StopActor);
+        }
+    });
+}
+
+fn stop_stages(stages: Vec<RunningStage>) {
+    actix::spawn(async move {
+        if let Some(first) = stages.first() {
+            let _ = first.addr.send(Drain).await;
+        }
+        for s in stages {
+            s.addr.do_send(StopActor);
+        }
+    });
+}
+
+impl Handler<ApplyConfig> for PipelineSupervisor {
+    type Result = MessageResult<ApplyConfig>;
+
+    fn handle(&mut self, msg: ApplyConfig, _: &mut Context<Self>) -> Self::Result {
+        let mut report = ApplyReport::default();
+        let info_changed = msg.config.info != self.config.info;
+        self.config = msg.config;
+
+        // Outputs first, so pipelines can point at them.
+        let mut replaced_outputs = Vec::new();
+        let old_outputs = std::mem::take(&mut self.outputs);
+        let mut kept = Vec::new();
+        for old in old_outputs {
+            match msg.plan.outputs.iter().find(|o| o.name == old.plan.name) {
+                Some(new) if new.plugin == old.plan.plugin => {
+                    if new.config.value() != old.plan.config.value() {
+                        old.addr.do_send(super::Reconfigure(new.config.clone()));
+                        report.reconfigured.push(format!("output:{}", new.name));
+                    }
+                    kept.push(RunningOutput {
+                        plan: new.clone(),
+                        ..old
+                    });
+                }
+                other => {
+                    if other.is_some() {
+                        replaced_outputs.push(old.plan.name.clone());
+                    }
+                    report.stopped.push(format!("output:{}", old.plan.name));
+                    let addr = old.addr;
+                    // Pipelines drain into it first; then it flushes.
+                    actix::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        let _ = addr.send(FlushAndClose { deadline }).await;
+                        addr.do_send(StopActor);
+                    });
+                }
+            }
+        }
+        self.outputs = kept;
+        for plan in &msg.plan.outputs {
+            if !self.outputs.iter().any(|o| o.plan.name == plan.name) {
+                if let Some(o) = self.start_output(plan) {
+                    report.started.push(format!("output:{}", plan.name));
+                    self.outputs.push(o);
+                }
+            }
+        }
+
+        let old_pipelines = std::mem::take(&mut self.pipelines);
+        let mut running = Vec::new();
+        for old in old_pipelines {
+            let Some(new) = msg.plan.pipelines.iter().find(|p| p.name == old.plan.name) else {
+                report.stopped.push(format!("input:{}", old.plan.name));
+                stop_pipeline(old);
+                continue;
+            };
+            if new.plugin != old.plan.plugin {
+                report.stopped.push(format!("input:{}", old.plan.name));
+                stop_pipeline(old);
+                continue; // started below as new
+            }
+            let mut p = old;
+            if new.config.value() != p.plan.config.value() {
+                p.input.do_send(super::Reconfigure(new.config.clone()));
+                report.reconfigured.push(format!("input:{}", new.name));
+            }
+            if new.interval != p.plan.interval {
+                p.input
+                    .do_send(super::input_actor::SetInterval(new.interval));
+                report
+                    .reconfigured
+                    .push(format!("input:{} interval", new.name));
+            }
+            if info_changed {
+                p.input
+                    .do_send(super::input_actor::SetInfo(self.config.info.clone()));
+            }
+            let outputs_changed = new.outputs != p.plan.outputs
+                || new.outputs.iter().any(|o| replaced_outputs.contains(o));
+            if outputs_changed || info_changed || !same_stages(new, &p.plan) {
+                // Rebuild the chain behind the input; the old one drains.
+                let (next, stages) = self.start_stages(new);
+                p.input.do_send(super::input_actor::SetNext(next));
+                stop_stages(std::mem::replace(&mut p.stages, stages));
+                report.reconfigured.push(format!("pipeline:{}", new.name));
+            } else {
+                let triples = p.stages.iter().zip(&new.stages).zip(&p.plan.stages);
+                for ((stage, plan), old_plan) in triples {
+                    if old_plan.config.value() != plan.config.value() {
+                        stage.addr.do_send(super::Reconfigure(plan.config.clone()));
+                        report
+                            .reconfigured
+                            .push(format!("stage:{}/{}", new.name, plan.plugin));
+                    }
+                }
+            }
+            p.plan = new.clone();
+            running.push(p);
+        }
+        self.pipelines = running;
+        for plan in &msg.plan.pipelines {
+            if !self.pipelines.iter().any(|p| p.plan.name == plan.name) {
+                if let Some(p) = self.start_pipeline(plan, Duration::ZERO) {
+                    report.started.push(format!("input:{}", plan.name));
+                    self.pipelines.push(p);
+                }
+            }
+        }
+        self.plan = msg.plan;
+        info!(self.log, "configuration applied"; "started" => report.started.len(),
+            "stopped" => report.stopped.len(), "reconfigured" => report.reconfigured.len());
+        MessageResult(report)
     }
 }
