@@ -266,6 +266,41 @@ pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
     })
 }
 
+/// Every file [`load_tree`] would read, in its order (missing optional
+/// files left out).
+pub fn config_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![dir.join("main.yaml"), dir.join("main").join("main.yaml")];
+    for section in SECTIONS {
+        files.extend(yaml_files(&dir.join(section)).unwrap_or_default());
+    }
+    files.push(dir.join("host.yaml"));
+    files.push(dir.join("main").join("host.yaml"));
+    files
+}
+
+/// A hash of the config files' names and contents: equal fingerprints mean
+/// nothing to reload. Files over the size limit are hashed by length and
+/// modification time instead of read.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in config_files(dir) {
+        f.hash(&mut h);
+        match std::fs::metadata(&f) {
+            Ok(m) if m.len() > MAX_FILE_BYTES => {
+                m.len().hash(&mut h);
+                m.modified().ok().hash(&mut h);
+            }
+            Ok(_) => match std::fs::read(&f) {
+                Ok(bytes) => bytes.hash(&mut h),
+                Err(e) => e.kind().hash(&mut h),
+            },
+            Err(e) => e.kind().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,39 +347,4 @@ mod tests {
         assert!(err.reason.contains("line "), "{}", err.reason);
         assert!(err.reason.contains("column "), "{}", err.reason);
     }
-}
-
-/// Every file [`load_tree`] would read, in its order (missing optional
-/// files left out).
-pub fn config_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = vec![dir.join("main.yaml"), dir.join("main").join("main.yaml")];
-    for section in SECTIONS {
-        files.extend(yaml_files(&dir.join(section)).unwrap_or_default());
-    }
-    files.push(dir.join("host.yaml"));
-    files.push(dir.join("main").join("host.yaml"));
-    files
-}
-
-/// A hash of the config files' names and contents: equal fingerprints mean
-/// nothing to reload. Files over the size limit are hashed by length and
-/// modification time instead of read.
-pub fn fingerprint(dir: &Path) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for f in config_files(dir) {
-        f.hash(&mut h);
-        match std::fs::metadata(&f) {
-            Ok(m) if m.len() > MAX_FILE_BYTES => {
-                m.len().hash(&mut h);
-                m.modified().ok().hash(&mut h);
-            }
-            Ok(_) => match std::fs::read(&f) {
-                Ok(bytes) => bytes.hash(&mut h),
-                Err(e) => e.kind().hash(&mut h),
-            },
-            Err(e) => e.kind().hash(&mut h),
-        }
-    }
-    h.finish()
 }

@@ -1,0 +1,213 @@
+//! update_api against a real HTTP server on 127.0.0.1: the token is
+//! checked by the server, a valid answer is written atomically with a .bak,
+//! and anything invalid writes nothing.
+mod common;
+
+use agent_core::reload::remote::{pull_and_write, token, RemoteError, RemoteSettings};
+use agent_core::Registry;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "s3cret-key";
+
+/// Serves `answer` (status, body) to each request whose token is
+/// md5(time + KEY); 403 otherwise. `hang` never answers. Returns the URL
+/// and the request lines seen.
+async fn server(status: u16, body: String, hang: bool) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/config", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                match sock.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let line = head.lines().next().unwrap_or("").to_string();
+            seen2.lock().unwrap().push(line.clone());
+            if hang {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                continue;
+            }
+            let query = line
+                .split(' ')
+                .nth(1)
+                .and_then(|p| p.split_once('?'))
+                .map(|x| x.1)
+                .unwrap_or("");
+            let get = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let ts: i64 = get("time").parse().unwrap_or(0);
+            let (code, text) = if get("token") == token(ts, KEY) && line.starts_with("POST ") {
+                (status, body.clone())
+            } else {
+                (403, "{\"msg\": \"bad token\"}".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+fn settings(url: &str, key_env: &str) -> RemoteSettings {
+    RemoteSettings {
+        url: url.to_string(),
+        key_env: key_env.to_string(),
+        key_file: None,
+        node_ip: "127.0.0.9".into(),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+const OLD_MAIN: &str = "open: [demo]\ncommon_output: [console]\n";
+
+fn answer(main: &str, host: &str) -> String {
+    format!("{{\"data\": {{\"main\": {main}, \"host\": {host}}}, \"msg\": \"ok\"}}")
+}
+
+#[tokio::test]
+async fn a_valid_answer_is_written_atomically_with_a_backup() {
+    std::env::set_var("TEST_KEY_VALID", KEY);
+    let (_d, etc) = common::etc(&[("main.yaml", OLD_MAIN)]);
+    let body = answer(
+        r#"{"open": ["demo"], "interval": 5, "common_output": ["console"]}"#,
+        r#"{"info": {"region": "eu"}}"#,
+    );
+    let (url, seen) = server(200, body, false).await;
+    let r = Registry::with_builtins();
+    let wrote = pull_and_write(&settings(&url, "TEST_KEY_VALID"), &etc, &r)
+        .await
+        .unwrap();
+    assert!(wrote);
+    let main = std::fs::read_to_string(etc.join("main.yaml")).unwrap();
+    assert!(main.contains("interval: 5"), "{main}");
+    assert!(std::fs::read_to_string(etc.join("host.yaml"))
+        .unwrap()
+        .contains("region: eu"));
+    assert_eq!(
+        std::fs::read_to_string(etc.join("main.yaml.bak")).unwrap(),
+        OLD_MAIN
+    );
+    let cfg = agent_core::AgentConfig::load(&etc).unwrap();
+    assert_eq!(cfg.main.interval, 5.0);
+    // The request carried PyAgent's parameters; the same answer again changes nothing.
+    let line = seen.lock().unwrap()[0].clone();
+    assert!(
+        line.starts_with("POST /v1/config?time=") && line.contains("&node_ip=127.0.0.9"),
+        "{line}"
+    );
+    assert!(!pull_and_write(&settings(&url, "TEST_KEY_VALID"), &etc, &r)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn an_invalid_config_writes_nothing() {
+    std::env::set_var("TEST_KEY_INVALID", KEY);
+    let (_d, etc) = common::etc(&[("main.yaml", OLD_MAIN)]);
+    let r = Registry::with_builtins();
+    for (body, needle) in [
+        (
+            answer(
+                r#"{"open": ["nosuch"], "common_output": ["console"]}"#,
+                "null",
+            ),
+            "unknown input plugin `nosuch`",
+        ),
+        (
+            answer(r#"{"open": ["demo"], "interval": "soon"}"#, "null"),
+            "key `interval`",
+        ),
+        (
+            answer(r#"{"open": ["demo"]}"#, r#"{"reload_sec": 1}"#),
+            "reload_sec",
+        ),
+        (answer("[1, 2]", "null"), "data.main"),
+        ("this is not json".to_string(), "JSON"),
+    ] {
+        let (url, _) = server(200, body.clone(), false).await;
+        let err = pull_and_write(&settings(&url, "TEST_KEY_INVALID"), &etc, &r)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(needle), "{body}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(etc.join("main.yaml")).unwrap(),
+            OLD_MAIN
+        );
+        assert!(!etc.join("host.yaml").exists());
+        assert!(!etc.join("main.yaml.bak").exists());
+    }
+    // An empty `data.main` means: nothing to change.
+    let (url, _) = server(200, answer("{}", "null"), false).await;
+    assert!(
+        !pull_and_write(&settings(&url, "TEST_KEY_INVALID"), &etc, &r)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn http_errors_timeouts_and_missing_keys() {
+    std::env::set_var("TEST_KEY_ERRORS", KEY);
+    std::env::set_var("TEST_KEY_WRONG", "not-the-key");
+    let (_d, etc) = common::etc(&[("main.yaml", OLD_MAIN)]);
+    let r = Registry::with_builtins();
+
+    let (url, _) = server(500, "{}".into(), false).await;
+    let err = pull_and_write(&settings(&url, "TEST_KEY_ERRORS"), &etc, &r)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Status(500)), "{err}");
+
+    let (url, _) = server(200, answer(r#"{"open": ["demo"]}"#, "null"), false).await;
+    let err = pull_and_write(&settings(&url, "TEST_KEY_WRONG"), &etc, &r)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RemoteError::Status(403)),
+        "wrong token refused: {err}"
+    );
+    assert!(
+        !err.to_string().contains("not-the-key"),
+        "the key is never shown"
+    );
+
+    let err = pull_and_write(&settings(&url, "TEST_KEY_UNSET_ANYWHERE"), &etc, &r)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TEST_KEY_UNSET_ANYWHERE"), "{err}");
+
+    let (url, _) = server(200, "{}".into(), true).await;
+    let mut s = settings(&url, "TEST_KEY_ERRORS");
+    s.timeout = Duration::from_millis(500);
+    let start = Instant::now();
+    let err = pull_and_write(&s, &etc, &r).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "bounded by the timeout"
+    );
+    assert!(matches!(err, RemoteError::Http(_)), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("main.yaml")).unwrap(),
+        OLD_MAIN
+    );
+}
