@@ -183,3 +183,48 @@ async fn shutdown_flushes_everything_gathered() {
     assert!(gathered >= 10);
     assert_eq!(collected.metrics().len() as u64, gathered);
 }
+
+#[actix_rt::test]
+async fn internal_input_reports_every_actor_and_the_process() {
+    let mut r = Registry::with_builtins();
+    let collected = add_collect(&mut r);
+    let seq = Arc::new(AtomicU64::new(0));
+    let s2 = seq.clone();
+    r.add_input("steady", "", "", move |_| Ok(Counter { seq: s2.clone() }));
+    let (_d, etc) = etc(&[(
+        "main.yaml",
+        "open: [steady, internal]\ninterval: 0.1\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.05}\n",
+    )]);
+    let cfg = AgentConfig::load(&etc).unwrap();
+    let plan = Plan::new(&cfg, &r).unwrap();
+    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let internal: Vec<_> = collected
+        .metrics()
+        .into_iter()
+        .filter(|m| m.name == "internal")
+        .collect();
+    let last_steady = internal
+        .iter()
+        .rev()
+        .find(|m| m.tag("kind") == Some("input") && m.tag("plugin") == Some("steady"))
+        .expect("a metric about the steady input");
+    let calls = last_steady.field("calls").and_then(|v| v.as_f64()).unwrap();
+    assert!(
+        calls >= 2.0 && calls <= seq.load(Ordering::SeqCst) as f64,
+        "{calls}"
+    );
+    assert!(internal
+        .iter()
+        .any(|m| m.tag("kind") == Some("output") && m.tag("plugin") == Some("collect")));
+    let process = internal
+        .iter()
+        .find(|m| m.tag("kind") == Some("process"))
+        .unwrap();
+    assert!(process.field("rss_bytes").and_then(|v| v.as_f64()).unwrap() > 1e6);
+}

@@ -14,10 +14,10 @@
 mod input_actor;
 mod output_actor;
 mod stage_actor;
-mod stats;
+pub mod stats;
 mod supervisor;
 
-pub use stats::{PluginStats, StatsSnapshot};
+pub use stats::{directory, PluginStats, StatsSnapshot};
 pub use supervisor::{
     ActorStatus, ApplyConfig, ApplyReport, GatherOnce, PipelineStatus, PipelineSupervisor,
     Shutdown, ShutdownReport, Status, StatusReport,

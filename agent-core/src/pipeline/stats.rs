@@ -66,3 +66,68 @@ impl PluginStats {
         }
     }
 }
+
+/// Every live actor's counters in this process, for the `internal` input.
+/// Entries are weak: a stopped actor drops out by itself.
+pub mod directory {
+    use super::PluginStats;
+    use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+    /// One registered actor.
+    #[derive(Debug, Clone)]
+    pub struct Entry {
+        /// `input`, `processor`, `aggregator` or `output`.
+        pub kind: &'static str,
+        /// The pipeline (input instance) it serves; empty for outputs.
+        pub pipeline: String,
+        /// Instance name.
+        pub name: String,
+        pub stats: Arc<PluginStats>,
+    }
+
+    struct Registered {
+        kind: &'static str,
+        pipeline: String,
+        name: String,
+        stats: Weak<PluginStats>,
+    }
+
+    fn all() -> &'static Mutex<Vec<Registered>> {
+        static ALL: OnceLock<Mutex<Vec<Registered>>> = OnceLock::new();
+        ALL.get_or_init(|| Mutex::new(Vec::new()))
+    }
+
+    pub(crate) fn register(
+        kind: &'static str,
+        pipeline: &str,
+        name: &str,
+        stats: &Arc<PluginStats>,
+    ) {
+        if let Ok(mut v) = all().lock() {
+            v.retain(|r| r.stats.strong_count() > 0);
+            v.push(Registered {
+                kind,
+                pipeline: pipeline.to_string(),
+                name: name.to_string(),
+                stats: Arc::downgrade(stats),
+            });
+        }
+    }
+
+    /// The actors alive now.
+    pub fn live() -> Vec<Entry> {
+        let Ok(v) = all().lock() else {
+            return Vec::new();
+        };
+        v.iter()
+            .filter_map(|r| {
+                Some(Entry {
+                    kind: r.kind,
+                    pipeline: r.pipeline.clone(),
+                    name: r.name.clone(),
+                    stats: r.stats.upgrade()?,
+                })
+            })
+            .collect()
+    }
+}

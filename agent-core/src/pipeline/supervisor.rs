@@ -74,6 +74,7 @@ impl PipelineSupervisor {
             return None;
         };
         let stats = Arc::new(PluginStats::default());
+        super::stats::directory::register("output", "", &plan.name, &stats);
         let log = self.log.new(o!("output" => plan.name.clone()));
         let addr = OutputActor::new(
             entry.clone(),
@@ -123,6 +124,11 @@ impl PipelineSupervisor {
             };
             let Some(entry) = entry else { continue };
             let stats = Arc::new(PluginStats::default());
+            let kind_name = match stage.kind {
+                StageKind::Processor => "processor",
+                StageKind::Aggregator => "aggregator",
+            };
+            super::stats::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
             let actor = StageActor::new(
                 entry,
                 stage.config.clone(),
@@ -156,6 +162,7 @@ impl PipelineSupervisor {
         };
         let (next, stages) = self.start_stages(plan);
         let stats = Arc::new(PluginStats::default());
+        super::stats::directory::register("input", &plan.name, &plan.name, &stats);
         let input = InputActor::new(InputSpec {
             name: plan.name.clone(),
             entry,

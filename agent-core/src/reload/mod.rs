@@ -47,6 +47,20 @@ pub struct ReloadState {
 
 pub type SharedReloadState = Arc<Mutex<ReloadState>>;
 
+fn current() -> &'static Mutex<Option<SharedReloadState>> {
+    static CURRENT: std::sync::OnceLock<Mutex<Option<SharedReloadState>>> =
+        std::sync::OnceLock::new();
+    CURRENT.get_or_init(|| Mutex::new(None))
+}
+
+/// The reload state of this process's running reloader, if any (for the
+/// `internal` input).
+pub fn current_state() -> Option<ReloadState> {
+    let shared = current().lock().ok()?.clone()?;
+    let state = shared.lock().ok()?.clone();
+    Some(state)
+}
+
 /// Watches the config folder and applies changes to a supervisor.
 pub struct ConfigReloader {
     dir: PathBuf,
@@ -242,6 +256,9 @@ impl Actor for ConfigReloader {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Ok(mut c) = current().lock() {
+            *c = Some(self.state.clone());
+        }
         self.watch(ctx);
         self.start_timer(ctx);
     }

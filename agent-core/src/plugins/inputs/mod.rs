@@ -2,6 +2,7 @@
 pub mod cpu;
 pub mod demo;
 pub mod disk;
+pub mod internal;
 pub mod mem;
 pub mod network;
 pub mod process;
@@ -15,4 +16,5 @@ pub fn register(r: &mut Registry) {
     disk::register(r);
     network::register(r);
     process::register(r);
+    internal::register(r);
 }
