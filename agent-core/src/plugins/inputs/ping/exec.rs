@@ -7,10 +7,19 @@ use std::time::Duration;
 
 /// The argument list for one target.
 pub(crate) fn args(address: &str, p: Params) -> Vec<String> {
-    let address = address.trim_start_matches('[').trim_end_matches(']').to_string();
+    let address = address
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     if cfg!(windows) {
         let wait_ms = p.timeout.as_millis().max(1);
-        vec!["-n".into(), p.count.to_string(), "-w".into(), wait_ms.to_string(), address]
+        vec![
+            "-n".into(),
+            p.count.to_string(),
+            "-w".into(),
+            wait_ms.to_string(),
+            address,
+        ]
     } else {
         vec![
             "-n".into(),
@@ -39,7 +48,10 @@ pub(crate) async fn ping_exec(binary: &str, address: &str, p: Params) -> Outcome
         Err(_) => {
             return Outcome::failed(
                 p.count,
-                format!("{binary} did not finish within {:.1}s", deadline.as_secs_f64()),
+                format!(
+                    "{binary} did not finish within {:.1}s",
+                    deadline.as_secs_f64()
+                ),
             )
         }
         Ok(Err(e)) => return Outcome::failed(p.count, format!("cannot run {binary}: {e}")),
@@ -63,8 +75,15 @@ pub(crate) async fn ping_exec(binary: &str, address: &str, p: Params) -> Outcome
         }
         None => {
             let err = String::from_utf8_lossy(&output.stderr).trim().to_string();
-            let why = if err.is_empty() { text.trim().to_string() } else { err };
-            Outcome::failed(p.count, format!("{binary} failed ({}): {why}", output.status))
+            let why = if err.is_empty() {
+                text.trim().to_string()
+            } else {
+                err
+            };
+            Outcome::failed(
+                p.count,
+                format!("{binary} failed ({}): {why}", output.status),
+            )
         }
     }
 }

@@ -86,7 +86,12 @@ pub struct Ping {
 
 fn seconds(cfg: &crate::config::PluginConfig, key: &str, v: f64) -> Result<Duration, PluginError> {
     if !v.is_finite() || v <= 0.0 || v > 3600.0 {
-        return Err(cfg.error(key, format!("must be a number of seconds above 0 and at most 3600, got {v}")).into());
+        return Err(cfg
+            .error(
+                key,
+                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
+            )
+            .into());
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -95,7 +100,9 @@ impl Ping {
     pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: PingConfig = cfg.parse()?;
         if c.count == 0 || c.count > 65535 {
-            return Err(cfg.error("count", format!("must be 1..65535, got {}", c.count)).into());
+            return Err(cfg
+                .error("count", format!("must be 1..65535, got {}", c.count))
+                .into());
         }
         let params = Params {
             count: c.count,
@@ -107,7 +114,9 @@ impl Ping {
         for (tag, t) in c.target {
             let address = t.address.trim().to_string();
             if address.is_empty() {
-                return Err(cfg.error(&format!("target.{tag}.address"), "is empty").into());
+                return Err(cfg
+                    .error(&format!("target.{tag}.address"), "is empty")
+                    .into());
             }
             targets.push((tag, address));
         }
@@ -170,12 +179,25 @@ impl Outcome {
             };
         }
         let min = self.rtts_ms.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = self.rtts_ms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let max = self
+            .rtts_ms
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         let avg = self.rtts_ms.iter().sum::<f64>() / n as f64;
-        let var = self.rtts_ms.iter().map(|r| (r - avg) * (r - avg)).sum::<f64>() / n as f64;
+        let var = self
+            .rtts_ms
+            .iter()
+            .map(|r| (r - avg) * (r - avg))
+            .sum::<f64>()
+            / n as f64;
         // Mean absolute difference of consecutive replies (RFC 3550's idea).
         let jitter = if n > 1 {
-            self.rtts_ms.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (n - 1) as f64
+            self.rtts_ms
+                .windows(2)
+                .map(|w| (w[1] - w[0]).abs())
+                .sum::<f64>()
+                / (n - 1) as f64
         } else {
             0.0
         };
@@ -221,7 +243,10 @@ pub(crate) async fn resolve(address: &str, timeout: Duration) -> Result<IpAddr, 
         return Ok(ip);
     }
     match tokio::time::timeout(timeout, tokio::net::lookup_host((address, 0))).await {
-        Err(_) => Err(format!("resolving {address} timed out after {:.1}s", timeout.as_secs_f64())),
+        Err(_) => Err(format!(
+            "resolving {address} timed out after {:.1}s",
+            timeout.as_secs_f64()
+        )),
         Ok(Err(e)) => Err(format!("cannot resolve {address}: {e}")),
         Ok(Ok(mut addrs)) => addrs
             .next()
@@ -285,15 +310,19 @@ impl Ping {
         let p = self.params;
         let n = self.targets.len().max(1) as u32;
         let base: u16 = rand::random();
-        let futs = self.targets.iter().enumerate().map(|(i, (_, address))| async move {
-            // Spread the targets' first echoes over one ping interval so a
-            // thousand targets do not burst into the socket buffer at once.
-            tokio::time::sleep(p.interval * i as u32 / n).await;
-            match resolve(address, p.resolve_timeout).await {
-                Ok(ip) => ping_native(pinger, ip, base.wrapping_add(i as u16), p).await,
-                Err(e) => Outcome::failed(p.count, e),
-            }
-        });
+        let futs = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, (_, address))| async move {
+                // Spread the targets' first echoes over one ping interval so a
+                // thousand targets do not burst into the socket buffer at once.
+                tokio::time::sleep(p.interval * i as u32 / n).await;
+                match resolve(address, p.resolve_timeout).await {
+                    Ok(ip) => ping_native(pinger, ip, base.wrapping_add(i as u16), p).await,
+                    Err(e) => Outcome::failed(p.count, e),
+                }
+            });
         futures::future::join_all(futs).await
     }
 
@@ -317,14 +346,18 @@ impl Input for Ping {
                 Err(e) if self.method == Method::Auto => {
                     let mut o = self.gather_exec().await;
                     for x in &mut o {
-                        x.error.get_or_insert_with(|| format!("{e}; used the system ping"));
+                        x.error
+                            .get_or_insert_with(|| format!("{e}; used the system ping"));
                     }
                     o
                 }
                 Err(e) => {
                     failure = Some(e.clone());
                     let count = self.params.count;
-                    self.targets.iter().map(|_| Outcome::failed(count, e.clone())).collect()
+                    self.targets
+                        .iter()
+                        .map(|_| Outcome::failed(count, e.clone()))
+                        .collect()
                 }
             },
         };

@@ -21,11 +21,15 @@ async fn gather(p: &mut Ping) -> (PluginResult, Vec<Metric>) {
 }
 
 fn f(m: &Metric, k: &str) -> f64 {
-    m.field(k).and_then(FieldValue::as_f64).unwrap_or_else(|| panic!("{k} missing in {m:?}"))
+    m.field(k)
+        .and_then(FieldValue::as_f64)
+        .unwrap_or_else(|| panic!("{k} missing in {m:?}"))
 }
 
 fn s<'a>(m: &'a Metric, k: &str) -> &'a str {
-    m.field(k).and_then(FieldValue::as_str).unwrap_or_else(|| panic!("{k} missing in {m:?}"))
+    m.field(k)
+        .and_then(FieldValue::as_str)
+        .unwrap_or_else(|| panic!("{k} missing in {m:?}"))
 }
 
 /// Whether ::1 is configured here (some containers have no IPv6).
@@ -56,7 +60,8 @@ async fn native_loopback_v4_and_name() {
 
 #[actix_rt::test]
 async fn native_loopback_v6_or_clear_error() {
-    let mut p = plugin("count: 3\ntimeout: 0.5\ninterval_ping: 0.05\ntarget: {V6: {address: '::1'}}");
+    let mut p =
+        plugin("count: 3\ntimeout: 0.5\ninterval_ping: 0.05\ntarget: {V6: {address: '::1'}}");
     let (r, ms) = gather(&mut p).await;
     r.unwrap();
     let m = &ms[0];
@@ -103,7 +108,9 @@ async fn concurrent_targets_do_not_cross_count() {
         resolve_timeout: Duration::from_secs(1),
     };
     let futs = (0..200u16).map(|i| {
-        let ip: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250).parse().unwrap();
+        let ip: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250)
+            .parse()
+            .unwrap();
         let pinger = pinger.clone();
         // Same ident for every target: matching must not depend on it.
         async move { ping_native(&pinger, ip, 7, params).await }
@@ -123,7 +130,10 @@ async fn concurrent_targets_do_not_cross_count() {
 #[test]
 fn raw_socket_denied_gives_clear_error() {
     if std::env::var_os("AGENT_PING_NO_RAW_CHILD").is_some() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut p = plugin("count: 2\ntimeout: 0.3\ninterval_ping: 0.05\ntarget: {LO: {address: 127.0.0.1}}");
             let (r, ms) = gather(&mut p).await;
@@ -172,7 +182,8 @@ fn raw_socket_denied_gives_clear_error() {
 #[actix_rt::test]
 async fn exec_method_runs_system_ping() {
     assert!(
-        std::path::Path::new("/bin/ping").exists() || std::path::Path::new("/usr/bin/ping").exists(),
+        std::path::Path::new("/bin/ping").exists()
+            || std::path::Path::new("/usr/bin/ping").exists(),
         "the system ping is needed: apt-get install iputils-ping"
     );
     let mut p = plugin(
@@ -221,7 +232,10 @@ fn parses_iputils_output() {
     assert_eq!(o.rtts_ms, vec![0.044, 0.033, 0.029, 0.031]);
     let st = o.stats();
     // iputils printed min/avg/max = 0.029/0.034/0.044 for the same replies.
-    assert_eq!((st.min, st.avg, st.max, st.loss), (0.029, 0.034, 0.044, 0.0));
+    assert_eq!(
+        (st.min, st.avg, st.max, st.loss),
+        (0.029, 0.034, 0.044, 0.0)
+    );
     let o = parse_unix(IPUTILS_V6).unwrap();
     assert_eq!((o.sent, o.rtts_ms.len()), (3, 3));
     assert_eq!(o.stats().max, 0.038);
@@ -303,7 +317,10 @@ fn statistics() {
     assert_eq!(st.jitter, 1.5); // (|2-1| + |4-2|) / 2
     assert_eq!(st.stddev, 1.247); // population stddev of 1, 2, 4
     let none = Outcome::failed(60, "x".into()).stats();
-    assert_eq!((none.loss, none.min, none.max, none.avg), (100.0, 5000.0, 5000.0, 5000.0));
+    assert_eq!(
+        (none.loss, none.min, none.max, none.avg),
+        (100.0, 5000.0, 5000.0, 5000.0)
+    );
 }
 
 #[test]
@@ -320,7 +337,10 @@ fn config_defaults_and_errors() {
         ("target: {A: {address: ''}}", "target.A.address"),
     ] {
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
-        let err = Ping::from_config(&PluginConfig::from_value("ping", v)).err().unwrap().to_string();
+        let err = Ping::from_config(&PluginConfig::from_value("ping", v))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains(key), "{yaml}: {err}");
     }
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str("method: icmp").unwrap();

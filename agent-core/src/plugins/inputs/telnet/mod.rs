@@ -79,7 +79,10 @@ pub struct Telnet {
 fn seconds(cfg: &crate::config::PluginConfig, key: &str, v: f64) -> Result<Duration, PluginError> {
     if !v.is_finite() || v <= 0.0 || v > 3600.0 {
         return Err(cfg
-            .error(key, format!("must be a number of seconds above 0 and at most 3600, got {v}"))
+            .error(
+                key,
+                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
+            )
             .into());
     }
     Ok(Duration::from_secs_f64(v))
@@ -183,7 +186,10 @@ async fn resolve(host: &str, port: u16, ipv6_only: bool) -> Result<Vec<SocketAdd
             .map_err(|e| format!("cannot resolve {host}: {e}"))?
             .collect(),
     };
-    let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|a| !ipv6_only || a.is_ipv6()).collect();
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| !ipv6_only || a.is_ipv6())
+        .collect();
     if addrs.is_empty() {
         return Err(format!(
             "cannot resolve {host}: no {}address",
@@ -200,7 +206,9 @@ enum ConnectError {
 
 /// Tries each address in turn; the first accepted wins, else the last error.
 async fn connect(t: &Target) -> Result<(TcpStream, bool), ConnectError> {
-    let addrs = resolve(&t.host, t.port, t.ipv6).await.map_err(ConnectError::Resolve)?;
+    let addrs = resolve(&t.host, t.port, t.ipv6)
+        .await
+        .map_err(ConnectError::Resolve)?;
     let mut last = None;
     for a in addrs {
         match TcpStream::connect(a).await {
@@ -233,7 +241,10 @@ async fn converse(stream: &mut TcpStream, t: &Target) -> (&'static str, Option<S
             Err(_) if got.is_empty() => {
                 return (
                     "timeout",
-                    Some(format!("no answer within {:.3}s", t.read_timeout.as_secs_f64())),
+                    Some(format!(
+                        "no answer within {:.3}s",
+                        t.read_timeout.as_secs_f64()
+                    )),
                 )
             }
             Err(_) | Ok(Ok(0)) => break,
@@ -250,7 +261,10 @@ async fn converse(stream: &mut TcpStream, t: &Target) -> (&'static str, Option<S
         }
     }
     let shown: String = String::from_utf8_lossy(&got).chars().take(200).collect();
-    ("string_mismatch", Some(format!("expected {expect:?}, got {shown:?}")))
+    (
+        "string_mismatch",
+        Some(format!("expected {expect:?}, got {shown:?}")),
+    )
 }
 
 async fn check(t: &Target) -> Check {
@@ -274,7 +288,9 @@ async fn check(t: &Target) -> Check {
                 format!("no connection within {:.3}s", t.timeout.as_secs_f64()),
             )
         }
-        Ok(Err(ConnectError::Resolve(e))) => return failed(ERR_RESOLVE, t.ipv6, "connection_failed", e),
+        Ok(Err(ConnectError::Resolve(e))) => {
+            return failed(ERR_RESOLVE, t.ipv6, "connection_failed", e)
+        }
         Ok(Err(ConnectError::Io(e, v6))) => {
             return failed(io_errno(&e), v6, "connection_failed", e.to_string())
         }

@@ -45,7 +45,10 @@ async fn open_and_closed_on_ipv4() {
     .await;
     let (o, c, n) = (&ms[0], &ms[1], &ms[2]);
     assert_eq!(field(o, "tag"), &FieldValue::from("OPEN"));
-    assert_eq!(field(o, "address"), &FieldValue::from(format!("127.0.0.1:{op}")));
+    assert_eq!(
+        field(o, "address"),
+        &FieldValue::from(format!("127.0.0.1:{op}"))
+    );
     assert_eq!(field(o, "yes"), &FieldValue::Bool(true));
     assert_eq!(field(o, "errcode"), &FieldValue::Int(0));
     assert_eq!(field(o, "as_ipv6"), &FieldValue::Bool(false));
@@ -55,9 +58,15 @@ async fn open_and_closed_on_ipv4() {
     assert!(o.field("error").is_none());
 
     assert_eq!(field(c, "yes"), &FieldValue::Bool(false));
-    assert_eq!(field(c, "errcode"), &FieldValue::Int(libc::ECONNREFUSED as i64));
+    assert_eq!(
+        field(c, "errcode"),
+        &FieldValue::Int(libc::ECONNREFUSED as i64)
+    );
     assert_eq!(field(c, "result"), &FieldValue::from("connection_failed"));
-    assert!(field(c, "error").as_str().unwrap().contains("refused"), "{c:?}");
+    assert!(
+        field(c, "error").as_str().unwrap().contains("refused"),
+        "{c:?}"
+    );
 
     // localhost resolves (via /etc/hosts) and one of its addresses accepts.
     assert_eq!(field(n, "yes"), &FieldValue::Bool(true), "{n:?}");
@@ -82,7 +91,10 @@ async fn open_and_closed_on_ipv6_or_error() {
     assert_eq!(field(&ms[0], "yes"), &FieldValue::Bool(true), "{:?}", ms[0]);
     assert_eq!(field(&ms[0], "as_ipv6"), &FieldValue::Bool(true));
     assert_eq!(field(&ms[0], "errcode"), &FieldValue::Int(0));
-    assert_eq!(field(&ms[1], "errcode"), &FieldValue::Int(libc::ECONNREFUSED as i64));
+    assert_eq!(
+        field(&ms[1], "errcode"),
+        &FieldValue::Int(libc::ECONNREFUSED as i64)
+    );
     assert_eq!(field(&ms[1], "as_ipv6"), &FieldValue::Bool(true));
 }
 
@@ -102,11 +114,17 @@ async fn fractional_connect_timeout_is_honoured() {
         }
     }
     let started = std::time::Instant::now();
-    let ms = gather(&format!("timeout: 0.3\ntarget: {{FULL: {{address: '{addr}'}}}}")).await;
+    let ms = gather(&format!(
+        "timeout: 0.3\ntarget: {{FULL: {{address: '{addr}'}}}}"
+    ))
+    .await;
     let took = started.elapsed();
     let m = &ms[0];
     assert_eq!(field(m, "result"), &FieldValue::from("timeout"), "{m:?}");
-    assert_eq!(field(m, "errcode"), &FieldValue::Int(libc::ETIMEDOUT as i64));
+    assert_eq!(
+        field(m, "errcode"),
+        &FieldValue::Int(libc::ETIMEDOUT as i64)
+    );
     assert_eq!(field(m, "yes"), &FieldValue::Bool(false));
     assert_eq!(field(m, "timeout"), &FieldValue::Float(0.3));
     let rt = num(m, "response_ms");
@@ -184,29 +202,57 @@ async fn unresolvable_name_is_per_target() {
         "timeout: 2\ntarget: {{BAD: {{address: '{bad}'}}, OK: {{address: '127.0.0.1:{op}'}}}}"
     ))
     .await;
-    assert_eq!(field(&ms[0], "errcode"), &FieldValue::Int(ERR_RESOLVE as i64));
-    assert!(field(&ms[0], "error").as_str().unwrap().contains("cannot resolve"));
+    assert_eq!(
+        field(&ms[0], "errcode"),
+        &FieldValue::Int(ERR_RESOLVE as i64)
+    );
+    assert!(field(&ms[0], "error")
+        .as_str()
+        .unwrap()
+        .contains("cannot resolve"));
     assert_eq!(field(&ms[1], "yes"), &FieldValue::Bool(true));
 }
 
 #[test]
 fn addresses_and_config_errors() {
     assert_eq!(split_host_port("[::1]:443").unwrap(), ("::1".into(), 443));
-    assert_eq!(split_host_port("example.org:22").unwrap(), ("example.org".into(), 22));
-    assert_eq!(split_host_port(" 10.0.0.1:80 ").unwrap(), ("10.0.0.1".into(), 80));
-    for bad in ["::1:443", "[::1]443", "[::1", "host", "host:0", "host:70000", ":80"] {
+    assert_eq!(
+        split_host_port("example.org:22").unwrap(),
+        ("example.org".into(), 22)
+    );
+    assert_eq!(
+        split_host_port(" 10.0.0.1:80 ").unwrap(),
+        ("10.0.0.1".into(), 80)
+    );
+    for bad in [
+        "::1:443",
+        "[::1]443",
+        "[::1",
+        "host",
+        "host:0",
+        "host:70000",
+        ":80",
+    ] {
         assert!(split_host_port(bad).is_err(), "{bad}");
     }
-    let p = plugin("target: {A: {address: '127.0.0.1:22', timeout: 0.25}, B: {address: '127.0.0.1:22'}}");
+    let p = plugin(
+        "target: {A: {address: '127.0.0.1:22', timeout: 0.25}, B: {address: '127.0.0.1:22'}}",
+    );
     assert_eq!(p.targets[0].timeout, Duration::from_millis(250));
     assert_eq!(p.targets[1].timeout, Duration::from_secs(5));
     for (yaml, key) in [
         ("target: {A: {address: 'nope'}}", "target.A.address"),
         ("timeout: 0", "timeout"),
-        ("target: {A: {address: '127.0.0.1:1', timeout: -2}}", "target.A.timeout"),
+        (
+            "target: {A: {address: '127.0.0.1:1', timeout: -2}}",
+            "target.A.timeout",
+        ),
     ] {
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
-        let err = Telnet::from_config(&PluginConfig::from_value("telnet", v)).err().unwrap().to_string();
+        let err = Telnet::from_config(&PluginConfig::from_value("telnet", v))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains(key), "{yaml}: {err}");
     }
 }
