@@ -22,7 +22,8 @@ fn main() {
         return serve();
     }
     let rounds: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(6);
-    let interval = Duration::from_secs_f64(args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10.0));
+    let interval =
+        Duration::from_secs_f64(args.get(3).and_then(|a| a.parse().ok()).unwrap_or(10.0));
     let kinds: Vec<&str> = match mode {
         "all" => vec!["telnet", "curl", "ping"],
         k @ ("telnet" | "curl" | "ping") => vec![k],
@@ -47,7 +48,11 @@ fn main() {
         .and_then(|l| l.ok())
         .map(|l| l.split(',').filter_map(|p| p.parse().ok()).collect())
         .unwrap_or_default();
-    let http_port: u16 = lines.next().and_then(|l| l.ok()).and_then(|l| l.parse().ok()).unwrap_or(0);
+    let http_port: u16 = lines
+        .next()
+        .and_then(|l| l.ok())
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     assert_eq!(telnet_ports.len(), TARGETS, "server did not start");
 
     let yaml = |kind: &str| -> String {
@@ -62,14 +67,20 @@ fn main() {
             "curl" => {
                 y.push_str("timeout: 5\ntarget:\n");
                 for i in 0..TARGETS {
-                    y.push_str(&format!("  C{i}: {{url: 'http://127.0.0.1:{http_port}/health?i={i}'}}\n"));
+                    y.push_str(&format!(
+                        "  C{i}: {{url: 'http://127.0.0.1:{http_port}/health?i={i}'}}\n"
+                    ));
                 }
             }
             _ => {
                 // PyAgent's defaults: 60 echoes, 0.1 s apart, 0.7 s timeout.
                 y.push_str("count: 60\ntimeout: 0.7\ninterval_ping: 0.1\ntarget:\n");
                 for i in 0..TARGETS {
-                    y.push_str(&format!("  P{i}: {{address: 127.0.{}.{}}}\n", 1 + i / 250, 1 + i % 250));
+                    y.push_str(&format!(
+                        "  P{i}: {{address: 127.0.{}.{}}}\n",
+                        1 + i / 250,
+                        1 + i % 250
+                    ));
                 }
             }
         }
@@ -141,7 +152,10 @@ fn main() {
     let _ = child.stdin.take().map(|mut s| s.write_all(b"q\n"));
     let _ = child.kill();
     let _ = child.wait();
-    println!("mode={mode} targets={TARGETS} rounds={rounds} interval={:.0}s", interval.as_secs_f64());
+    println!(
+        "mode={mode} targets={TARGETS} rounds={rounds} interval={:.0}s",
+        interval.as_secs_f64()
+    );
     for (name, w, summary) in &walls {
         let mut s = w.clone();
         s.sort_by(|a, b| a.total_cmp(b));
@@ -175,10 +189,16 @@ fn summarize(kind: &str, ms: &[Metric]) -> String {
         "ping" => {
             let lossy = ms.iter().filter(|m| get(m, "loss") > 0.0).count();
             let avg = ms.iter().map(|m| get(m, "average")).sum::<f64>() / ms.len().max(1) as f64;
-            format!("{} targets, {lossy} with loss, mean avg rtt {avg:.3} ms", ms.len())
+            format!(
+                "{} targets, {lossy} with loss, mean avg rtt {avg:.3} ms",
+                ms.len()
+            )
         }
         "telnet" => {
-            let open = ms.iter().filter(|m| m.field("yes") == Some(&FieldValue::Bool(true))).count();
+            let open = ms
+                .iter()
+                .filter(|m| m.field("yes") == Some(&FieldValue::Bool(true)))
+                .count();
             format!("{} targets, {open} open", ms.len())
         }
         _ => {
@@ -218,7 +238,10 @@ fn serve() {
 }
 
 fn serve_loopback() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let mut listeners = Vec::new();
         let mut ports = Vec::new();
