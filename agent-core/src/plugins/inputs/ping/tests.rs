@@ -154,7 +154,12 @@ fn raw_socket_denied_gives_clear_error() {
         });
         return;
     }
-    let exe = std::env::current_exe().unwrap();
+    // A copy under /tmp, so `nobody` can run it wherever the build lives.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("ping-child");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&exe)
