@@ -1,0 +1,636 @@
+//! `curl`: HTTP checks per target (PyAgent's curl input) on isahc/libcurl,
+//! with timeouts, TLS verification, retries, timings and a body size limit.
+use crate::metric::{FieldValue, Metric, Str};
+use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::registry::Registry;
+use futures::{AsyncReadExt, StreamExt};
+use indexmap::IndexMap;
+use isahc::config::{CaCertificate, Configurable, Dialer, RedirectPolicy, SslOption};
+use isahc::error::ErrorKind;
+use isahc::{AsyncBody, HttpClient, ResponseExt};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `status` when no response arrived (PyAgent's value).
+pub const NO_RESPONSE_STATUS: i64 = 504;
+/// Keys a merged response may never overwrite (they get `response_`).
+const PROTECTED: [&str; 6] = ["name", "time", "timestamp", "status", "tag", "url"];
+/// Most redirects followed when `follow_redirects` is on.
+const MAX_REDIRECTS: u32 = 10;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CurlConfig {
+    /// Most requests in flight at once.
+    pub worker_limit: usize,
+    /// Defaults for every target.
+    pub timeout: f64,
+    pub follow_redirects: bool,
+    pub max_body_bytes: u64,
+    /// Most bytes of the body kept in the `response` field.
+    pub response_max_bytes: usize,
+    pub target: IndexMap<String, CurlTarget>,
+}
+
+impl Default for CurlConfig {
+    fn default() -> Self {
+        CurlConfig {
+            worker_limit: 30,
+            timeout: 10.0,
+            follow_redirects: false,
+            max_body_bytes: 1 << 20,
+            response_max_bytes: 64 << 10,
+            target: IndexMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct CurlTarget {
+    pub url: String,
+    pub method: Option<String>,
+    pub headers: IndexMap<String, String>,
+    pub data: Option<serde_yaml_ng::Value>,
+    #[serde(rename = "type")]
+    pub data_type: Option<String>,
+    pub merge_response: bool,
+    pub retry: Option<RetryConfig>,
+    pub timeout: Option<f64>,
+    pub insecure_skip_verify: bool,
+    pub ca_file: Option<PathBuf>,
+    pub follow_redirects: Option<bool>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetryConfig {
+    /// Extra tries after the first.
+    pub attempts: u32,
+    /// Statuses that cause a retry (504 includes "no response").
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 0,
+            statuses: vec![500, 502, 504],
+        }
+    }
+}
+
+/// One checked target.
+#[derive(Debug, Clone)]
+struct Target {
+    tag: String,
+    /// The URL as configured (the `url` field).
+    url: String,
+    /// The URL requested: with a `Host` header, its host is the header's.
+    request_url: http::Uri,
+    /// Where to connect when a `Host` header redirects the name (`--resolve`).
+    connect_to: Option<(String, u16)>,
+    method: http::Method,
+    host: String,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: Option<(Vec<u8>, &'static str)>,
+    merge_response: bool,
+    retry: RetryConfig,
+    timeout: Duration,
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    follow_redirects: bool,
+    max_body_bytes: u64,
+}
+
+pub struct Curl {
+    targets: Vec<Target>,
+    worker_limit: usize,
+    response_max_bytes: usize,
+    client: Option<HttpClient>,
+}
+
+use isahc::http;
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme.eq_ignore_ascii_case("https") {
+        443
+    } else {
+        80
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one key or value.
+fn form_encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+}
+
+fn yaml_scalar_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The request body and its content type from `data` and `type`.
+fn encode_body(data: &serde_yaml_ng::Value, kind: &str) -> Result<(Vec<u8>, &'static str), String> {
+    if let serde_yaml_ng::Value::String(s) = data {
+        let ct = if kind == "form" {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        return Ok((s.clone().into_bytes(), ct));
+    }
+    let json = serde_json::to_value(data).map_err(|e| format!("cannot be sent as JSON: {e}"))?;
+    match kind {
+        "json" => Ok((json.to_string().into_bytes(), "application/json")),
+        "form" => {
+            let serde_json::Value::Object(map) = json else {
+                return Err("must be a mapping (or a string) for type: form".into());
+            };
+            let mut out = String::new();
+            for (k, v) in map {
+                if !out.is_empty() {
+                    out.push('&');
+                }
+                form_encode(&k, &mut out);
+                out.push('=');
+                form_encode(&yaml_scalar_text(&v), &mut out);
+            }
+            Ok((out.into_bytes(), "application/x-www-form-urlencoded"))
+        }
+        other => Err(format!("unknown type `{other}`: use json or form")),
+    }
+}
+
+fn seconds(cfg: &crate::config::PluginConfig, key: &str, v: f64) -> Result<Duration, PluginError> {
+    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
+        return Err(cfg
+            .error(
+                key,
+                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
+            )
+            .into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Curl {
+    pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
+        let c: CurlConfig = cfg.parse()?;
+        let default_timeout = seconds(cfg, "timeout", c.timeout)?;
+        let mut targets = Vec::with_capacity(c.target.len());
+        for (tag, t) in c.target {
+            let key = |k: &str| format!("target.{tag}.{k}");
+            let err = |k: &str, m: String| -> PluginError { cfg.error(&key(k), m).into() };
+            let url: http::Uri = t
+                .url
+                .trim()
+                .parse()
+                .map_err(|e| err("url", format!("`{}`: {e}", t.url)))?;
+            let scheme = url.scheme_str().unwrap_or("").to_ascii_lowercase();
+            if scheme != "http" && scheme != "https" {
+                return Err(err(
+                    "url",
+                    format!("`{}`: only http:// and https:// URLs", t.url),
+                ));
+            }
+            let url_host = url.host().unwrap_or("").to_string();
+            if url_host.is_empty() {
+                return Err(err("url", format!("`{}`: no host", t.url)));
+            }
+            let port = url.port_u16().unwrap_or_else(|| default_port(&scheme));
+            let method_text = t.method.as_deref().unwrap_or("get").to_ascii_uppercase();
+            let method = http::Method::from_bytes(method_text.as_bytes())
+                .map_err(|_| err("method", format!("`{method_text}` is not an HTTP method")))?;
+            let mut headers = Vec::new();
+            let mut host_header = None;
+            for (k, v) in &t.headers {
+                if k.eq_ignore_ascii_case("host") {
+                    host_header = Some(v.trim().to_string());
+                    continue;
+                }
+                let name = http::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| err(&format!("headers.{k}"), e.to_string()))?;
+                let value = http::HeaderValue::from_str(v)
+                    .map_err(|e| err(&format!("headers.{k}"), e.to_string()))?;
+                headers.push((name, value));
+            }
+            // A Host header acts like curl --resolve: ask for the header's
+            // name (Host, SNI and certificate check) but connect to the
+            // URL's address.
+            let (request_url, connect_to, host) = match host_header.filter(|h| !h.is_empty()) {
+                Some(h) => {
+                    let name = match h.strip_prefix('[') {
+                        Some(rest) => format!("[{}]", rest.split(']').next().unwrap_or("")),
+                        None => h.split(':').next().unwrap_or("").to_string(),
+                    };
+                    let authority = format!("{name}:{port}");
+                    let mut parts = url.clone().into_parts();
+                    parts.authority = Some(
+                        authority
+                            .parse()
+                            .map_err(|e| err("headers.Host", format!("`{h}`: {e}")))?,
+                    );
+                    let rewritten = http::Uri::from_parts(parts)
+                        .map_err(|e| err("headers.Host", format!("`{h}`: {e}")))?;
+                    (rewritten, Some((url_host.clone(), port)), h)
+                }
+                None => (url.clone(), None, url_host.clone()),
+            };
+            let kind = t
+                .data_type
+                .as_deref()
+                .unwrap_or("json")
+                .to_ascii_lowercase();
+            if kind != "json" && kind != "form" {
+                return Err(err(
+                    "type",
+                    format!("unknown type `{kind}`: use json or form"),
+                ));
+            }
+            let body = match &t.data {
+                None | Some(serde_yaml_ng::Value::Null) => None,
+                Some(d) => Some(encode_body(d, &kind).map_err(|e| err("data", e))?),
+            };
+            let timeout = match t.timeout {
+                Some(v) => seconds(cfg, &key("timeout"), v)?,
+                None => default_timeout,
+            };
+            let max_body_bytes = t.max_body_bytes.unwrap_or(c.max_body_bytes);
+            if max_body_bytes == 0 {
+                return Err(err("max_body_bytes", "must be above 0".into()));
+            }
+            let retry = t.retry.unwrap_or_default();
+            if retry.attempts > 10 {
+                return Err(err(
+                    "retry.attempts",
+                    format!("at most 10, got {}", retry.attempts),
+                ));
+            }
+            targets.push(Target {
+                tag: tag.clone(),
+                url: t.url.trim().to_string(),
+                request_url,
+                connect_to,
+                method,
+                host,
+                headers,
+                body,
+                merge_response: t.merge_response,
+                retry,
+                timeout,
+                insecure: t.insecure_skip_verify,
+                ca_file: t.ca_file,
+                follow_redirects: t.follow_redirects.unwrap_or(c.follow_redirects),
+                max_body_bytes,
+            });
+        }
+        Ok(Curl {
+            targets,
+            worker_limit: c.worker_limit.max(1),
+            response_max_bytes: c.response_max_bytes,
+            client: None,
+        })
+    }
+}
+
+/// What one request gave.
+#[derive(Debug, Clone, Default)]
+struct Reply {
+    status: Option<u16>,
+    body: Vec<u8>,
+    headers: serde_json::Map<String, serde_json::Value>,
+    content_length: u64,
+    timings_ms: [f64; 5],
+    result: &'static str,
+    exception: Option<String>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn error_result(e: &isahc::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::BadServerCertificate
+        | ErrorKind::BadClientCertificate
+        | ErrorKind::TlsEngine => "tls_error",
+        _ => "connection_failed",
+    }
+}
+
+/// Resolves the URL's host for `connect_to` (an IP literal needs none).
+async fn connect_addr(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Err(_) => Err(format!("resolving {host} timed out")),
+        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
+        Ok(Ok(mut a)) => a
+            .next()
+            .ok_or_else(|| format!("cannot resolve {host}: no address")),
+    }
+}
+
+async fn request_once(client: &HttpClient, t: &Target) -> Reply {
+    let started = std::time::Instant::now();
+    let mut b = http::Request::builder()
+        .method(t.method.clone())
+        .uri(t.request_url.clone())
+        .timeout(t.timeout)
+        .connect_timeout(t.timeout)
+        .metrics(true)
+        .redirect_policy(if t.follow_redirects {
+            RedirectPolicy::Limit(MAX_REDIRECTS)
+        } else {
+            RedirectPolicy::None
+        });
+    if t.insecure {
+        b = b.ssl_options(
+            SslOption::DANGER_ACCEPT_INVALID_CERTS | SslOption::DANGER_ACCEPT_INVALID_HOSTS,
+        );
+    }
+    if let Some(ca) = &t.ca_file {
+        b = b.ssl_ca_certificate(CaCertificate::file(ca.clone()));
+    }
+    if let Some((host, port)) = &t.connect_to {
+        match connect_addr(host, *port, t.timeout).await {
+            Ok(a) => b = b.dial(Dialer::ip_socket(a)),
+            Err(e) => {
+                return Reply {
+                    result: "connection_failed",
+                    exception: Some(e),
+                    ..Reply::default()
+                }
+            }
+        }
+    }
+    for (k, v) in &t.headers {
+        b = b.header(k, v);
+    }
+    let body = match &t.body {
+        Some((bytes, ct)) => {
+            if !t
+                .headers
+                .iter()
+                .any(|(k, _)| k == http::header::CONTENT_TYPE)
+            {
+                b = b.header(http::header::CONTENT_TYPE, *ct);
+            }
+            AsyncBody::from(bytes.clone())
+        }
+        None => AsyncBody::empty(),
+    };
+    let req = match b.body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Reply {
+                result: "connection_failed",
+                exception: Some(format!("invalid request: {e}")),
+                ..Reply::default()
+            }
+        }
+    };
+    let mut resp = match client.send_async(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Reply {
+                result: error_result(&e),
+                exception: Some(e.to_string()),
+                timings_ms: [0.0, 0.0, 0.0, 0.0, ms(started.elapsed())],
+                ..Reply::default()
+            }
+        }
+    };
+    let mut reply = Reply {
+        status: Some(resp.status().as_u16()),
+        result: "success",
+        ..Reply::default()
+    };
+    for (k, v) in resp.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match reply.headers.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                reply.headers.insert(k.as_str().to_string(), v.into());
+            }
+        }
+    }
+    let declared = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Read at most max_body_bytes (+1 to notice a larger body).
+    let mut buf = [0u8; 16 * 1024];
+    let mut read: u64 = 0;
+    loop {
+        match resp.body_mut().read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                read += n as u64;
+                let room = (t.max_body_bytes as usize).saturating_sub(reply.body.len());
+                reply.body.extend_from_slice(&buf[..n.min(room)]);
+                if read > t.max_body_bytes {
+                    reply.result = "body_too_large";
+                    reply.exception = Some(format!(
+                        "response body larger than max_body_bytes ({})",
+                        t.max_body_bytes
+                    ));
+                    break;
+                }
+            }
+            Err(e) => {
+                reply.result = if e.kind() == std::io::ErrorKind::TimedOut {
+                    "timeout"
+                } else {
+                    "connection_failed"
+                };
+                reply.exception = Some(format!("reading the body failed: {e}"));
+                break;
+            }
+        }
+    }
+    reply.content_length = declared.unwrap_or(read);
+    let total = started.elapsed();
+    if let Some(m) = resp.metrics() {
+        reply.timings_ms = [
+            ms(m.name_lookup_time()),
+            ms(m.connect_time()),
+            ms(m.secure_connect_time()),
+            ms(m.transfer_start_time()),
+            ms(m.total_time().max(Duration::ZERO)),
+        ];
+    } else {
+        reply.timings_ms[4] = ms(total);
+    }
+    reply
+}
+
+/// The first request and up to `retry.attempts` more while the status
+/// (504 for no response) is one of `retry.statuses`.
+async fn check(client: &HttpClient, t: &Target) -> (Reply, u32) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let r = request_once(client, t).await;
+        let status = r.status.map(i64::from).unwrap_or(NO_RESPONSE_STATUS);
+        let retryable = t.retry.statuses.iter().any(|s| i64::from(*s) == status);
+        if !retryable || tries > t.retry.attempts {
+            return (r, tries);
+        }
+        // A short, growing pause so a restarting server gets a moment.
+        tokio::time::sleep(Duration::from_millis(100) * tries).await;
+    }
+}
+
+/// Flattens a JSON value into `prefix_key` pairs.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, FieldValue)>) {
+    use serde_json::Value as J;
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}_{k}")
+        }
+    };
+    match v {
+        J::Object(m) => {
+            for (k, v) in m {
+                flatten(&join(k), v, out);
+            }
+        }
+        J::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                flatten(&join(&i.to_string()), v, out);
+            }
+        }
+        J::Null => {}
+        J::Bool(b) => out.push((prefix.to_string(), FieldValue::Bool(*b))),
+        J::Number(n) => out.push((
+            prefix.to_string(),
+            match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => FieldValue::Int(i),
+                (_, Some(u), _) => FieldValue::Uint(u),
+                (_, _, Some(f)) => FieldValue::Float(f),
+                _ => FieldValue::Str(Str::from(n.to_string())),
+            },
+        )),
+        J::String(s) => out.push((prefix.to_string(), FieldValue::Str(Str::from(s.as_str())))),
+    }
+}
+
+/// Merges a JSON object body into `m`; keys that would overwrite a
+/// protected key, a tag or a field already set get a `response_` prefix.
+fn merge_json(m: &mut Metric, body: &[u8]) {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body)
+    else {
+        return;
+    };
+    let mut flat = Vec::new();
+    flatten("", &serde_json::Value::Object(obj), &mut flat);
+    for (k, v) in flat {
+        let clash = |k: &str| PROTECTED.contains(&k) || m.field(k).is_some() || m.tag(k).is_some();
+        let mut key = k;
+        while clash(&key) {
+            key = format!("response_{key}");
+        }
+        m.push_field(key, v);
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Input for Curl {
+    async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
+        if self.client.is_none() {
+            let client = HttpClient::builder()
+                .build()
+                .map_err(|e| PluginError::context("cannot start the HTTP client", e))?;
+            self.client = Some(client);
+        }
+        let Some(client) = self.client.as_ref() else {
+            return Ok(());
+        };
+        // Collected first: a lazy `map` closure here trips the Send check.
+        let checks: Vec<_> = self.targets.iter().map(|t| check(client, t)).collect();
+        let replies: Vec<(Reply, u32)> = futures::stream::iter(checks)
+            .buffered(self.worker_limit)
+            .collect()
+            .await;
+        for (t, (r, tries)) in self.targets.iter().zip(replies) {
+            let mut m = acc.metric();
+            m.fields.reserve(18);
+            m.push_field("tag", t.tag.as_str());
+            m.push_field("url", t.url.as_str());
+            m.push_field("method", t.method.as_str().to_ascii_lowercase());
+            m.push_field("host", t.host.as_str());
+            m.push_field(
+                "status",
+                r.status.map(i64::from).unwrap_or(NO_RESPONSE_STATUS),
+            );
+            let text = String::from_utf8_lossy(&r.body);
+            m.push_field("response", truncate(&text, self.response_max_bytes));
+            m.push_field("headers", serde_json::Value::Object(r.headers).to_string());
+            if let Some(e) = &r.exception {
+                m.push_field("exception", e.as_str());
+            }
+            m.push_field("content_length", r.content_length);
+            for (k, v) in ["dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms"]
+                .iter()
+                .zip(r.timings_ms)
+            {
+                m.push_field(*k, v);
+            }
+            m.push_field("result", r.result);
+            m.push_field("attempts", tries);
+            if t.merge_response && r.status.is_some() {
+                merge_json(&mut m, &r.body);
+            }
+            acc.add(m);
+        }
+        Ok(())
+    }
+}
+
+pub fn register(r: &mut Registry) {
+    r.add_input(
+        "curl",
+        "HTTP checks: status, body, headers and timings per URL",
+        include_str!("sample.yaml"),
+        Curl::from_config,
+    );
+}
+
+#[cfg(test)]
+mod tests;

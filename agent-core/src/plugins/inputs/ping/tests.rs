@@ -1,0 +1,353 @@
+use super::exec::{parse_unix, parse_windows};
+use super::*;
+use crate::config::PluginConfig;
+use crate::metric::{FieldValue, Metric};
+
+/// A host name glibc rejects before any DNS query (a label over 63
+/// bytes), so the failure path is tested without traffic off loopback.
+fn unresolvable() -> String {
+    format!("{}.invalid", "a".repeat(70))
+}
+
+fn plugin(yaml: &str) -> Ping {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+    Ping::from_config(&PluginConfig::from_value("ping", v)).unwrap()
+}
+
+async fn gather(p: &mut Ping) -> (PluginResult, Vec<Metric>) {
+    let mut acc = Accumulator::new("ping", vec![].into());
+    let r = p.gather(&mut acc).await;
+    (r, acc.take())
+}
+
+fn f(m: &Metric, k: &str) -> f64 {
+    m.field(k)
+        .and_then(FieldValue::as_f64)
+        .unwrap_or_else(|| panic!("{k} missing in {m:?}"))
+}
+
+fn s<'a>(m: &'a Metric, k: &str) -> &'a str {
+    m.field(k)
+        .and_then(FieldValue::as_str)
+        .unwrap_or_else(|| panic!("{k} missing in {m:?}"))
+}
+
+/// Whether ::1 is configured here (some containers have no IPv6).
+fn ipv6_loopback_configured() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+}
+
+#[actix_rt::test]
+async fn native_loopback_v4_and_name() {
+    let mut p = plugin(
+        "count: 5\ntimeout: 0.7\ninterval_ping: 0.05\n\
+         target: {LO: {address: 127.0.0.1}, NAME: {address: localhost}}",
+    );
+    let (r, ms) = gather(&mut p).await;
+    r.unwrap();
+    assert_eq!(ms.len(), 2);
+    for (m, tag) in ms.iter().zip(["LO", "NAME"]) {
+        assert_eq!(s(m, "tag"), tag);
+        assert_eq!(f(m, "loss"), 0.0, "{m:?}");
+        let (min, avg, max) = (f(m, "minimum"), f(m, "average"), f(m, "maximum"));
+        assert!(min <= avg && avg <= max, "{m:?}");
+        assert!(avg < 700.0, "avg {avg} not under the timeout");
+        assert!(f(m, "stddev") >= 0.0 && f(m, "jitter") >= 0.0);
+        assert!(m.field("error").is_none(), "{m:?}");
+    }
+    assert_eq!(s(&ms[0], "address"), "127.0.0.1");
+}
+
+#[actix_rt::test]
+async fn native_loopback_v6_or_clear_error() {
+    let mut p =
+        plugin("count: 3\ntimeout: 0.5\ninterval_ping: 0.05\ntarget: {V6: {address: '::1'}}");
+    let (r, ms) = gather(&mut p).await;
+    r.unwrap();
+    let m = &ms[0];
+    if ipv6_loopback_configured() {
+        assert_eq!(f(m, "loss"), 0.0, "{m:?}");
+        assert!(f(m, "average") < 500.0);
+        assert!(m.field("error").is_none(), "{m:?}");
+    } else {
+        // No ::1 here: the target fails on its own, with a reason.
+        assert_eq!(f(m, "loss"), 100.0);
+        assert_eq!(f(m, "average"), NO_REPLY_MS);
+        assert!(s(m, "error").contains("::1"), "{m:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn dns_failure_is_per_target() {
+    let bad = unresolvable();
+    let mut p = plugin(&format!(
+        "count: 3\ntimeout: 0.5\ninterval_ping: 0.05\nresolve_timeout: 2\n\
+         target: {{BAD: {{address: {bad}}}, GOOD: {{address: 127.0.0.1}}}}"
+    ));
+    let (r, ms) = gather(&mut p).await;
+    r.unwrap();
+    let (badm, good) = (&ms[0], &ms[1]);
+    assert_eq!(s(badm, "tag"), "BAD");
+    assert_eq!(f(badm, "loss"), 100.0);
+    for k in ["minimum", "maximum", "average"] {
+        assert_eq!(f(badm, k), NO_REPLY_MS);
+    }
+    assert!(s(badm, "error").contains("cannot resolve"), "{badm:?}");
+    assert_eq!(f(good, "loss"), 0.0);
+}
+
+#[actix_rt::test]
+async fn concurrent_targets_do_not_cross_count() {
+    // 200 distinct loopback addresses on one shared Pinger; each must get
+    // exactly its own replies.
+    let pinger = open_pinger().await.unwrap();
+    let params = Params {
+        count: 4,
+        timeout: Duration::from_millis(700),
+        interval: Duration::from_millis(50),
+        resolve_timeout: Duration::from_secs(1),
+    };
+    let futs = (0..200u16).map(|i| {
+        let ip: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250)
+            .parse()
+            .unwrap();
+        let pinger = pinger.clone();
+        // Same ident for every target: matching must not depend on it.
+        async move { ping_native(&pinger, ip, 7, params).await }
+    });
+    let outcomes = futures::future::join_all(futs).await;
+    for o in outcomes {
+        assert_eq!(o.sent, 4);
+        assert_eq!(o.rtts_ms.len(), 4, "{o:?}");
+        assert!(o.error.is_none());
+    }
+}
+
+/// Runs this test binary again as `nobody` (setpriv drops every
+/// capability with the uid change, so the child has no raw-socket right;
+/// the system ping still works there through its own file capability), and
+/// checks the child's gathers.
+#[test]
+fn raw_socket_denied_gives_clear_error() {
+    if std::env::var_os("AGENT_PING_NO_RAW_CHILD").is_some() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut p = plugin("count: 2\ntimeout: 0.3\ninterval_ping: 0.05\ntarget: {LO: {address: 127.0.0.1}}");
+            let (r, ms) = gather(&mut p).await;
+            let err = r.unwrap_err().to_string();
+            println!("GATHER_ERROR={err}");
+            let m = &ms[0];
+            assert_eq!(f(m, "loss"), 100.0);
+            assert_eq!(f(m, "average"), NO_REPLY_MS);
+            assert_eq!(s(m, "error"), err);
+            // auto falls back to the system ping, which works unprivileged.
+            let mut p = plugin(
+                "method: auto\ncount: 2\ntimeout: 0.5\ninterval_ping: 0.2\ntarget: {LO: {address: 127.0.0.1}}",
+            );
+            let (r, ms) = gather(&mut p).await;
+            r.unwrap();
+            assert_eq!(f(&ms[0], "loss"), 0.0, "{:?}", ms[0]);
+            assert!(s(&ms[0], "error").contains("used the system ping"));
+        });
+        return;
+    }
+    // A copy under /tmp, so `nobody` can run it wherever the build lives.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("ping-child");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "plugins::inputs::ping::tests::raw_socket_denied_gives_clear_error",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AGENT_PING_NO_RAW_CHILD", "1")
+        .output()
+        .expect("setpriv (util-linux) must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("GATHER_ERROR=").map(|x| x.1))
+        .unwrap_or_else(|| panic!("child did not run the check:\n{stdout}\n{stderr}"));
+    assert!(line.contains("Operation not permitted"), "{line}");
+    assert!(line.contains("setcap cap_net_raw+ep "), "{line}");
+    assert!(line.contains("as root"), "{line}");
+}
+
+#[actix_rt::test]
+async fn exec_method_runs_system_ping() {
+    assert!(
+        std::path::Path::new("/bin/ping").exists()
+            || std::path::Path::new("/usr/bin/ping").exists(),
+        "the system ping is needed: apt-get install iputils-ping"
+    );
+    let mut p = plugin(
+        "method: exec\ncount: 3\ntimeout: 0.7\ninterval_ping: 0.2\n\
+         target: {LO: {address: 127.0.0.1}, BAD: {address: '127.0.0.1 -x'}}",
+    );
+    let (r, ms) = gather(&mut p).await;
+    r.unwrap();
+    let m = &ms[0];
+    assert_eq!(f(m, "loss"), 0.0, "{m:?}");
+    assert!(f(m, "average") < 700.0 && f(m, "minimum") <= f(m, "maximum"));
+    assert!(m.field("error").is_none(), "{m:?}");
+    // A target ping refuses gives 100 % loss and ping's own message.
+    let bad = &ms[1];
+    assert_eq!(f(bad, "loss"), 100.0);
+    assert!(!s(bad, "error").is_empty());
+}
+
+// Captured here: `ping -n -c 4 -i 0.2 -W 0.7 127.0.0.1` (iputils 20221126).
+const IPUTILS_V4: &str = "PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.
+64 bytes from 127.0.0.1: icmp_seq=1 ttl=64 time=0.044 ms
+64 bytes from 127.0.0.1: icmp_seq=2 ttl=64 time=0.033 ms
+64 bytes from 127.0.0.1: icmp_seq=3 ttl=64 time=0.029 ms
+64 bytes from 127.0.0.1: icmp_seq=4 ttl=64 time=0.031 ms
+
+--- 127.0.0.1 ping statistics ---
+4 packets transmitted, 4 received, 0% packet loss, time 616ms
+rtt min/avg/max/mdev = 0.029/0.034/0.044/0.005 ms
+";
+
+// Captured here: `ping -n -c 3 -i 0.2 -W 0.7 ::1`.
+const IPUTILS_V6: &str = "PING ::1(::1) 56 data bytes
+64 bytes from ::1: icmp_seq=1 ttl=64 time=0.029 ms
+64 bytes from ::1: icmp_seq=2 ttl=64 time=0.035 ms
+64 bytes from ::1: icmp_seq=3 ttl=64 time=0.038 ms
+
+--- ::1 ping statistics ---
+3 packets transmitted, 3 received, 0% packet loss, time 415ms
+rtt min/avg/max/mdev = 0.029/0.034/0.038/0.003 ms
+";
+
+#[test]
+fn parses_iputils_output() {
+    let o = parse_unix(IPUTILS_V4).unwrap();
+    assert_eq!(o.sent, 4);
+    assert_eq!(o.rtts_ms, vec![0.044, 0.033, 0.029, 0.031]);
+    let st = o.stats();
+    // iputils printed min/avg/max = 0.029/0.034/0.044 for the same replies.
+    assert_eq!(
+        (st.min, st.avg, st.max, st.loss),
+        (0.029, 0.034, 0.044, 0.0)
+    );
+    let o = parse_unix(IPUTILS_V6).unwrap();
+    assert_eq!((o.sent, o.rtts_ms.len()), (3, 3));
+    assert_eq!(o.stats().max, 0.038);
+    assert!(parse_unix("ping: unknown host\n").is_none());
+}
+
+// Windows outputs as captured in Telegraf's ping_windows_test.go.
+const WIN_EN: &str = "
+Pinging 8.8.8.8 with 32 bytes of data:
+Reply from 8.8.8.8: bytes=32 time=52ms TTL=43
+Reply from 8.8.8.8: bytes=32 time=50ms TTL=43
+Reply from 8.8.8.8: bytes=32 time=50ms TTL=43
+Reply from 8.8.8.8: bytes=32 time=51ms TTL=43
+
+Ping statistics for 8.8.8.8:
+    Packets: Sent = 4, Received = 4, Lost = 0 (0% loss),
+Approximate round trip times in milli-seconds:
+    Minimum = 50ms, Maximum = 52ms, Average = 50ms
+";
+
+const WIN_PL_LOSSY: &str = "
+Badanie thecodinglove.com [66.6.44.4] z 9800 bajtami danych:
+Upłynął limit czasu żądania.
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=114ms TTL=48
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=114ms TTL=48
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=118ms TTL=48
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=114ms TTL=48
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=114ms TTL=48
+Upłynął limit czasu żądania.
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=119ms TTL=48
+Odpowiedź z 66.6.44.4: bajtów=9800 czas=116ms TTL=48
+
+Statystyka badania ping dla 66.6.44.4:
+    Pakiety: Wysłane = 9, Odebrane = 7, Utracone = 2
+             (22% straty),
+Szacunkowy czas błądzenia pakietów w millisekundach:
+    Minimum = 114 ms, Maksimum = 119 ms, Czas średni = 115 ms
+";
+
+const WIN_UNREACHABLE: &str = "
+Pinging www.google.pl [8.8.8.8] with 32 bytes of data:
+Request timed out.
+Request timed out.
+Reply from 194.204.175.50: Destination net unreachable.
+Request timed out.
+
+Ping statistics for 8.8.8.8:
+    Packets: Sent = 4, Received = 1, Lost = 3 (75% loss),
+";
+
+#[test]
+fn parses_windows_output() {
+    let o = parse_windows(WIN_EN).unwrap();
+    assert_eq!(o.sent, 4);
+    assert_eq!(o.rtts_ms, vec![52.0, 50.0, 50.0, 51.0]);
+    let st = o.stats();
+    assert_eq!((st.min, st.max, st.avg, st.loss), (50.0, 52.0, 50.75, 0.0));
+
+    let o = parse_windows(WIN_PL_LOSSY).unwrap();
+    assert_eq!((o.sent, o.rtts_ms.len()), (9, 7));
+    let st = o.stats();
+    assert_eq!((st.min, st.max, st.loss), (114.0, 119.0, 22.22));
+
+    // "Destination net unreachable" is not an echo reply: 100 % loss.
+    let st = parse_windows(WIN_UNREACHABLE).unwrap().stats();
+    assert_eq!((st.loss, st.avg), (100.0, NO_REPLY_MS));
+    assert!(parse_windows("Bad option -d.\n").is_none());
+}
+
+#[test]
+fn statistics() {
+    let o = Outcome {
+        sent: 4,
+        rtts_ms: vec![1.0, 2.0, 4.0],
+        error: None,
+    };
+    let st = o.stats();
+    assert_eq!((st.loss, st.min, st.max, st.avg), (25.0, 1.0, 4.0, 2.333));
+    assert_eq!(st.jitter, 1.5); // (|2-1| + |4-2|) / 2
+    assert_eq!(st.stddev, 1.247); // population stddev of 1, 2, 4
+    let none = Outcome::failed(60, "x".into()).stats();
+    assert_eq!(
+        (none.loss, none.min, none.max, none.avg),
+        (100.0, 5000.0, 5000.0, 5000.0)
+    );
+}
+
+#[test]
+fn config_defaults_and_errors() {
+    let p = plugin("target: {A: {address: 127.0.0.1}}");
+    assert_eq!(p.params.count, 60);
+    assert_eq!(p.params.timeout, Duration::from_millis(700));
+    assert_eq!(p.params.interval, Duration::from_millis(100));
+    assert_eq!(p.method, Method::Native);
+    for (yaml, key) in [
+        ("timeout: 0", "timeout"),
+        ("interval_ping: -1", "interval_ping"),
+        ("count: 0", "count"),
+        ("target: {A: {address: ''}}", "target.A.address"),
+    ] {
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let err = Ping::from_config(&PluginConfig::from_value("ping", v))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str("method: icmp").unwrap();
+    assert!(Ping::from_config(&PluginConfig::from_value("ping", v)).is_err());
+}
