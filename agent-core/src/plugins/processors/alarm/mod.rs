@@ -29,6 +29,8 @@ use std::sync::MutexGuard;
 struct Block {
     alarm: Value,
     threshold: Vec<ThresholdConf>,
+    /// Which input's rules to use, when not the input's own plugin.
+    plugin: Option<String>,
 }
 
 /// Keys every `alarm:` block accepts, whatever the input.
@@ -349,7 +351,7 @@ impl Alarm {
             Some(c) if !c.is_empty() => Str::new(c),
             _ => cfg.alarm_code.clone(),
         };
-        let plugin = cfg.input_plugin();
+        let plugin = block.plugin.as_deref().map_or_else(|| cfg.input_plugin(), Str::new);
         let rules = Rules::new(cfg, &plugin, &block.alarm, opts)?;
         let thresholds = block
             .threshold
