@@ -35,7 +35,15 @@ fn stages_in_pyagent_order_and_merged_thresholds() {
     let names: Vec<&str> = demo.stages.iter().map(|s| s.plugin.as_str()).collect();
     assert_eq!(
         names,
-        ["converter", "filter", "rename", "alarm", "basicstats", "discard", "discard"]
+        [
+            "converter",
+            "filter",
+            "rename",
+            "alarm",
+            "basicstats",
+            "discard",
+            "discard"
+        ]
     );
     assert_eq!(demo.stages[4].kind, StageKind::Aggregator);
     let other = &plan.pipelines[1];
@@ -48,7 +56,10 @@ fn stages_in_pyagent_order_and_merged_thresholds() {
     let mut alarm = Alarm::from_config(&alarm_stage.config).unwrap();
     let mut batch = vec![Metric::new("demo", 0).with_field("x", 20i64)];
     alarm.apply(&mut batch).unwrap();
-    let alarms: Vec<&Metric> = batch.iter().filter(|m| m.kind == MetricKind::Alarm).collect();
+    let alarms: Vec<&Metric> = batch
+        .iter()
+        .filter(|m| m.kind == MetricKind::Alarm)
+        .collect();
     // limit 31 from host.yaml (20 < 31), and the threshold's `more` falls
     // back to the file's `comment`, which the merge kept.
     assert_eq!(alarms.len(), 2, "{batch:?}");

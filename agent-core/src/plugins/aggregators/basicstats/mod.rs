@@ -19,7 +19,14 @@ pub enum Stat {
     Stdev,
 }
 
-const ALL: [Stat; 6] = [Stat::Count, Stat::Min, Stat::Max, Stat::Mean, Stat::Sum, Stat::Stdev];
+const ALL: [Stat; 6] = [
+    Stat::Count,
+    Stat::Min,
+    Stat::Max,
+    Stat::Mean,
+    Stat::Sum,
+    Stat::Stdev,
+];
 
 impl Stat {
     fn suffix(self) -> &'static str {
@@ -63,7 +70,10 @@ impl FieldStats {
     fn new(key: &Str, stats: &[Stat]) -> Self {
         FieldStats {
             key: key.clone(),
-            names: stats.iter().map(|s| Str::from(format!("{key}{}", s.suffix()))).collect(),
+            names: stats
+                .iter()
+                .map(|s| Str::from(format!("{key}{}", s.suffix())))
+                .collect(),
             count: 0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
@@ -98,8 +108,27 @@ pub struct BasicStats {
     series: HashMap<u64, Vec<Series>>,
 }
 
+/// A fast non-cryptographic hasher (FxHash's mix): series keys are
+/// trusted local data, and SipHash dominated `add` in the benchmark.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 fn series_hash(m: &Metric) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = FxHasher::default();
     m.name.hash(&mut h);
     m.tags.hash(&mut h);
     h.finish()
@@ -125,7 +154,10 @@ impl Aggregator for BasicStats {
             return;
         }
         let list = self.series.entry(series_hash(m)).or_default();
-        let pos = match list.iter().position(|s| s.name == m.name && s.tags == m.tags) {
+        let pos = match list
+            .iter()
+            .position(|s| s.name == m.name && s.tags == m.tags)
+        {
             Some(p) => p,
             None => {
                 list.push(Series {

@@ -12,7 +12,7 @@ pub mod state;
 mod threshold;
 
 use self::rules::Rules;
-use self::state::{RuleState, StateKey, Store};
+use self::state::{StateKey, Store};
 use self::threshold::{Threshold, ThresholdConf};
 use crate::config::{load::key_string, PluginConfig};
 use crate::metric::{FieldValue, Metric, MetricKind, Str};
@@ -252,10 +252,16 @@ impl Ctx<'_> {
             tags,
             fields: vec![
                 (Str::new_static("code"), FieldValue::Str(self.code.clone())),
-                (Str::new_static("info"), FieldValue::Str(Str::from(text.info.trim()))),
+                (
+                    Str::new_static("info"),
+                    FieldValue::Str(Str::from(text.info.trim())),
+                ),
                 (Str::new_static("tag"), FieldValue::Str(text.tag)),
                 (Str::new_static("flag"), FieldValue::Str(text.flag)),
-                (Str::new_static("more"), FieldValue::Str(Str::from(more.trim()))),
+                (
+                    Str::new_static("more"),
+                    FieldValue::Str(Str::from(more.trim())),
+                ),
             ],
         };
         self.out.push((at, alarm));
@@ -287,7 +293,7 @@ impl Ctx<'_> {
         let store = self.store();
         match text {
             Some(t) => {
-                let st = store.rules.entry(key).or_insert_with(RuleState::default);
+                let st = store.rules.entry(key).or_default();
                 st.consecutive = st.consecutive.saturating_add(1);
                 if st.consecutive < opts.for_n {
                     return;
@@ -351,7 +357,10 @@ impl Alarm {
             Some(c) if !c.is_empty() => Str::new(c),
             _ => cfg.alarm_code.clone(),
         };
-        let plugin = block.plugin.as_deref().map_or_else(|| cfg.input_plugin(), Str::new);
+        let plugin = block
+            .plugin
+            .as_deref()
+            .map_or_else(|| cfg.input_plugin(), Str::new);
         let rules = Rules::new(cfg, &plugin, &block.alarm, opts)?;
         let thresholds = block
             .threshold

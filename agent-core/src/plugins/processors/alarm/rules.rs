@@ -143,7 +143,10 @@ fn checks(cfg: &PluginConfig, key: &str, v: &Value) -> Result<Vec<Check>, Config
                 Value::Sequence(items) => Check::Status(
                     items
                         .iter()
-                        .map(|i| i.as_f64().ok_or_else(|| cfg.error(&at, "expected a list of status codes")))
+                        .map(|i| {
+                            i.as_f64()
+                                .ok_or_else(|| cfg.error(&at, "expected a list of status codes"))
+                        })
                         .collect::<Result<_, _>>()?,
                 ),
                 Value::Number(n) => Check::Status(vec![n.as_f64().unwrap_or(0.0)]),
@@ -224,7 +227,11 @@ pub(crate) enum Rules {
     Disk(Disk),
     Network(HashMap<Str, Nic>, StateOpts),
     Ping(Ping),
-    Telnet { all: bool, target: Vec<Str>, opts: StateOpts },
+    Telnet {
+        all: bool,
+        target: Vec<Str>,
+        opts: StateOpts,
+    },
     Curl(Curl),
     Process(Vec<Proc>, StateOpts),
     Demo(Option<f64>, StateOpts),
@@ -271,7 +278,9 @@ impl Rules {
                 })
             }
             "network" => {
-                let Value::Mapping(map) = alarm else { unreachable!("checked above") };
+                let Value::Mapping(map) = alarm else {
+                    unreachable!("checked above")
+                };
                 let mut nics = HashMap::new();
                 for (k, v) in map {
                     let nic = key_string(k);
@@ -282,7 +291,9 @@ impl Rules {
                     let mut vip = Vec::new();
                     for (family, ips) in n.vip {
                         let list = match &ips {
-                            Value::Sequence(s) => s.iter().map(|i| Str::from(key_string(i))).collect(),
+                            Value::Sequence(s) => {
+                                s.iter().map(|i| Str::from(key_string(i))).collect()
+                            }
                             Value::Null => Vec::new(),
                             other => vec![Str::from(key_string(other))],
                         };
@@ -337,7 +348,9 @@ impl Rules {
                 }
             }
             "curl" => {
-                let Value::Mapping(map) = alarm else { unreachable!("checked above") };
+                let Value::Mapping(map) = alarm else {
+                    unreachable!("checked above")
+                };
                 let all = match map.get("all") {
                     Some(v) => checks(&c, "all", v)?,
                     None => Vec::new(),
@@ -359,7 +372,9 @@ impl Rules {
                 if let Some(Value::Mapping(mm)) = map.get("use_msg_fields") {
                     for (k, v) in mm {
                         let list: Vec<Str> = match v {
-                            Value::Sequence(s) => s.iter().map(|i| Str::from(key_string(i))).collect(),
+                            Value::Sequence(s) => {
+                                s.iter().map(|i| Str::from(key_string(i))).collect()
+                            }
                             _ => Vec::new(),
                         };
                         match key_string(k).as_str() {
@@ -430,10 +445,16 @@ impl Rules {
             } else if let Some(max) = p.max.filter(|max| count > *max) {
                 fired = Some(("process.max", format!("{n} 进程数大于配置: {count}>{max}")));
             } else if let Some(t) = p.cpu.filter(|t| cpu >= *t) {
-                fired = Some(("process.cpu", format!("{n} CPU占用过高(%): {}>={}", Py(cpu), Py(t))));
+                fired = Some((
+                    "process.cpu",
+                    format!("{n} CPU占用过高(%): {}>={}", Py(cpu), Py(t)),
+                ));
             } else if let Some(t) = p.mem.filter(|t| mem >= *t) {
                 let shown = crate::plugins::processors::converter::funcs::py_round(mem, 2);
-                fired = Some(("process.mem", format!("{n} 内存占用过高(%): {}>={}", Py(shown), Py(t))));
+                fired = Some((
+                    "process.mem",
+                    format!("{n} 内存占用过高(%): {}>={}", Py(shown), Py(t)),
+                ));
             }
             // Tags of the process's first metric; for an absent process,
             // the batch's first metric without its per-process tags.
@@ -442,13 +463,17 @@ impl Rules {
                 Some(i) => Some(batch[i].clone()),
                 None => batch.first().map(|m| {
                     let mut m = m.clone();
-                    m.tags.retain(|(k, _)| !matches!(k.as_str(), "name" | "pid" | "ppid" | "username" | "exe"));
+                    m.tags.retain(|(k, _)| {
+                        !matches!(k.as_str(), "name" | "pid" | "ppid" | "username" | "exe")
+                    });
                     m
                 }),
             };
             for rule in ["process.min", "process.max", "process.cpu", "process.mem"] {
                 let text = match &fired {
-                    Some((r, info)) if *r == rule => Some(Text::new(info.clone()).more(p.comment.clone())),
+                    Some((r, info)) if *r == rule => {
+                        Some(Text::new(info.clone()).more(p.comment.clone()))
+                    }
                     _ => None,
                 };
                 ctx.check(src.as_ref(), at, *opts, n, &s(rule), text);
@@ -463,15 +488,20 @@ impl Rules {
             Rules::Cpu(c) => c.check(m, at, ctx),
             Rules::Mem(t, opts) => {
                 let Some(t) = *t else { return };
-                let Some((v, shown)) = ctx.num(m, "percent") else { return };
-                let text = (v >= t).then(|| Text::new(format!("内存占用率过高(%): {shown}>={}", Py(t))));
+                let Some((v, shown)) = ctx.num(m, "percent") else {
+                    return;
+                };
+                let text =
+                    (v >= t).then(|| Text::new(format!("内存占用率过高(%): {shown}>={}", Py(t))));
                 ctx.check(Some(m), at, *opts, &Str::default(), &s("mem.percent"), text);
             }
             Rules::Disk(d) => d.check(m, at, ctx),
             Rules::Network(nics, opts) => network(nics, *opts, m, at, ctx),
             Rules::Ping(p) => p.check(m, at, ctx),
             Rules::Telnet { all, target, opts } => {
-                let Some(tag) = metric_tag(m).filter(|t| !t.is_empty()) else { return };
+                let Some(tag) = metric_tag(m).filter(|t| !t.is_empty()) else {
+                    return;
+                };
                 if !(*all || target.is_empty() || target.iter().any(|t| t == tag)) {
                     return;
                 }
@@ -479,16 +509,23 @@ impl Rules {
                 let tag = Str::new(tag);
                 let text = (!up).then(|| {
                     let more = get(m, "address").map(|a| a.to_string()).unwrap_or_default();
-                    Text::new(format!("{tag} - Telnet 端口不通")).tag(tag.clone()).more(more)
+                    Text::new(format!("{tag} - Telnet 端口不通"))
+                        .tag(tag.clone())
+                        .more(more)
                 });
                 ctx.check(Some(m), at, *opts, &tag, &s("telnet.down"), text);
             }
             Rules::Curl(c) => c.check(m, at, ctx),
             Rules::Demo(limit, opts) => {
                 let Some(limit) = *limit else { return };
-                let Some((x, _)) = ctx.num(m, "x") else { return };
+                let Some((x, _)) = ctx.num(m, "x") else {
+                    return;
+                };
                 let text = (x < limit).then(|| {
-                    Text::new("示例报警数据".into()).tag("demo").flag("test").more("报警附加消息")
+                    Text::new("示例报警数据".into())
+                        .tag("demo")
+                        .flag("test")
+                        .more("报警附加消息")
                 });
                 ctx.check(Some(m), at, *opts, &Str::default(), &s("demo.limit"), text);
             }
@@ -511,7 +548,9 @@ impl Cpu {
                 let _ = write!(key, "process_top_{i}_{suffix}");
                 get(m, &key).map(|v| v.to_string())
             };
-            let (Some(pid), Some(name), Some(cpu)) = (part("pid"), part("name"), part("cpu_percent")) else {
+            let (Some(pid), Some(name), Some(cpu)) =
+                (part("pid"), part("name"), part("cpu_percent"))
+            else {
                 if i == 0 {
                     continue;
                 }
@@ -527,9 +566,27 @@ impl Cpu {
 
     fn check(&self, m: &Metric, at: usize, ctx: &mut Ctx) {
         let rules: [(&str, &'static str, &str, Option<f64>, bool); 3] = [
-            ("percent", "cpu.percent", "CPU 总使用率过高(%)", self.percent, true),
-            ("max_percent", "cpu.max_percent", "CPU 单核使用率过高(%)", self.max_percent, true),
-            ("loadavg_precent_1", "cpu.loadavg_precent_1", "系统平均负载过高(%)", self.load, false),
+            (
+                "percent",
+                "cpu.percent",
+                "CPU 总使用率过高(%)",
+                self.percent,
+                true,
+            ),
+            (
+                "max_percent",
+                "cpu.max_percent",
+                "CPU 单核使用率过高(%)",
+                self.max_percent,
+                true,
+            ),
+            (
+                "loadavg_precent_1",
+                "cpu.loadavg_precent_1",
+                "系统平均负载过高(%)",
+                self.load,
+                false,
+            ),
         ];
         let mut fired = false;
         for (key, rule, label, t, top) in rules {
@@ -539,7 +596,11 @@ impl Cpu {
                 if let Some((v, shown)) = ctx.num(m, key) {
                     if v >= t {
                         fired = true;
-                        let more = if top && self.process_top { Self::process_top(m) } else { String::new() };
+                        let more = if top && self.process_top {
+                            Self::process_top(m)
+                        } else {
+                            String::new()
+                        };
                         text = Some(Text::new(format!("{label}: {shown}>={}", Py(t))).more(more));
                     }
                 }
@@ -551,7 +612,9 @@ impl Cpu {
 
 impl Disk {
     fn check(&self, m: &Metric, at: usize, ctx: &mut Ctx) {
-        let Some(mount) = get(m, "mountpoint").or_else(|| get(m, "device")) else { return };
+        let Some(mount) = get(m, "mountpoint").or_else(|| get(m, "device")) else {
+            return;
+        };
         let key = mount_key(&mount.to_string());
         let t = if self.symbols.is_empty() {
             self.percent
@@ -562,19 +625,38 @@ impl Disk {
             }
         };
         let Some(t) = t else { return };
-        let Some((v, shown)) = ctx.num(m, "percent") else { return };
-        let text = (v >= t).then(|| Text::new(format!("磁盘 {key} 占用率高(%): {shown}>={}", Py(t))));
-        ctx.check(Some(m), at, self.opts, &Str::from(key), &s("disk.percent"), text);
+        let Some((v, shown)) = ctx.num(m, "percent") else {
+            return;
+        };
+        let text =
+            (v >= t).then(|| Text::new(format!("磁盘 {key} 占用率高(%): {shown}>={}", Py(t))));
+        ctx.check(
+            Some(m),
+            at,
+            self.opts,
+            &Str::from(key),
+            &s("disk.percent"),
+            text,
+        );
     }
 }
 
 fn network(nics: &HashMap<Str, Nic>, opts: StateOpts, m: &Metric, at: usize, ctx: &mut Ctx) {
-    let Some(nic_name) = get(m, "nic").and_then(|v| v.as_str()) else { return };
-    let Some(nic) = nics.get(nic_name) else { return };
+    let Some(nic_name) = get(m, "nic").and_then(|v| v.as_str()) else {
+        return;
+    };
+    let Some(nic) = nics.get(nic_name) else {
+        return;
+    };
     let nic_name = Str::new(nic_name);
     for (key, rule, label, t) in [
         ("kbps_in", "network.kbps_in", "流入带宽(kbps)", nic.kbps_in),
-        ("kbps_out", "network.kbps_out", "流出带宽(kbps)", nic.kbps_out),
+        (
+            "kbps_out",
+            "network.kbps_out",
+            "流出带宽(kbps)",
+            nic.kbps_out,
+        ),
     ] {
         let Some(t) = t else { continue };
         let v = ctx.num(m, key);
@@ -611,7 +693,11 @@ fn network(nics: &HashMap<Str, Nic>, opts: StateOpts, m: &Metric, at: usize, ctx
             } else {
                 continue;
             };
-            ctx.emit(Some(m), at, text.tag(nic_name.clone()).more(nic.comment.clone()));
+            ctx.emit(
+                Some(m),
+                at,
+                text.tag(nic_name.clone()).more(nic.comment.clone()),
+            );
         }
     }
 }
@@ -623,8 +709,18 @@ impl Ping {
         let mut fired = false;
         for (key, rule, label, t) in [
             ("loss", "ping.loss", "丢包比例过高(%)", thr(t.loss)),
-            ("average", "ping.average", "平均延迟过高(ms)", thr(t.average)),
-            ("maximum", "ping.maximum", "最大延迟过高(ms)", thr(t.maximum)),
+            (
+                "average",
+                "ping.average",
+                "平均延迟过高(ms)",
+                thr(t.average),
+            ),
+            (
+                "maximum",
+                "ping.maximum",
+                "最大延迟过高(ms)",
+                thr(t.maximum),
+            ),
         ] {
             let Some(t) = t else { continue };
             let mut text = None;
@@ -648,7 +744,11 @@ impl Ping {
 
 /// Response headers: a JSON object string `headers`, or flattened
 /// `headers_<name>` fields. Names compare case-insensitively (HTTP).
-fn header<'a>(m: &'a Metric, json: &'a Option<serde_json::Map<String, serde_json::Value>>, k: &str) -> Option<String> {
+fn header<'a>(
+    m: &'a Metric,
+    json: &'a Option<serde_json::Map<String, serde_json::Value>>,
+    k: &str,
+) -> Option<String> {
     if let Some(map) = json {
         return map
             .iter()
@@ -657,7 +757,10 @@ fn header<'a>(m: &'a Metric, json: &'a Option<serde_json::Map<String, serde_json
     }
     m.fields
         .iter()
-        .find(|(fk, _)| fk.strip_prefix("headers_").is_some_and(|h| h.eq_ignore_ascii_case(k)))
+        .find(|(fk, _)| {
+            fk.strip_prefix("headers_")
+                .is_some_and(|h| h.eq_ignore_ascii_case(k))
+        })
         .map(|(_, v)| v.to_string())
 }
 
@@ -666,7 +769,9 @@ fn json_py_str(v: &serde_json::Value) -> String {
         serde_json::Value::Null => "None".into(),
         serde_json::Value::Bool(b) => if *b { "True" } else { "False" }.into(),
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) if n.is_f64() => FieldValue::Float(n.as_f64().unwrap_or(0.0)).to_string(),
+        serde_json::Value::Number(n) if n.is_f64() => {
+            FieldValue::Float(n.as_f64().unwrap_or(0.0)).to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -684,13 +789,17 @@ impl Curl {
                     }
                 }
                 Check::Contains(want) => {
-                    let body = get(m, "response").map(|v| v.to_string()).unwrap_or_default();
+                    let body = get(m, "response")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
                     if !body.contains(want.as_str()) {
                         return Some(format!("返回值不包含: {want}"));
                     }
                 }
                 Check::Json(kv) => {
-                    let body = get(m, "response").map(|v| v.to_string()).unwrap_or_default();
+                    let body = get(m, "response")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
                     let js = match serde_json::from_str::<serde_json::Value>(&body) {
                         Ok(serde_json::Value::Object(o)) if !o.is_empty() => o,
                         _ => return Some("返回值不是有效JSON键值对".into()),
@@ -703,7 +812,8 @@ impl Curl {
                     }
                 }
                 Check::Headers(kv) => {
-                    let json = match get(m, "headers").and_then(|v| v.as_str().map(str::to_string)) {
+                    let json = match get(m, "headers").and_then(|v| v.as_str().map(str::to_string))
+                    {
                         Some(s) => match serde_json::from_str::<serde_json::Value>(&s) {
                             Ok(serde_json::Value::Object(o)) if !o.is_empty() => Some(o),
                             _ => None,
@@ -748,7 +858,10 @@ impl Curl {
                 None if self.msg_except.contains(&tag) => &[],
                 None => self.msg_all.as_slice(),
             };
-            let msg: Vec<String> = fields.iter().filter_map(|f| get(m, f).map(|v| v.to_string())).collect();
+            let msg: Vec<String> = fields
+                .iter()
+                .filter_map(|f| get(m, f).map(|v| v.to_string()))
+                .collect();
             let url = get(m, "url").map(|v| v.to_string()).unwrap_or_default();
             Text::new(format!("{tag} - {info} {}", msg.join(", ")))
                 .tag(tag.clone())

@@ -5,13 +5,18 @@ use crate::format::console::line;
 const TS: i64 = 1_636_361_935_000_000_000;
 
 fn alarm(input: &str, yaml: &str) -> Alarm {
-    let mut cfg = PluginConfig::from_value(&format!("aggs.{input}"), serde_yaml_ng::from_str(yaml).unwrap());
+    let mut cfg = PluginConfig::from_value(
+        &format!("aggs.{input}"),
+        serde_yaml_ng::from_str(yaml).unwrap(),
+    );
     cfg.input = Str::new(input);
     Alarm::from_config(&cfg).unwrap()
 }
 
 fn metric(name: &str) -> Metric {
-    Metric::new(name, TS).with_tag("node_ip", "0.0.0.1").with_tag("host", "Host001")
+    Metric::new(name, TS)
+        .with_tag("node_ip", "0.0.0.1")
+        .with_tag("host", "Host001")
 }
 
 /// Console lines of the batch after the processor, TZ fixed to UTC.
@@ -33,7 +38,10 @@ const HEAD: &str = ">>> ALARM, name=ping time=2021-11-08T08:58:55+00:00 timestam
 
 #[test]
 fn ping_golden_line_and_order() {
-    let mut a = alarm("ping", "alarm: {loss: 100, target: {谷歌IP: {average: 350, loss: 40}}}");
+    let mut a = alarm(
+        "ping",
+        "alarm: {loss: 100, target: {谷歌IP: {average: 350, loss: 40}}}",
+    );
     let m = metric("ping")
         .with_field("tag", "测试网络不通")
         .with_field("address", "123.0.0.45")
@@ -90,18 +98,42 @@ fn cpu_first_match_process_top_and_zero_threshold() {
     );
     let mut a = alarm("cpu", "alarm: {max_percent: 90, use_process_top: false}");
     let lines = run(&mut a, vec![metric("cpu").with_field("max_percent", 90i64)]);
-    assert_eq!(alarms(&lines), ["code=monitor_metric_alarm info=CPU 单核使用率过高(%): 90>=90.0 tag= flag= more="]);
+    assert_eq!(
+        alarms(&lines),
+        ["code=monitor_metric_alarm info=CPU 单核使用率过高(%): 90>=90.0 tag= flag= more="]
+    );
 }
 
 #[test]
 fn mem_and_disk() {
-    let mut a = alarm("mem", "alarm: {comment: 内存, percent: 54.3, code: mem_code}");
+    let mut a = alarm(
+        "mem",
+        "alarm: {comment: 内存, percent: 54.3, code: mem_code}",
+    );
     let lines = run(&mut a, vec![metric("mem").with_field("percent", 54.3)]);
-    assert_eq!(alarms(&lines), ["code=mem_code info=内存占用率过高(%): 54.3>=54.3 tag= flag= more=内存"]);
+    assert_eq!(
+        alarms(&lines),
+        ["code=mem_code info=内存占用率过高(%): 54.3>=54.3 tag= flag= more=内存"]
+    );
 
-    let mut a = alarm("disk", "alarm: {percent: 80, disk_symbol: {'C:\\': {percent: 90}, /data: null}}");
-    let d = |mount: &str, p: f64| metric("disk").with_tag("mountpoint", mount).with_field("percent", p);
-    let lines = run(&mut a, vec![d("c:\\", 91.0), d("/data", 80.0), d("/", 99.0), d("/DATA", 79.9)]);
+    let mut a = alarm(
+        "disk",
+        "alarm: {percent: 80, disk_symbol: {'C:\\': {percent: 90}, /data: null}}",
+    );
+    let d = |mount: &str, p: f64| {
+        metric("disk")
+            .with_tag("mountpoint", mount)
+            .with_field("percent", p)
+    };
+    let lines = run(
+        &mut a,
+        vec![
+            d("c:\\", 91.0),
+            d("/data", 80.0),
+            d("/", 99.0),
+            d("/DATA", 79.9),
+        ],
+    );
     assert_eq!(
         alarms(&lines),
         [
@@ -136,7 +168,8 @@ fn network_bandwidth_and_vip_watch() {
     );
     later.set_field("ipv4", "192.168.3.100, 10.0.0.1");
     let lines = run(&mut a, vec![later]);
-    assert!(alarms(&lines)[1].contains("info=eth9 增加 IP: 192.168.3.100 tag=eth9 flag=vip_inc_1636361995"));
+    assert!(alarms(&lines)[1]
+        .contains("info=eth9 增加 IP: 192.168.3.100 tag=eth9 flag=vip_inc_1636361995"));
 }
 
 #[test]
@@ -149,13 +182,22 @@ fn telnet_and_demo() {
             .with_field("yes", yes)
             .with_field("errcode", 111i64)
     };
-    let lines = run(&mut a, vec![t("web", false), t("other", false), t("web", true)]);
+    let lines = run(
+        &mut a,
+        vec![t("web", false), t("other", false), t("web", true)],
+    );
     assert_eq!(
         alarms(&lines),
         ["code=monitor_metric_alarm info=web - Telnet 端口不通 tag=web flag= more=127.0.0.1:1"]
     );
     let mut a = alarm("demo", "alarm: {comment: 数字比较, limit: 15}");
-    let lines = run(&mut a, vec![metric("demo").with_field("x", 7i64), metric("demo").with_field("x", 15i64)]);
+    let lines = run(
+        &mut a,
+        vec![
+            metric("demo").with_field("x", 7i64),
+            metric("demo").with_field("x", 15i64),
+        ],
+    );
     assert_eq!(
         alarms(&lines),
         ["code=monitor_metric_alarm info=示例报警数据 tag=demo flag=test more=报警附加消息"]
@@ -189,12 +231,17 @@ alarm:
             c("down", 504, "").with_field("exception", "timeout"),
             c("api", 200, r#"{"ok": 0}"#),
             c("api", 200, "[1]"),
-            c("charge", 200, "").with_field("ok", 1i64).with_field("msg", "余额不足"),
+            c("charge", 200, "")
+                .with_field("ok", 1i64)
+                .with_field("msg", "余额不足"),
             c("text", 200, "hello"),
             c("api", 200, r#"{"ok": 1}"#),
         ],
     );
-    let got: Vec<&str> = alarms(&lines).iter().map(|l| l.split_once("info=").unwrap().1).collect();
+    let got: Vec<&str> = alarms(&lines)
+        .iter()
+        .map(|l| l.split_once("info=").unwrap().1)
+        .collect();
     assert_eq!(
         got,
         [
@@ -217,7 +264,15 @@ fn process_counts_and_absent_process() {
             .with_field("cpu_percent", cpu)
             .with_field("memory_percent", mem)
     };
-    let lines = run(&mut a, vec![p("bash", 0.0, 0.333), p("nginx", 15.0, 1.0), p("nginx", 5.5, 1.0), p("bash", 0.0, 0.333)]);
+    let lines = run(
+        &mut a,
+        vec![
+            p("bash", 0.0, 0.333),
+            p("nginx", 15.0, 1.0),
+            p("nginx", 5.5, 1.0),
+            p("bash", 0.0, 0.333),
+        ],
+    );
     assert_eq!(
         alarms(&lines),
         [
@@ -244,15 +299,25 @@ threshold:
     let mut batch = vec![
         metric("custom").with_field("x", 3i64),
         metric("custom").with_field("x", "NaN-ish"),
-        metric("custom").with_field("tag", "svc").with_field("state", "down").with_field("x", 11i64),
+        metric("custom")
+            .with_field("tag", "svc")
+            .with_field("state", "down")
+            .with_field("x", 11i64),
     ];
     let err = a.apply(&mut batch).unwrap_err().to_string();
-    assert!(err.contains("1 check(s)") && err.contains("not a number"), "{err}");
+    assert!(
+        err.contains("1 check(s)") && err.contains("not a number"),
+        "{err}"
+    );
     let lines: Vec<String> = batch.iter().map(line).collect();
     let got = alarms(&lines);
     assert_eq!(got.len(), 2);
     assert!(got[0].contains("info=x too low: 3 tag= "), "{}", got[0]);
-    assert!(got[1].contains("info=state: down!=up tag=svc "), "{}", got[1]);
+    assert!(
+        got[1].contains("info=state: down!=up tag=svc "),
+        "{}",
+        got[1]
+    );
     assert_eq!(batch.len(), 5);
 }
 
@@ -260,7 +325,9 @@ threshold:
 fn state_for_repeat_recovery_survive_rebuild() {
     // A unique input name: the store is process-wide.
     let input = "mem-state-test";
-    let yaml = |comment: &str| format!("plugin: mem\nalarm: {{comment: {comment}, percent: 80, for: 3, repeat_sec: 120, recovery: true}}");
+    let yaml = |comment: &str| {
+        format!("plugin: mem\nalarm: {{comment: {comment}, percent: 80, for: 3, repeat_sec: 120, recovery: true}}")
+    };
     let at = |secs: i64, p: f64| {
         let mut m = metric("mem").with_field("percent", p);
         m.timestamp_ns = TS + secs * 1_000_000_000;
@@ -272,7 +339,10 @@ fn state_for_repeat_recovery_survive_rebuild() {
     // Reconfigure an unrelated key: the core rebuilds from the factory.
     let mut a = alarm(input, &yaml("two"));
     let lines = run(&mut a, at(120, 91.0));
-    assert_eq!(alarms(&lines), ["code=monitor_metric_alarm info=内存占用率过高(%): 91.0>=80.0 tag= flag= more=two"]);
+    assert_eq!(
+        alarms(&lines),
+        ["code=monitor_metric_alarm info=内存占用率过高(%): 91.0>=80.0 tag= flag= more=two"]
+    );
     // Active: suppressed until repeat_sec has passed.
     assert!(alarms(&run(&mut a, at(180, 95.0))).is_empty());
     let mut a = alarm(input, &yaml("three"));
@@ -293,6 +363,12 @@ fn bad_configs_name_the_key() {
         Alarm::from_config(&c).err().unwrap()
     };
     assert_eq!(cfg("alarm: {percent: high}").key, "aggs.cpu.alarm.percent");
-    assert_eq!(cfg("threshold: [{field: x, op: '=>', value: 1}]").key, "aggs.cpu.threshold[0].op");
-    assert_eq!(cfg("alarm: {repeat_sec: -1}").key, "aggs.cpu.alarm.repeat_sec");
+    assert_eq!(
+        cfg("threshold: [{field: x, op: '=>', value: 1}]").key,
+        "aggs.cpu.threshold[0].op"
+    );
+    assert_eq!(
+        cfg("alarm: {repeat_sec: -1}").key,
+        "aggs.cpu.alarm.repeat_sec"
+    );
 }

@@ -91,7 +91,9 @@ impl Func {
                 }
                 Some(FieldValue::Str(Str::new(&buf)))
             }
-            Func::GetPlainText => v.as_str().map(|s| FieldValue::Str(Str::from(plain_text(s)))),
+            Func::GetPlainText => v
+                .as_str()
+                .map(|s| FieldValue::Str(Str::from(plain_text(s)))),
             Func::GetDomain => v
                 .as_str()
                 .and_then(get_domain)
@@ -132,7 +134,10 @@ pub fn py_round(x: f64, nd: i32) -> f64 {
         return y.round() / scale;
     }
     let mut b = [0u8; 64];
-    let mut w = Cursor { buf: &mut b, len: 0 };
+    let mut w = Cursor {
+        buf: &mut b,
+        len: 0,
+    };
     if write!(w, "{:.*}", nd.max(0) as usize, x).is_err() {
         return y.round() / scale;
     }
@@ -163,7 +168,12 @@ impl Write for Cursor<'_> {
 
 /// `n` in the largest unit below it, one decimal: `23.5 GB`; below one
 /// unit the number as it was: `512 B`.
-fn human_base(v: &FieldValue, base: f64, sizes: &[&str; 9], buf: &mut String) -> Option<FieldValue> {
+fn human_base(
+    v: &FieldValue,
+    base: f64,
+    sizes: &[&str; 9],
+    buf: &mut String,
+) -> Option<FieldValue> {
     let n = number(v)?;
     if n.is_nan() {
         return None;
@@ -226,7 +236,9 @@ fn get_comma(v: &FieldValue, buf: &mut String) -> Option<FieldValue> {
         Some(r) => ("-", r),
         None => ("", digits.as_str()),
     };
-    let int_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let int_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let (int_part, tail) = rest.split_at(int_end);
     buf.clear();
     buf.push_str(sign);
@@ -284,7 +296,9 @@ fn get_extend_domain(s: &str) -> Option<&str> {
         return None;
     }
     let body = d.strip_prefix("*.").unwrap_or(d);
-    extend_domain_re().is_some_and(|re| re.is_match(body)).then_some(d)
+    extend_domain_re()
+        .is_some_and(|re| re.is_match(body))
+        .then_some(d)
 }
 
 /// A valid host record (the part left of a domain), trimmed.

@@ -71,7 +71,11 @@ struct Conversion {
     key_cache: HashMap<Str, Str>,
 }
 
-fn yaml_to_field(cfg: &PluginConfig, key: &str, v: &Value) -> Result<Option<FieldValue>, ConfigError> {
+fn yaml_to_field(
+    cfg: &PluginConfig,
+    key: &str,
+    v: &Value,
+) -> Result<Option<FieldValue>, ConfigError> {
     Ok(Some(match v {
         Value::Null => return Ok(None),
         Value::Bool(b) => FieldValue::Bool(*b),
@@ -96,7 +100,12 @@ fn is_falsy(v: &FieldValue) -> bool {
 }
 
 impl Conversion {
-    fn new(cfg: &PluginConfig, name: &'static str, func: Func, c: FnConf) -> Result<Self, ConfigError> {
+    fn new(
+        cfg: &PluginConfig,
+        name: &'static str,
+        func: Func,
+        c: FnConf,
+    ) -> Result<Self, ConfigError> {
         let regexes = c
             .fields_regex
             .iter()
@@ -111,8 +120,16 @@ impl Conversion {
             fields.insert(
                 Str::new(field),
                 FieldRule {
-                    default: yaml_to_field(cfg, &key, fc.default_value.as_ref().unwrap_or(&Value::Null))?,
-                    name: fc.name_override.as_deref().filter(|n| !n.is_empty()).map(Str::new),
+                    default: yaml_to_field(
+                        cfg,
+                        &key,
+                        fc.default_value.as_ref().unwrap_or(&Value::Null),
+                    )?,
+                    name: fc
+                        .name_override
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .map(Str::new),
                     delete_old: fc.delete_old,
                 },
             );
@@ -120,7 +137,11 @@ impl Conversion {
         Ok(Conversion {
             name,
             func,
-            items: c.fields_items.iter().map(|v| Str::from(key_string(v))).collect(),
+            items: c
+                .fields_items
+                .iter()
+                .map(|v| Str::from(key_string(v)))
+                .collect(),
             prefixes: c.fields_prefix,
             suffixes: c.fields_suffix,
             regexes,
@@ -160,8 +181,10 @@ impl Conversion {
     }
 
     fn new_key(&mut self, field: &Str) -> Str {
-        if let Some(n) = self.fields.get(field).and_then(|f| f.name.clone()) {
-            return n;
+        if !self.fields.is_empty() {
+            if let Some(n) = self.fields.get(field).and_then(|f| f.name.clone()) {
+                return n;
+            }
         }
         if self.name_prefix.is_empty() && self.name_suffix.is_empty() {
             return field.clone();
@@ -187,7 +210,11 @@ impl Conversion {
             if !self.selects(field) {
                 continue;
             }
-            let rule = self.fields.get(field);
+            let rule = if self.fields.is_empty() {
+                None
+            } else {
+                self.fields.get(field)
+            };
             let default = rule
                 .and_then(|r| r.default.as_ref())
                 .or(self.default.as_ref());

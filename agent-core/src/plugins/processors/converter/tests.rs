@@ -2,7 +2,9 @@ use super::funcs::{get_domain, get_domain_host, plain_text, py_round, Func};
 use super::*;
 
 fn f(func: &str, v: impl Into<FieldValue>) -> Option<FieldValue> {
-    Func::by_name(func).unwrap().apply(&v.into(), &mut String::new())
+    Func::by_name(func)
+        .unwrap()
+        .apply(&v.into(), &mut String::new())
 }
 
 fn s(func: &str, v: impl Into<FieldValue>) -> String {
@@ -80,12 +82,24 @@ fn hash_plain_text_domains() {
     assert_eq!(s("get_hash", "abc"), "900150983cd24fb0d6963f7d28e17f72");
     assert_eq!(s("get_hash", 1i64), "c4ca4238a0b923820dcc509a6f75849b");
     assert_eq!(s("get_hash", ""), "d41d8cd98f00b204e9800998ecf8427e");
-    assert_eq!(plain_text("  <p>Hello</p>\n\t <b>World</b>  "), "Hello World");
+    assert_eq!(
+        plain_text("  <p>Hello</p>\n\t <b>World</b>  "),
+        "Hello World"
+    );
     assert_eq!(s("get_plain_text", "a<br/>b  c"), "ab c");
     assert_eq!(f("get_plain_text", 5i64), None);
     assert_eq!(get_domain(" www.fufuok.com "), Some("www.fufuok.com"));
     assert_eq!(get_domain("xn--fiq06l2rdsvs.xn--fiqs8s"), None);
-    for bad in ["a--b.com", "localhost", "x.c", "-a.com", "a-.com", "a.b", "中国.com", "a_b.com"] {
+    for bad in [
+        "a--b.com",
+        "localhost",
+        "x.c",
+        "-a.com",
+        "a-.com",
+        "a.b",
+        "中国.com",
+        "a_b.com",
+    ] {
         assert_eq!(get_domain(bad), None, "{bad}");
     }
     assert_eq!(s("get_domain", "Example.ORG"), "Example.ORG");
@@ -166,11 +180,17 @@ get_comma:
     c.apply(&mut b).unwrap();
     let m = &b[0];
     assert_eq!(m.field("human_total_x"), Some(&FieldValue::from("7.8 GB")));
-    assert_eq!(m.field("human_bytes_sent_x"), Some(&FieldValue::from("2.0 KB")));
+    assert_eq!(
+        m.field("human_bytes_sent_x"),
+        Some(&FieldValue::from("2.0 KB"))
+    );
     assert_eq!(m.field("human_Timestamp_x"), Some(&FieldValue::from("1 B")));
     // "0 B" is truthy; the field's own default is not needed, but the
     // rename and delete_old are applied.
-    assert_eq!(m.field("demo_new_name_recv"), Some(&FieldValue::from("0 B")));
+    assert_eq!(
+        m.field("demo_new_name_recv"),
+        Some(&FieldValue::from("0 B"))
+    );
     assert!(m.field("bytes_recv").is_none());
     assert!(m.field("human_used_x").is_none());
     // get_comma runs after human_bytes: bytes_sent is still there.
@@ -201,7 +221,10 @@ fn failure_without_default_is_reported_after_the_whole_batch() {
         Metric::new("x", 0).with_field("total", 2048i64),
     ];
     let err = c.apply(&mut b).unwrap_err().to_string();
-    assert!(err.contains("1 field(s)") && err.contains("human_bytes"), "{err}");
+    assert!(
+        err.contains("1 field(s)") && err.contains("human_bytes"),
+        "{err}"
+    );
     assert_eq!(b[0].fields.len(), 1);
     assert_eq!(b[1].field("h_total"), Some(&FieldValue::from("2.0 KB")));
 }

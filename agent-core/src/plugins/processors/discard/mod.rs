@@ -30,7 +30,9 @@ fn string_list(cfg: &PluginConfig, key: &str, v: &Value) -> Result<Vec<Str>, cra
         Value::Sequence(items) => items
             .iter()
             .map(|i| match i {
-                Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(Str::from(key_string(i))),
+                Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+                    Ok(Str::from(key_string(i)))
+                }
                 _ => Err(cfg.error(key, "expected a list of names")),
             })
             .collect(),
@@ -42,7 +44,10 @@ impl Discard {
     pub fn from_config(cfg: &PluginConfig) -> Result<Self, crate::ConfigError> {
         let mut d = Discard::default();
         let Value::Mapping(map) = cfg.value() else {
-            return Err(cfg.error("", "expected a mapping: {all: [fields], all_except: [tags], <TAG>: [fields]}"));
+            return Err(cfg.error(
+                "",
+                "expected a mapping: {all: [fields], all_except: [tags], <TAG>: [fields]}",
+            ));
         };
         for (k, v) in map {
             let key = key_string(k);

@@ -33,7 +33,9 @@ pub struct Filter {
 }
 
 fn tag_rules(m: &BTreeMap<String, Vec<String>>) -> Vec<(String, GlobSet)> {
-    m.iter().map(|(k, v)| (k.clone(), GlobSet::new(v))).collect()
+    m.iter()
+        .map(|(k, v)| (k.clone(), GlobSet::new(v)))
+        .collect()
 }
 
 /// True when any listed tag key has a value matching one of its globs.
@@ -157,13 +159,17 @@ mod tests {
     #[test]
     fn fieldpass_fielddrop_and_empty_metrics_dropped() {
         let mut b = batch();
-        build("fieldpass: ['*_in', 'percent']").apply(&mut b).unwrap();
+        build("fieldpass: ['*_in', 'percent']")
+            .apply(&mut b)
+            .unwrap();
         assert_eq!(names(&b), ["cpu", "mem", "cpu", "network"]);
         assert_eq!(b[0].fields.len(), 1);
         assert_eq!(b[3].fields.len(), 1);
         assert!(b[3].field("kbps_in").is_some());
         let mut b = batch();
-        build("fielddrop: ['percent', 'kbps*']").apply(&mut b).unwrap();
+        build("fielddrop: ['percent', 'kbps*']")
+            .apply(&mut b)
+            .unwrap();
         assert_eq!(names(&b), ["cpu", "cpu"]);
         assert!(b[0].field("times_user").is_some() && b[0].field("percent").is_none());
     }
