@@ -493,6 +493,22 @@ impl PluginConfig {
         &self.path
     }
 
+    /// The registered plugin of the input this config serves: the `plugin:`
+    /// key of `input.<input>` when set, else the input's name. Alarm rules
+    /// are chosen by it.
+    pub fn input_plugin(&self) -> Str {
+        match self
+            .tree
+            .root
+            .get("input")
+            .and_then(|s| s.get(self.input.as_str()))
+            .and_then(|c| c.get("plugin"))
+        {
+            Some(Value::String(p)) => Str::new(p),
+            _ => self.input.clone(),
+        }
+    }
+
     /// An error about `key` (relative to this plugin) naming the right file.
     pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         let full = load::join(&self.path, key);

@@ -329,7 +329,8 @@ fn resolve_stage(
 }
 
 /// `aggs.<input>`: `befor`/`before` stages, the alarm rules (the `alarm`
-/// processor, given the whole block), the block's own stages, `after`.
+/// processor, given the whole block when it has `alarm:` or `threshold:`),
+/// the block's own stages, `after`.
 fn aggs_block(
     block: &PluginConfig,
     registry: &Registry,
@@ -343,7 +344,7 @@ fn aggs_block(
             stage_block(&block.child(hook, v.clone(), hook), registry, stages)?;
         }
     }
-    if map.contains_key("alarm") {
+    if map.contains_key("alarm") || map.contains_key("threshold") {
         let mut cfg = block.clone();
         cfg.instance = Str::new("alarm");
         stages.push(resolve_stage(cfg, registry, "alarm")?);

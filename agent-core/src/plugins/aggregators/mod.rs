@@ -1,4 +1,8 @@
 //! Aggregator plugins.
 use crate::registry::Registry;
 
-pub fn register(_r: &mut Registry) {}
+pub mod basicstats;
+
+pub fn register(r: &mut Registry) {
+    basicstats::register(r);
+}
