@@ -93,7 +93,10 @@ async fn dns_failure_is_per_target() {
         assert_eq!(f(badm, k), NO_REPLY_MS);
     }
     assert!(s(badm, "error").contains("cannot resolve"), "{badm:?}");
-    assert_eq!(f(good, "loss"), 0.0);
+    // The good target still ran (other tests share the ICMP traffic, so a
+    // lost echo is possible on a loaded machine).
+    assert!(f(good, "loss") < 100.0, "{good:?}");
+    assert!(good.field("error").is_none(), "{good:?}");
 }
 
 #[actix_rt::test]
