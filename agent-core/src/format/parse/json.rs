@@ -63,9 +63,11 @@ fn parse_time(v: &Value, format: JsonTimeFormat) -> Result<i64, String> {
         JsonTimeFormat::UnixNs => 1.0,
     };
     // Integers keep full precision; fractions go through f64.
-    if let (Value::Number(n), JsonTimeFormat::UnixNs) = (v, format) {
+    if let Value::Number(n) = v {
         if let Some(i) = n.as_i64() {
-            return Ok(i);
+            return i
+                .checked_mul(scale as i64)
+                .ok_or_else(|| format!("time value {i} out of range"));
         }
     }
     match as_f64() {
