@@ -326,3 +326,165 @@ pub(crate) fn secs(v: f64, key: &str, min: f64, max: f64) -> Result<Duration, (S
 
 #[cfg(test)]
 mod tests;
+
+/// What a one-shot command produced.
+#[derive(Debug)]
+pub(crate) struct RunOutput {
+    pub stdout: Vec<u8>,
+    /// The first [`STDERR_KEEP`] bytes of stderr.
+    pub stderr: Vec<u8>,
+    pub status: std::process::ExitStatus,
+}
+
+/// Why a one-shot command gave no output.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunError {
+    #[error("cannot start: {0}")]
+    Spawn(io::Error),
+    #[error("timed out after {0:.1}s; killed with its process group")]
+    Timeout(f64),
+    #[error("printed more than max_output_bytes ({0} bytes); killed with its process group")]
+    TooLarge(usize),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// How much of a one-shot command's stderr is kept for messages.
+pub(crate) const STDERR_KEEP: usize = 64 * 1024;
+
+/// Runs a command to completion with a timeout and an output limit. On
+/// timeout or oversized output the whole process group is killed and the
+/// child reaped, so neither a hang nor a flood outlives the call.
+pub(crate) async fn run_once(
+    spec: &CommandSpec,
+    timeout: Duration,
+    max_output: usize,
+    stats: &ExecStats,
+) -> Result<RunOutput, RunError> {
+    use tokio::io::AsyncReadExt;
+    let mut child = spec.tokio_command().spawn().map_err(RunError::Spawn)?;
+    ExecStats::add(&stats.spawns, 1);
+    let pid = child.id().unwrap_or(0);
+    stats.pid.store(pid as i32, Relaxed);
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let result = tokio::time::timeout(timeout, async {
+        let read_out = async {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 16 * 1024];
+            if let Some(out) = stdout.as_mut() {
+                loop {
+                    let n = out.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    if buf.len() + n > max_output {
+                        return Err(RunError::TooLarge(max_output));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+            Ok::<_, RunError>(buf)
+        };
+        let read_err = async {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 8 * 1024];
+            if let Some(err) = stderr.as_mut() {
+                loop {
+                    let n = err.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    // Keep the start (where the reason usually is), drain the rest.
+                    let room = STDERR_KEEP.saturating_sub(buf.len()).min(n);
+                    buf.extend_from_slice(&chunk[..room]);
+                }
+            }
+            Ok::<_, RunError>(buf)
+        };
+        let (out, err) = tokio::try_join!(read_out, read_err)?;
+        let status = child.wait().await?;
+        Ok::<_, RunError>(RunOutput {
+            stdout: out,
+            stderr: err,
+            status,
+        })
+    })
+    .await;
+    let failure = match result {
+        Ok(Ok(out)) => return Ok(out),
+        Ok(Err(e)) => e,
+        Err(_) => RunError::Timeout(timeout.as_secs_f64()),
+    };
+    ExecStats::add(&stats.kills, 1);
+    signal_group(pid, libc::SIGKILL);
+    drop((stdout, stderr));
+    let _ = child.start_kill();
+    // Reap it: SIGKILL cannot be ignored, so this returns promptly.
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    Err(failure)
+}
+
+/// The first non-empty line of a command's stderr, for error messages.
+pub(crate) fn first_line(stderr: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| clip_owned(l.to_string(), 200))
+}
+
+/// Test helpers: process state from `/proc`.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::time::{Duration, Instant};
+
+    /// The state letter of `pid` (`R`, `S`, `Z`, ...), `None` when gone.
+    pub fn proc_state(pid: i32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may contain spaces: the state follows its `)`.
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    /// Waits (bounded) until `pid` no longer exists. With `allow_zombie`,
+    /// a zombie counts as dead: orphans belong to PID 1, which in a
+    /// container may never reap them.
+    pub fn wait_dead(pid: i32, allow_zombie: bool, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            match proc_state(pid) {
+                None => return true,
+                Some('Z') if allow_zombie => return true,
+                _ => {}
+            }
+            if Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (bounded) for a file to hold a pid.
+    pub fn read_pid(path: &std::path::Path, limit: Duration) -> i32 {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(p) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return p;
+            }
+            assert!(Instant::now() < end, "no pid in {}", path.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn rss_kb() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+}
