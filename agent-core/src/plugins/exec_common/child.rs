@@ -37,9 +37,12 @@ pub(crate) struct ExecdSettings {
     pub max_line_bytes: usize,
     /// Lines buffered between the child and the plugin.
     pub line_capacity: usize,
+    /// Pass stdout lines to the plugin; when false (outputs) they are only
+    /// logged, rate-limited, so a chatty child never blocks.
+    pub forward_stdout: bool,
 }
 
-/// A child a child is considered healthy after running this long; its
+/// A child is considered healthy after running this long; its
 /// restart delay goes back to `restart_delay`.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// How often the supervisor checks the child and the stop signal.
@@ -62,6 +65,7 @@ struct WriteReq {
 struct State {
     stdin: Option<SyncSender<WriteReq>>,
     running: bool,
+    started: Option<Instant>,
     /// Why the child is not running: spawn failure or last exit.
     down_reason: Option<String>,
     spawn_failed: bool,
@@ -106,9 +110,13 @@ impl ExecdChild {
             state: Mutex::new(State::default()),
         });
         let s = shared.clone();
+        let (first_tx, first_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("execd-{}", short(&shared.settings.name)))
-            .spawn(move || supervise(s, lines_tx, stop_rx))?;
+            .spawn(move || supervise(s, lines_tx, stop_rx, first_tx))?;
+        // Return once the first spawn was attempted (a fork and exec: quick),
+        // so the caller can talk to the child at once.
+        let _ = first_rx.recv_timeout(Duration::from_secs(5));
         Ok(ExecdChild {
             shared,
             lines,
@@ -119,6 +127,12 @@ impl ExecdChild {
 
     pub(crate) fn lines(&self) -> &Receiver<Line> {
         &self.lines
+    }
+
+    /// How long the current child has been running (`None`: not running).
+    pub(crate) fn running_for(&self) -> Option<Duration> {
+        let st = self.shared.state();
+        st.started.filter(|_| st.running).map(|t| t.elapsed())
     }
 
     /// Whether a child is running now.
@@ -148,6 +162,23 @@ impl ExecdChild {
             s.push_str(&format!("; last stderr line: {last}"));
         }
         s
+    }
+
+    /// Sends a signal to the child process itself.
+    pub(crate) fn signal(&self, sig: libc::c_int) -> Result<(), String> {
+        let st = self.shared.state();
+        let pid = self.shared.stats.pid.load(Relaxed);
+        if !st.running || pid <= 1 {
+            return Err(st
+                .down_reason
+                .clone()
+                .unwrap_or_else(|| "the child is not running".into()));
+        }
+        // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
+        if unsafe { libc::kill(pid, sig) } == -1 {
+            return Err(format!("signal failed: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
     }
 
     /// Queues `data` for the child's stdin without waiting.
@@ -230,10 +261,16 @@ fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
     !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
 }
 
-fn supervise(shared: Arc<Shared>, lines_tx: SyncSender<Line>, stop: Receiver<()>) {
+fn supervise(
+    shared: Arc<Shared>,
+    lines_tx: SyncSender<Line>,
+    stop: Receiver<()>,
+    first: mpsc::Sender<()>,
+) {
     let settings = shared.settings.clone();
     let cap = settings.restart_delay.max(Duration::from_secs(300));
     let mut delay = settings.restart_delay;
+    let mut first = Some(first);
     loop {
         match settings.command.std_command().spawn() {
             Err(e) => {
@@ -243,11 +280,13 @@ fn supervise(shared: Arc<Shared>, lines_tx: SyncSender<Line>, stop: Receiver<()>
                 st.running = false;
                 st.spawn_failed = true;
                 st.down_reason = Some(msg);
+                drop(st);
+                first.take();
             }
             Ok(child) => {
                 ExecStats::add(&shared.stats.spawns, 1);
                 let started = Instant::now();
-                let stopping = run_child(&shared, child, &lines_tx, &stop);
+                let stopping = run_child(&shared, child, &lines_tx, &stop, &mut first);
                 if stopping {
                     return;
                 }
@@ -269,6 +308,7 @@ fn run_child(
     mut child: Child,
     lines_tx: &SyncSender<Line>,
     stop: &Receiver<()>,
+    first: &mut Option<mpsc::Sender<()>>,
 ) -> bool {
     let pid = child.id();
     shared.stats.pid.store(pid as i32, Relaxed);
@@ -280,7 +320,12 @@ fn run_child(
         let _ = std::thread::Builder::new()
             .name("execd-stdout".into())
             .spawn(move || {
+                let forward = sh.settings.forward_stdout;
                 read_lines_bounded(out, max, |item| match item {
+                    LineRead::Line(text) if !forward => {
+                        sh.log.warn(|| format!("stdout: {}", super::clip_owned(text, 200)));
+                        true
+                    }
                     LineRead::Line(text) => tx
                         .send(Line {
                             received_ns: now_ns(),
@@ -322,9 +367,11 @@ fn run_child(
         let mut st = shared.state();
         st.stdin = stdin_tx;
         st.running = true;
+        st.started = Some(Instant::now());
         st.spawn_failed = false;
         st.down_reason = None;
     }
+    first.take();
     let (status, stopping) = loop {
         match child.try_wait() {
             Ok(Some(status)) => break (Some(status), false),

@@ -488,3 +488,59 @@ pub(crate) mod testutil {
             .unwrap()
     }
 }
+
+/// The keys every execd plugin accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ExecdConfig {
+    /// The program to keep running: an argv list, or one string.
+    pub command: Option<CommandLine>,
+    /// Seconds before restarting a child that exited; doubles while it
+    /// keeps exiting (up to 5 minutes), back to this after 60 s of uptime.
+    pub restart_delay: f64,
+    /// Seconds between SIGTERM and SIGKILL when stopping the child.
+    pub stop_timeout: f64,
+    /// Longest stdout line accepted; longer ones are dropped and counted.
+    pub max_line_bytes: usize,
+    #[serde(flatten)]
+    pub env: EnvConfig,
+}
+
+impl Default for ExecdConfig {
+    fn default() -> Self {
+        ExecdConfig {
+            command: None,
+            restart_delay: 10.0,
+            stop_timeout: 5.0,
+            max_line_bytes: 64 * 1024,
+            env: EnvConfig::default(),
+        }
+    }
+}
+
+impl ExecdConfig {
+    /// Checks the keys; errors name the key.
+    pub(crate) fn settings(&self, name: &str, forward_stdout: bool) -> Result<ExecdSettings, (String, String)> {
+        let command = self
+            .command
+            .as_ref()
+            .ok_or_else(|| ("command".to_string(), "the program to run is required".to_string()))?;
+        let command = CommandSpec::new(command, &self.env).map_err(|r| ("command".to_string(), r))?;
+        if !(16..=64 << 20).contains(&self.max_line_bytes) {
+            return Err((
+                "max_line_bytes".into(),
+                format!("must be between 16 and 67108864, got {}", self.max_line_bytes),
+            ));
+        }
+        Ok(ExecdSettings {
+            name: name.to_string(),
+            command,
+            restart_delay: secs(self.restart_delay, "restart_delay", 0.01, 86_400.0)?,
+            stop_timeout: secs(self.stop_timeout, "stop_timeout", 0.0, 600.0)?,
+            max_line_bytes: self.max_line_bytes,
+            // Bounds memory to line_capacity × max_line_bytes at worst.
+            line_capacity: 1024,
+            forward_stdout,
+        })
+    }
+}
