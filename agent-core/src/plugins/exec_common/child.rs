@@ -186,18 +186,20 @@ impl ExecdChild {
         self.queue(WriteReq { data, reply: None })
     }
 
-    /// Writes `data` to the child's stdin and waits until it is written.
-    pub(crate) async fn write(&self, data: Vec<u8>) -> Result<(), String> {
+    /// Queues `data` for the child's stdin; the receiver resolves once it
+    /// is written (`Err(_)`: the writer is gone, the child exited). Split
+    /// from the waiting so that no borrow of `self` (not `Sync`) is held
+    /// across an await.
+    pub(crate) fn write_queued(
+        &self,
+        data: Vec<u8>,
+    ) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queue(WriteReq {
             data,
             reply: Some(tx),
         })?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("writing to the child failed: {e}")),
-            Err(_) => Err(format!("the child exited: {}", self.down_reason())),
-        }
+        Ok(rx)
     }
 
     fn queue(&self, req: WriteReq) -> Result<(), String> {
