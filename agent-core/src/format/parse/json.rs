@@ -8,13 +8,21 @@ fn flatten(prefix: &str, v: Value, out: &mut Vec<(String, Value)>) {
     match v {
         Value::Object(map) => {
             for (k, v) in map {
-                let key = if prefix.is_empty() { k } else { format!("{prefix}_{k}") };
+                let key = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}_{k}")
+                };
                 flatten(&key, v, out);
             }
         }
         Value::Array(items) => {
             for (i, v) in items.into_iter().enumerate() {
-                let key = if prefix.is_empty() { i.to_string() } else { format!("{prefix}_{i}") };
+                let key = if prefix.is_empty() {
+                    i.to_string()
+                } else {
+                    format!("{prefix}_{i}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -97,7 +105,7 @@ pub(super) fn object(p: &Parser, v: Value, template: &Metric) -> Result<Metric, 
             m.timestamp_ns = parse_time(&v, p.cfg.json_time_format)?;
             continue;
         }
-        if p.cfg.tag_keys.iter().any(|t| *t == k) {
+        if p.cfg.tag_keys.contains(&k) {
             if let Some(s) = scalar_string(&v) {
                 m.set_tag(k, s);
             }
@@ -106,10 +114,8 @@ pub(super) fn object(p: &Parser, v: Value, template: &Metric) -> Result<Metric, 
         match v {
             Value::Number(n) => m.set_field(k, number(&n)),
             Value::Bool(b) => m.set_field(k, b),
-            Value::String(s) => {
-                if p.all_strings || p.cfg.json_string_fields.iter().any(|f| *f == k) {
-                    m.set_field(k, s);
-                }
+            Value::String(s) if p.all_strings || p.cfg.json_string_fields.contains(&k) => {
+                m.set_field(k, s)
             }
             _ => {}
         }

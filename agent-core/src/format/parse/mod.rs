@@ -126,7 +126,12 @@ impl Parser {
     /// Parses a program's whole output. Malformed lines are skipped and
     /// returned as errors; the good ones are appended to `out`.
     /// Nagios needs the exit status: use [`parse_nagios`].
-    pub fn parse_text(&self, text: &str, template: &Metric, out: &mut Vec<Metric>) -> Vec<ParseError> {
+    pub fn parse_text(
+        &self,
+        text: &str,
+        template: &Metric,
+        out: &mut Vec<Metric>,
+    ) -> Vec<ParseError> {
         let mut errors = Vec::new();
         match self.cfg.data_format {
             DataFormat::Value => {
@@ -157,7 +162,13 @@ impl Parser {
         errors
     }
 
-    fn each_line(&self, text: &str, template: &Metric, out: &mut Vec<Metric>, errors: &mut Vec<ParseError>) {
+    fn each_line(
+        &self,
+        text: &str,
+        template: &Metric,
+        out: &mut Vec<Metric>,
+        errors: &mut Vec<ParseError>,
+    ) {
         for (i, line) in text.lines().enumerate() {
             if let Err(reason) = self.parse_line_inner(line, template, out) {
                 errors.push(ParseError::new(i + 1, reason));
@@ -167,12 +178,22 @@ impl Parser {
 
     /// Parses one line of a line-oriented stream (execd). Blank lines and
     /// influx `#` comments yield nothing.
-    pub fn parse_line(&self, line: &str, template: &Metric, out: &mut Vec<Metric>) -> Result<(), ParseError> {
+    pub fn parse_line(
+        &self,
+        line: &str,
+        template: &Metric,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), ParseError> {
         self.parse_line_inner(line, template, out)
             .map_err(|reason| ParseError::new(1, reason))
     }
 
-    fn parse_line_inner(&self, line: &str, template: &Metric, out: &mut Vec<Metric>) -> Result<(), String> {
+    fn parse_line_inner(
+        &self,
+        line: &str,
+        template: &Metric,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), String> {
         let line = line.trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() {
             return Ok(());
@@ -201,12 +222,19 @@ impl Parser {
         }
     }
 
-    fn json_document(&self, v: serde_json::Value, template: &Metric, out: &mut Vec<Metric>) -> Result<(), String> {
+    fn json_document(
+        &self,
+        v: serde_json::Value,
+        template: &Metric,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), String> {
         match v {
             serde_json::Value::Array(items) => {
                 let mut built = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
-                    built.push(json::object(self, item, template).map_err(|e| format!("item {i}: {e}"))?);
+                    built.push(
+                        json::object(self, item, template).map_err(|e| format!("item {i}: {e}"))?,
+                    );
                 }
                 out.extend(built);
                 Ok(())
@@ -218,7 +246,12 @@ impl Parser {
         }
     }
 
-    fn parse_value(&self, text: &str, template: &Metric, out: &mut Vec<Metric>) -> Result<(), String> {
+    fn parse_value(
+        &self,
+        text: &str,
+        template: &Metric,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), String> {
         if text.is_empty() {
             return Err("empty output, expected a value".into());
         }

@@ -101,7 +101,10 @@ fn perf_item(item: &str, m: &mut Metric) -> Result<(), String> {
         .rsplit_once('=')
         .filter(|(l, _)| !l.is_empty())
         .ok_or_else(|| format!("{:?} is not label=value", super::clip(item)))?;
-    let label = label.trim_matches('\'').replace("''", "'").replace(' ', "_");
+    let label = label
+        .trim_matches('\'')
+        .replace("''", "'")
+        .replace(' ', "_");
     let mut parts = rest.split(';');
     let raw_value = parts.next().unwrap_or("");
     // `U` is Nagios for "value unknown".

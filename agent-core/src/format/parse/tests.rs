@@ -10,7 +10,9 @@ fn parser(yaml: &str) -> Parser {
 }
 
 fn f(m: &Metric, k: &str) -> FieldValue {
-    m.field(k).unwrap_or_else(|| panic!("{k} missing in {m:?}")).clone()
+    m.field(k)
+        .unwrap_or_else(|| panic!("{k} missing in {m:?}"))
+        .clone()
 }
 
 #[test]
@@ -49,7 +51,11 @@ fn influx_malformed_lines_are_skipped_and_numbered() {
     assert_eq!(out[1].timestamp_ns, 123);
     let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![2, 3, 4, 5, 6, 8], "{errs:?}");
-    assert!(errs[0].to_string().contains("missing fields"), "{}", errs[0]);
+    assert!(
+        errs[0].to_string().contains("missing fields"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -80,7 +86,9 @@ fn json_object_array_nested_tags_time_and_strings() {
 
 #[test]
 fn json_rfc3339_all_strings_and_lines() {
-    let p = parser("data_format: json\njson_time_key: t\njson_time_format: rfc3339\njson_string_fields: ['*']");
+    let p = parser(
+        "data_format: json\njson_time_key: t\njson_time_format: rfc3339\njson_string_fields: ['*']",
+    );
     let mut out = Vec::new();
     let text = "{\"t\":\"2026-01-02T03:04:05Z\",\"s\":\"x\"}\nnot json\n[1]\n{\"t\":\"yesterday\"}\n{\"s\":\"y\"}\n";
     let errs = p.parse_text(text, &template(), &mut out);
@@ -89,7 +97,10 @@ fn json_rfc3339_all_strings_and_lines() {
     assert_eq!(f(&out[0], "s"), FieldValue::from("x"));
     let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![2, 3, 4], "{errs:?}");
-    assert!(errs[1].reason.contains("expected a JSON object"), "{errs:?}");
+    assert!(
+        errs[1].reason.contains("expected a JSON object"),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -101,7 +112,11 @@ fn value_types() {
         ("float", "0.25", Some(FieldValue::Float(0.25))),
         ("float", "nan", None),
         ("float", "", None),
-        ("string", "hello world\n", Some(FieldValue::from("hello world"))),
+        (
+            "string",
+            "hello world\n",
+            Some(FieldValue::from("hello world")),
+        ),
         ("boolean", "True", Some(FieldValue::Bool(true))),
         ("boolean", "maybe", None),
     ];
@@ -132,8 +147,14 @@ fn nagios_state_output_and_perfdata() {
     parse_nagios(text, Some(1), &template(), &mut out).unwrap();
     let m = &out[0];
     assert_eq!(f(m, "state"), FieldValue::Int(1));
-    assert_eq!(f(m, "service_output"), FieldValue::from("DISK WARNING - free space: / 3326 MB (56%)"));
-    assert_eq!(f(m, "long_service_output"), FieldValue::from("second line\nthird"));
+    assert_eq!(
+        f(m, "service_output"),
+        FieldValue::from("DISK WARNING - free space: / 3326 MB (56%)")
+    );
+    assert_eq!(
+        f(m, "long_service_output"),
+        FieldValue::from("second line\nthird")
+    );
     assert_eq!(f(m, "/_value"), FieldValue::Float(2643.0));
     assert_eq!(f(m, "/_unit"), FieldValue::from("MB"));
     assert_eq!(f(m, "/_warn"), FieldValue::Float(5948.0));
@@ -153,7 +174,13 @@ fn nagios_state_output_and_perfdata() {
 #[test]
 fn nagios_malformed_perfdata_keeps_the_rest() {
     let mut out = Vec::new();
-    let e = parse_nagios("CRIT | a=1 b=x c=2;y junk d=U", Some(2), &template(), &mut out).unwrap_err();
+    let e = parse_nagios(
+        "CRIT | a=1 b=x c=2;y junk d=U",
+        Some(2),
+        &template(),
+        &mut out,
+    )
+    .unwrap_err();
     assert!(e.reason.contains("b: invalid value"), "{e}");
     assert!(e.reason.contains("c: invalid warn"), "{e}");
     assert!(e.reason.contains("junk"), "{e}");
@@ -193,7 +220,10 @@ fn pyagent_shape() {
     assert_eq!(f(m, "up"), FieldValue::Bool(true));
     assert!(m.field("time").is_none() && m.field("timestamp").is_none());
     assert_eq!(out[1].kind, MetricKind::Alarm);
-    assert_eq!(out[1].timestamp_ns, 1_636_361_935_000_000_000, "ISO time with offset");
+    assert_eq!(
+        out[1].timestamp_ns, 1_636_361_935_000_000_000,
+        "ISO time with offset"
+    );
     assert_eq!(f(&out[1], "info"), FieldValue::from("too high"));
     assert_eq!(out[2].name, "job", "no name: the input's");
     let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
@@ -204,7 +234,8 @@ fn pyagent_shape() {
 fn parse_line_for_streams() {
     let p = parser("data_format: json");
     let mut out = Vec::new();
-    p.parse_line("{\"a\":1}\r\n", &template(), &mut out).unwrap();
+    p.parse_line("{\"a\":1}\r\n", &template(), &mut out)
+        .unwrap();
     p.parse_line("   ", &template(), &mut out).unwrap();
     assert!(p.parse_line("{\"a\":", &template(), &mut out).is_err());
     assert_eq!(out.len(), 1);

@@ -176,7 +176,10 @@ impl ExecdChild {
         }
         // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
         if unsafe { libc::kill(pid, sig) } == -1 {
-            return Err(format!("signal failed: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "signal failed: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(())
     }
@@ -255,7 +258,10 @@ impl Drop for ExecdChild {
 }
 
 fn short(name: &str) -> String {
-    name.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect()
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect()
 }
 
 /// Waits `d` or until stop is requested; true when stopping.
@@ -325,7 +331,8 @@ fn run_child(
                 let forward = sh.settings.forward_stdout;
                 read_lines_bounded(out, max, |item| match item {
                     LineRead::Line(text) if !forward => {
-                        sh.log.warn(|| format!("stdout: {}", super::clip_owned(text, 200)));
+                        sh.log
+                            .warn(|| format!("stdout: {}", super::clip_owned(text, 200)));
                         true
                     }
                     LineRead::Line(text) => tx
@@ -388,7 +395,10 @@ fn run_child(
     signal_group(pid, libc::SIGKILL);
     let reason = match status {
         Some(s) => format!("`{}` exited: {s}", shared.settings.command.display()),
-        None => format!("`{}` could not be waited for", shared.settings.command.display()),
+        None => format!(
+            "`{}` could not be waited for",
+            shared.settings.command.display()
+        ),
     };
     if !stopping {
         shared.log.warn(|| format!("{reason}; restarting"));

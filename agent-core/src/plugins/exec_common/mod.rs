@@ -261,7 +261,11 @@ pub(crate) enum LineRead {
 /// longer lines are skipped to their newline and reported as
 /// [`LineRead::TooLong`]. Stops at EOF, on a read error, or when `each`
 /// returns false. A last line without a newline is still delivered.
-pub(crate) fn read_lines_bounded<R: Read>(mut r: R, max: usize, mut each: impl FnMut(LineRead) -> bool) {
+pub(crate) fn read_lines_bounded<R: Read>(
+    mut r: R,
+    max: usize,
+    mut each: impl FnMut(LineRead) -> bool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut line: Vec<u8> = Vec::new();
     let mut skipping: Option<usize> = None;
@@ -320,7 +324,10 @@ pub(crate) fn secs(v: f64, key: &str, min: f64, max: f64) -> Result<Duration, (S
     if v.is_finite() && (min..=max).contains(&v) {
         Ok(Duration::from_secs_f64(v))
     } else {
-        Err((key.to_string(), format!("must be between {min} and {max} seconds, got {v}")))
+        Err((
+            key.to_string(),
+            format!("must be between {min} and {max} seconds, got {v}"),
+        ))
     }
 }
 
@@ -520,16 +527,26 @@ impl Default for ExecdConfig {
 
 impl ExecdConfig {
     /// Checks the keys; errors name the key.
-    pub(crate) fn settings(&self, name: &str, forward_stdout: bool) -> Result<ExecdSettings, (String, String)> {
-        let command = self
-            .command
-            .as_ref()
-            .ok_or_else(|| ("command".to_string(), "the program to run is required".to_string()))?;
-        let command = CommandSpec::new(command, &self.env).map_err(|r| ("command".to_string(), r))?;
+    pub(crate) fn settings(
+        &self,
+        name: &str,
+        forward_stdout: bool,
+    ) -> Result<ExecdSettings, (String, String)> {
+        let command = self.command.as_ref().ok_or_else(|| {
+            (
+                "command".to_string(),
+                "the program to run is required".to_string(),
+            )
+        })?;
+        let command =
+            CommandSpec::new(command, &self.env).map_err(|r| ("command".to_string(), r))?;
         if !(16..=64 << 20).contains(&self.max_line_bytes) {
             return Err((
                 "max_line_bytes".into(),
-                format!("must be between 16 and 67108864, got {}", self.max_line_bytes),
+                format!(
+                    "must be between 16 and 67108864, got {}",
+                    self.max_line_bytes
+                ),
             ));
         }
         Ok(ExecdSettings {

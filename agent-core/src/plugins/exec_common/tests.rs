@@ -49,8 +49,15 @@ fn bounded_lines_drop_long_ones_across_reads() {
 #[test]
 fn command_specs() {
     let env = EnvConfig::default();
-    let c = CommandSpec::new(&CommandLine::Argv(vec!["/bin/echo".into(), "a b".into()]), &env).unwrap();
-    assert_eq!((c.program.as_str(), c.args.clone()), ("/bin/echo", vec!["a b".to_string()]));
+    let c = CommandSpec::new(
+        &CommandLine::Argv(vec!["/bin/echo".into(), "a b".into()]),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.program.as_str(), c.args.clone()),
+        ("/bin/echo", vec!["a b".to_string()])
+    );
     let c = CommandSpec::new(&CommandLine::Line("echo  a b".into()), &env).unwrap();
     assert_eq!(c.args, vec!["a", "b"]);
     let shell = EnvConfig {
@@ -84,7 +91,10 @@ fn line_protocol_round_trips_through_the_parser() {
         .with_field("nan", f64::NAN);
     let mut line = String::new();
     assert!(encode::line_protocol(&m, &mut line));
-    assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "{line}");
+    assert!(
+        line.ends_with('\n') && line.matches('\n').count() == 1,
+        "{line}"
+    );
     let p = Parser::new(ParserConfig::default());
     let mut out = Vec::new();
     p.parse_line(&line, &Metric::new("t", 0), &mut out).unwrap();
@@ -96,12 +106,17 @@ fn line_protocol_round_trips_through_the_parser() {
     want.retain(|(k, _)| k != "nan");
     assert_eq!(back.fields, want);
     // No fields: nothing to write.
-    assert!(!encode::line_protocol(&Metric::new("x", 0), &mut String::new()));
+    assert!(!encode::line_protocol(
+        &Metric::new("x", 0),
+        &mut String::new()
+    ));
 }
 
 #[test]
 fn json_encoders() {
-    let mut m = Metric::new("n", 2_000_000_000).with_tag("t", "v").with_field("x", 1.5);
+    let mut m = Metric::new("n", 2_000_000_000)
+        .with_tag("t", "v")
+        .with_field("x", 1.5);
     m.kind = MetricKind::Alarm;
     let mut s = String::new();
     encode::json_line(&m, &mut s);
@@ -115,7 +130,8 @@ fn json_encoders() {
     encode::pyagent_line(&m, &mut s);
     let p = Parser::new(serde_yaml_ng::from_str("data_format: pyagent").unwrap());
     let mut out = Vec::new();
-    p.parse_line(&s, &Metric::new("other", 0).with_tag("t", "old"), &mut out).unwrap();
+    p.parse_line(&s, &Metric::new("other", 0).with_tag("t", "old"), &mut out)
+        .unwrap();
     assert_eq!(out[0].name, "n");
     assert_eq!(out[0].kind, MetricKind::Alarm);
     assert_eq!(out[0].tag("t"), Some("v"));

@@ -107,7 +107,8 @@ impl Input for Exec {
             }
             if let Some(line) = first_line(&out.stderr) {
                 ExecStats::add(&self.stats.stderr_lines, 1);
-                self.log.warn(|| format!("`{}` stderr: {line}", cmd.display()));
+                self.log
+                    .warn(|| format!("`{}` stderr: {line}", cmd.display()));
             }
             let mut metrics = Vec::new();
             let parse_errors = if nagios {

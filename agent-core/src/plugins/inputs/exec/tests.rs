@@ -42,9 +42,8 @@ async fn influx_lines_from_two_commands() {
 
 #[actix_rt::test]
 async fn malformed_lines_are_counted_and_good_ones_kept() {
-    let mut e = exec(
-        "commands: [\"printf 'a v=1\\nthis is bad\\nb v=2\\nc v=\\\"open\\n'\"]\nshell: true",
-    );
+    let mut e =
+        exec("commands: [\"printf 'a v=1\\nthis is bad\\nb v=2\\nc v=\\\"open\\n'\"]\nshell: true");
     let (ms, r) = gather(&mut e).await;
     let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, vec!["a", "b"]);
@@ -116,11 +115,17 @@ async fn nonzero_exit_is_an_error_with_first_stderr_line() {
     let err = r.unwrap_err().to_string();
     assert!(err.contains("exit status: 3"), "{err}");
     assert!(err.contains("boom: disk missing"), "{err}");
-    assert!(err.ends_with("exit status: 3: boom: disk missing"), "only the first line: {err}");
+    assert!(
+        err.ends_with("exit status: 3: boom: disk missing"),
+        "only the first line: {err}"
+    );
 
     let mut e = exec("commands: [[\"/nonexistent/plugin\"]]");
     let err = gather(&mut e).await.1.unwrap_err().to_string();
-    assert!(err.contains("cannot start") && err.contains("/nonexistent/plugin"), "{err}");
+    assert!(
+        err.contains("cannot start") && err.contains("/nonexistent/plugin"),
+        "{err}"
+    );
 }
 
 #[actix_rt::test]
@@ -137,7 +142,10 @@ environment: {FOO: bar baz}
     };
     assert!(*n <= 5, "clean env has PATH, FOO and what sh adds: {n}");
     assert_eq!(ms[0].field("foo"), Some(&FieldValue::from("bar baz")));
-    assert!(ms[0].field("path").and_then(|p| p.as_str()).is_some_and(|p| !p.is_empty()));
+    assert!(ms[0]
+        .field("path")
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| !p.is_empty()));
 
     let mut e = exec(&format!("{cmd}inherit_env: true\n"));
     let (ms, r) = gather(&mut e).await;
@@ -167,8 +175,16 @@ async fn hanging_command_is_killed_with_its_group() {
     assert_eq!(e.stats().pid.load(Relaxed), leader);
     // Our child is reaped (no zombie); the grandchild is killed (an
     // orphan may stay a zombie of PID 1 until it reaps).
-    assert!(wait_dead(leader, false, Duration::from_secs(10)), "{:?}", proc_state(leader));
-    assert!(wait_dead(bg, true, Duration::from_secs(10)), "{:?}", proc_state(bg));
+    assert!(
+        wait_dead(leader, false, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(leader)
+    );
+    assert!(
+        wait_dead(bg, true, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(bg)
+    );
     assert_eq!(e.stats().kills.load(Relaxed), 1);
 }
 
@@ -191,7 +207,11 @@ async fn flood_of_100_mb_is_cut_at_max_output_bytes() {
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert!(grown_kb < 64 * 1024, "RSS grew by {grown_kb} KB");
     let leader = read_pid(&dir.path().join("leader"), Duration::from_secs(10));
-    assert!(wait_dead(leader, false, Duration::from_secs(10)), "{:?}", proc_state(leader));
+    assert!(
+        wait_dead(leader, false, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(leader)
+    );
 }
 
 #[test]
@@ -201,10 +221,22 @@ fn config_errors_name_the_key() {
     let cases = [
         ("{}", "input.job.commands", "at least one command"),
         ("commands: [[]]", "input.job.commands.0", "empty command"),
-        ("commands: [[a]]\nshell: true", "input.job.commands.0", "one string"),
+        (
+            "commands: [[a]]\nshell: true",
+            "input.job.commands.0",
+            "one string",
+        ),
         ("commands: [a]\ntimeout: 0", "input.job.timeout", "between"),
-        ("commands: [a]\nmax_output_bytes: 0", "input.job.max_output_bytes", "at least 1"),
-        ("commands: [a]\ndata_format: xml", "input.job", "unknown variant `xml`"),
+        (
+            "commands: [a]\nmax_output_bytes: 0",
+            "input.job.max_output_bytes",
+            "at least 1",
+        ),
+        (
+            "commands: [a]\ndata_format: xml",
+            "input.job",
+            "unknown variant `xml`",
+        ),
     ];
     for (yaml, key, reason) in cases {
         let cfg = PluginConfig::from_value("input.job", serde_yaml_ng::from_str(yaml).unwrap());

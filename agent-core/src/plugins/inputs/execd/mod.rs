@@ -4,7 +4,9 @@
 //! (`STDIN`: a newline on its stdin; `SIGUSR1`).
 use crate::format::parse::{DataFormat, Parser, ParserConfig};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
-use crate::plugins::exec_common::{secs, ExecStats, ExecdChild, ExecdConfig, ExecdSettings, RateLimitedLog};
+use crate::plugins::exec_common::{
+    secs, ExecStats, ExecdChild, ExecdConfig, ExecdSettings, RateLimitedLog,
+};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -135,7 +137,10 @@ impl ExecdInput {
     /// is nothing to wait for.
     fn prepare(&mut self) -> PluginResult<bool> {
         if self.child.is_none() {
-            self.child = Some(ExecdChild::start(self.settings.clone(), self.stats.clone())?);
+            self.child = Some(ExecdChild::start(
+                self.settings.clone(),
+                self.stats.clone(),
+            )?);
         }
         let Some(child) = self.child.as_ref() else {
             return Ok(false);
@@ -192,7 +197,9 @@ impl Input for ExecdInput {
         if !got_any {
             let wait = self.signal_wait.as_secs_f64();
             self.log.warn(|| {
-                format!("no answer within signal_wait ({wait:.1}s); it is collected at the next gather")
+                format!(
+                    "no answer within signal_wait ({wait:.1}s); it is collected at the next gather"
+                )
             });
         }
         Ok(())

@@ -36,7 +36,11 @@ async fn streaming_lines_are_collected_with_arrival_time() {
         assert_eq!(m.name, "tick");
         assert_eq!(m.tag("host_name"), Some("h1"));
         assert_eq!(m.tag("src"), Some("sh"));
-        assert_eq!(m.field("n"), Some(&FieldValue::Int(k as i64)), "in order, none lost");
+        assert_eq!(
+            m.field("n"),
+            Some(&FieldValue::Int(k as i64)),
+            "in order, none lost"
+        );
         assert!(m.timestamp_ns >= started && m.timestamp_ns <= crate::metric::now_ns());
     }
     assert_eq!(i.stats().spawns.load(Relaxed), 1);
@@ -66,7 +70,11 @@ async fn sigusr1_signal_after_the_program_started() {
     let ms = gather_until(&mut i, 2).await;
     assert!(ms.len() >= 2, "{ms:?}");
     assert!(ms.iter().all(|m| m.name == "usr"));
-    assert_eq!(i.stats().spawns.load(Relaxed), 1, "never killed by an early signal");
+    assert_eq!(
+        i.stats().spawns.load(Relaxed),
+        1,
+        "never killed by an early signal"
+    );
 }
 
 #[actix_rt::test]
@@ -120,7 +128,11 @@ async fn drop_kills_a_child_that_ignores_sigterm() {
     // Waited for the grace period, then SIGKILL.
     assert!(took >= Duration::from_millis(500), "{took:?}");
     assert_eq!(stats.kills.load(Relaxed), 1);
-    assert!(wait_dead(pid, false, Duration::from_secs(10)), "{:?}", proc_state(pid));
+    assert!(
+        wait_dead(pid, false, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(pid)
+    );
 
     // A well-behaved child goes on SIGTERM, no kill needed.
     let mut i = input(&format!(
@@ -131,7 +143,11 @@ async fn drop_kills_a_child_that_ignores_sigterm() {
     let stats = i.stats();
     drop(i);
     assert_eq!(stats.kills.load(Relaxed), 0);
-    assert!(wait_dead(pid, false, Duration::from_secs(10)), "{:?}", proc_state(pid));
+    assert!(
+        wait_dead(pid, false, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(pid)
+    );
 }
 
 #[actix_rt::test]

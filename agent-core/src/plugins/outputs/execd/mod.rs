@@ -53,7 +53,10 @@ impl ExecdOutput {
 
     fn start(&mut self) -> PluginResult {
         if self.child.is_none() {
-            self.child = Some(ExecdChild::start(self.settings.clone(), self.stats.clone())?);
+            self.child = Some(ExecdChild::start(
+                self.settings.clone(),
+                self.stats.clone(),
+            )?);
         }
         match self.child.as_ref().and_then(ExecdChild::spawn_error) {
             Some(e) => Err(PluginError::msg(e)),
@@ -95,10 +98,14 @@ impl Output for ExecdOutput {
         if text.is_empty() {
             return Ok(());
         }
-        let written = child.write_queued(text.into_bytes()).map_err(PluginError::msg)?;
+        let written = child
+            .write_queued(text.into_bytes())
+            .map_err(PluginError::msg)?;
         match written.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(PluginError::msg(format!("writing to the program failed: {e}"))),
+            Ok(Err(e)) => Err(PluginError::msg(format!(
+                "writing to the program failed: {e}"
+            ))),
             Err(_) => Err(PluginError::msg(match self.child.as_ref() {
                 Some(c) => c.down_reason(),
                 None => "the program exited".into(),

@@ -131,7 +131,11 @@ async fn close_kills_a_program_that_ignores_sigterm() {
     o.close().await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(500));
     assert_eq!(stats.kills.load(Relaxed), 1);
-    assert!(wait_dead(pid, false, Duration::from_secs(10)), "{:?}", proc_state(pid));
+    assert!(
+        wait_dead(pid, false, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(pid)
+    );
 }
 
 #[actix_rt::test]

@@ -11,7 +11,9 @@
 use crate::format::parse::{Parser, ParserConfig};
 use crate::metric::{now_ns, Metric, MetricKind};
 use crate::plugin::{PluginError, PluginResult, Processor};
-use crate::plugins::exec_common::{encode, secs, ExecStats, ExecdChild, ExecdConfig, ExecdSettings};
+use crate::plugins::exec_common::{
+    encode, secs, ExecStats, ExecdChild, ExecdConfig, ExecdSettings,
+};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::sync::mpsc::RecvTimeoutError;
@@ -132,7 +134,10 @@ impl Processor for ExecdProcessor {
             return Ok(());
         }
         if self.child.is_none() {
-            self.child = Some(ExecdChild::start(self.settings.clone(), self.stats.clone())?);
+            self.child = Some(ExecdChild::start(
+                self.settings.clone(),
+                self.stats.clone(),
+            )?);
         }
         if let Some(child) = self.child.as_ref() {
             if !child.is_running() {

@@ -65,7 +65,9 @@ fn transforms_drops_duplicates_and_keeps_alarms_in_place() {
         let mut batch = vec![m("a", round), m("b", round)];
         p.apply(&mut batch).unwrap();
         assert_eq!(batch.len(), 2);
-        assert!(batch.iter().all(|x| x.field("v") == Some(&FieldValue::Int(round))));
+        assert!(batch
+            .iter()
+            .all(|x| x.field("v") == Some(&FieldValue::Int(round))));
     }
     assert_eq!(p.stats().spawns.load(Relaxed), 1);
 }
@@ -108,7 +110,8 @@ fn malformed_answers_are_counted_and_the_rest_kept() {
 fn a_dead_program_passes_batches_on_unchanged() {
     let mut p = ExecdProcessor::new(
         "p",
-        serde_yaml_ng::from_str("command: [sh, -c, 'exit 0']\nbatch_timeout: 1\nrestart_delay: 60").unwrap(),
+        serde_yaml_ng::from_str("command: [sh, -c, 'exit 0']\nbatch_timeout: 1\nrestart_delay: 60")
+            .unwrap(),
     )
     .unwrap();
     for _ in 0..3 {
