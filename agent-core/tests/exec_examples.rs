@@ -59,7 +59,7 @@ async fn exec_uptime_script_runs_in_a_pipeline() {
     let (_d, etc) = common::etc(&[
         (
             "main.yaml",
-            "open: [uptime]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [collect]\n",
+            "open: [uptime]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.1}\n",
         ),
         ("input/uptime.yaml", &example("examples/etc-exec/input/uptime.yaml")),
     ]);
@@ -98,7 +98,7 @@ async fn execd_counter_script_counts_and_stops_with_the_agent() {
     let (_d, etc) = common::etc(&[
         (
             "main.yaml",
-            "open: [counter]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [collect]\n",
+            "open: [counter]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.1}\n",
         ),
         (
             "input/counter.yaml",
@@ -131,5 +131,58 @@ async fn execd_counter_script_counts_and_stops_with_the_agent() {
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(Instant::now() < end, "execd child {pid} survived shutdown");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The execd processor and output in one pipeline: demo → a Python filter
+/// that tags every metric → a program appending to a file. Shutdown
+/// flushes through the output's program.
+#[actix_rt::test]
+async fn execd_processor_and_output_in_a_pipeline() {
+    repo_root();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("sink.txt");
+    let filter = "import sys\n\
+                  for line in sys.stdin:\n    \
+                  if not line.startswith('#'):\n        \
+                  series, rest = line.split(' ', 1)\n        \
+                  line = series + ',via=py ' + rest\n    \
+                  sys.stdout.write(line)\n    \
+                  sys.stdout.flush()\n";
+    let processor = format!(
+        "use_plugin_execd:\n  command: [python3, -c, {filter:?}]\n  batch_timeout: 20\n"
+    );
+    let output = format!(
+        "plugin: execd\ncommand: [sh, -c, 'cat >> {}']\nflush_interval: 0.1\n",
+        sink.display()
+    );
+    let (_d, etc) = common::etc(&[
+        (
+            "main.yaml",
+            "open: [demo]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [sink]\n",
+        ),
+        ("processor/demo.yaml", &processor),
+        ("output/sink.yaml", &output),
+    ]);
+    let sup = start(&etc, Registry::with_builtins());
+    let end = Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let text = std::fs::read_to_string(&sink).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.len() >= 2 || Instant::now() > end {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for l in &lines {
+        assert!(l.starts_with("demo,"), "{l}");
+        assert!(l.contains(",via=py "), "{l}");
+        assert!(l.contains("x="), "{l}");
     }
 }
