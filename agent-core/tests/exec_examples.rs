@@ -149,9 +149,8 @@ async fn execd_processor_and_output_in_a_pipeline() {
                   line = series + ',via=py ' + rest\n    \
                   sys.stdout.write(line)\n    \
                   sys.stdout.flush()\n";
-    let processor = format!(
-        "use_plugin_execd:\n  command: [python3, -c, {filter:?}]\n  batch_timeout: 20\n"
-    );
+    let processor =
+        format!("use_plugin_execd:\n  command: [python3, -c, {filter:?}]\n  batch_timeout: 20\n");
     let output = format!(
         "plugin: execd\ncommand: [sh, -c, 'cat >> {}']\nflush_interval: 0.1\n",
         sink.display()

@@ -137,3 +137,19 @@ fn json_encoders() {
     assert_eq!(out[0].tag("t"), Some("v"));
     assert_eq!(out[0].field("x"), Some(&FieldValue::Float(1.5)));
 }
+
+#[test]
+fn sample_configs_build() {
+    use crate::config::PluginConfig;
+    let r = crate::Registry::with_builtins();
+    let value = |s: &str| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(s).unwrap();
+    for (name, entry) in [("exec", &r.inputs["exec"]), ("execd", &r.inputs["execd"])] {
+        let cfg = PluginConfig::from_value(name, value(entry.sample));
+        assert!((entry.factory)(&cfg).is_ok(), "input {name}");
+    }
+    let p = &r.processors["execd"];
+    let inner = value(p.sample)["use_plugin_execd"].clone();
+    assert!((p.factory)(&PluginConfig::from_value("execd", inner)).is_ok());
+    let o = &r.outputs["execd"];
+    assert!((o.factory)(&PluginConfig::from_value("execd", value(o.sample))).is_ok());
+}
