@@ -373,6 +373,9 @@ pub(crate) async fn run_once(
     ExecStats::add(&stats.spawns, 1);
     let pid = child.id().unwrap_or(0);
     stats.pid.store(pid as i32, Relaxed);
+    // If this future is dropped mid-way (the core's gather timeout, a
+    // shutdown), the guard still kills the group; tokio reaps the child.
+    let mut guard = GroupKillGuard(Some(pid));
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let result = tokio::time::timeout(timeout, async {
@@ -419,7 +422,11 @@ pub(crate) async fn run_once(
     })
     .await;
     let failure = match result {
-        Ok(Ok(out)) => return Ok(out),
+        Ok(Ok(out)) => {
+            // Exited normally: what it left running in its group is its business.
+            guard.0 = None;
+            return Ok(out);
+        }
         Ok(Err(e)) => e,
         Err(_) => RunError::Timeout(timeout.as_secs_f64()),
     };
@@ -430,6 +437,17 @@ pub(crate) async fn run_once(
     // Reap it: SIGKILL cannot be ignored, so this returns promptly.
     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     Err(failure)
+}
+
+/// Kills a process group when dropped while armed.
+struct GroupKillGuard(Option<u32>);
+
+impl Drop for GroupKillGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            signal_group(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// The first non-empty line of a command's stderr, for error messages.

@@ -205,6 +205,7 @@ async fn flood_of_100_mb_is_cut_at_max_output_bytes() {
     assert!(err.contains("max_output_bytes (1048576 bytes)"), "{err}");
     // Well before the 60 s timeout: the limit, not the clock, stopped it.
     assert!(took < Duration::from_secs(30), "{took:?}");
+    eprintln!("flood: cut after {took:?}, RSS grew by {grown_kb} KB");
     assert!(grown_kb < 64 * 1024, "RSS grew by {grown_kb} KB");
     let leader = read_pid(&dir.path().join("leader"), Duration::from_secs(10));
     assert!(
@@ -248,4 +249,41 @@ fn config_errors_name_the_key() {
         assert!(err.key.starts_with(key), "{yaml}: {err}");
         assert!(err.reason.contains(reason), "{yaml}: {err}");
     }
+}
+
+#[actix_rt::test]
+async fn an_abandoned_gather_still_kills_the_group() {
+    // The core drops a gather that outlives the input's interval.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let mut e = exec(&format!(
+        "commands: [\"echo $$ > {d}/leader; sleep 300 & echo $! > {d}/bg; wait\"]\nshell: true\ntimeout: 600\n"
+    ));
+    let mut a = acc();
+    let bg_file = dir.path().join("bg");
+    let started = async {
+        let end = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&bg_file).map_or(true, |s| !s.ends_with('\n')) {
+            assert!(Instant::now() < end, "the command never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Drop the gather once the command and its grandchild are running.
+    tokio::select! {
+        r = e.gather(&mut a) => panic!("the command should still be running: {r:?}"),
+        () = started => {}
+    }
+    let leader = read_pid(&dir.path().join("leader"), Duration::from_secs(10));
+    let bg = read_pid(&dir.path().join("bg"), Duration::from_secs(10));
+    // tokio reaps the leader in the background; the orphan may stay a zombie of PID 1.
+    assert!(
+        wait_dead(leader, true, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(leader)
+    );
+    assert!(
+        wait_dead(bg, true, Duration::from_secs(10)),
+        "{:?}",
+        proc_state(bg)
+    );
 }

@@ -31,8 +31,12 @@ pub enum Signal {
 #[serde(default)]
 pub struct ExecdInputConfig {
     pub signal: Signal,
-    /// With a signal: seconds to wait for the first line of the answer.
+    /// With a signal: seconds to wait for the first line of the answer
+    /// (at most half the input's `interval`, when set here).
     pub signal_wait: f64,
+    /// The gather interval (read only to bound `signal_wait`: the core
+    /// abandons a gather that outlives its interval).
+    pub interval: Option<f64>,
     #[serde(flatten)]
     pub execd: ExecdConfig,
     #[serde(flatten)]
@@ -44,6 +48,7 @@ impl Default for ExecdInputConfig {
         ExecdInputConfig {
             signal: Signal::None,
             signal_wait: 2.0,
+            interval: None,
             execd: ExecdConfig::default(),
             parser: ParserConfig::default(),
         }
@@ -77,7 +82,15 @@ impl ExecdInput {
         }
         Ok(ExecdInput {
             signal: cfg.signal,
-            signal_wait: secs(cfg.signal_wait, "signal_wait", 0.0, 3600.0)?,
+            signal_wait: secs(
+                match cfg.interval {
+                    Some(i) if i.is_finite() && i > 0.0 => cfg.signal_wait.min(i / 2.0),
+                    _ => cfg.signal_wait,
+                },
+                "signal_wait",
+                0.0,
+                3600.0,
+            )?,
             parser: Parser::new(cfg.parser),
             log: Arc::new(RateLimitedLog::new(settings.name.clone())),
             settings,
