@@ -107,6 +107,21 @@ async fn crashing_child_is_restarted_with_backoff() {
     // Delays 0.1 + 0.2 + 0.4 s: doubling, not a fixed 0.1 s (which would
     // allow 3 restarts in 0.3 s).
     assert!(took >= Duration::from_millis(700), "{took:?}");
+    // Over a bounded window, no more restarts than the doubling delays
+    // allow (a fixed 0.1 s delay would allow about ten a second).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let spawned = stats.spawns.load(Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let (mut allowed, mut at, mut delay) = (1, 0.0, 0.1);
+    while at + delay <= elapsed {
+        at += delay;
+        delay *= 2.0;
+        allowed += 1;
+    }
+    assert!(
+        spawned <= allowed,
+        "{spawned} spawns in {elapsed:.2}s, backoff allows {allowed}"
+    );
     let ms = gather_until(&mut i, 1).await;
     assert!(ms.iter().all(|m| m.name == "c"), "{ms:?}");
 }
