@@ -1,2 +1,3 @@
 //! Text formats shared by outputs and the CLI.
 pub mod console;
+pub mod parse;

@@ -3,6 +3,8 @@ pub mod cpu;
 pub mod curl;
 pub mod demo;
 pub mod disk;
+pub mod exec;
+pub mod execd;
 pub mod internal;
 pub mod mem;
 pub mod network;
@@ -23,4 +25,6 @@ pub fn register(r: &mut Registry) {
     internal::register(r);
     ping::register(r);
     telnet::register(r);
+    exec::register(r);
+    execd::register(r);
 }
