@@ -186,17 +186,20 @@ fn human_base(
     if n.is_infinite() {
         return None;
     }
-    let mut i = (n.ln() / base.ln()).floor() as i32;
-    let mut m = py_round(n / base.powf(i as f64), 1);
-    if m >= base {
+    // The largest unit not above n, by multiplication: exact for powers of
+    // the base and without ln/powf on the hot path.
+    let mut i = 0usize;
+    let mut unit = 1.0;
+    while i + 1 < sizes.len() && n >= unit * base {
+        unit *= base;
+        i += 1;
+    }
+    let mut m = py_round(n / unit, 1);
+    if m >= base && i + 1 < sizes.len() {
         m = py_round(m / base, 1);
         i += 1;
     }
-    if i as usize >= sizes.len() {
-        i = sizes.len() as i32 - 1;
-        m = py_round(n / base.powf(i as f64), 1);
-    }
-    let _ = write!(buf, "{} {}", FieldValue::Float(m), sizes[i as usize]);
+    let _ = write!(buf, "{} {}", FieldValue::Float(m), sizes[i]);
     Some(FieldValue::Str(Str::new(&buf)))
 }
 
