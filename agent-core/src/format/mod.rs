@@ -1,2 +1,5 @@
 //! Text formats shared by outputs and the CLI.
 pub mod console;
+pub mod json;
+pub mod line_protocol;
+pub mod prometheus;

@@ -1,0 +1,308 @@
+//! Prometheus text exposition format (version 0.0.4).
+//!
+//! Each numeric field of a metric becomes a sample of the family
+//! `<metric name>_<field>`; tags become labels. Names are sanitized: any
+//! character outside `[a-zA-Z0-9_:]` (labels: `[a-zA-Z0-9_]`) becomes `_`,
+//! and a leading digit gets a `_` prefix. Booleans are 1/0. String fields
+//! are dropped, or (with `string_as_label`) added as labels of every sample
+//! of that metric. Alarms are not exposed (they are events, not series).
+//!
+//! [`SeriesStore`] keeps the latest value of every series and forgets
+//! series not updated within the expiration, so a stopped NIC or process
+//! disappears from the endpoint.
+use crate::format::line_protocol::{fmt_i64, fmt_u64};
+use crate::metric::{FieldValue, Metric, MetricKind};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How metrics become samples.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Expose string fields as labels instead of dropping them.
+    pub string_as_label: bool,
+}
+
+fn sanitize(s: &str, out: &mut String, allow_colon: bool) {
+    if s.is_empty() {
+        out.push('_');
+        return;
+    }
+    if s.as_bytes()[0].is_ascii_digit() {
+        out.push('_');
+    }
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':') {
+            out.push(c);
+        } else {
+            out.push('_');
+        }
+    }
+}
+
+/// Appends `s` as a valid metric name.
+pub fn push_metric_name(out: &mut String, s: &str) {
+    sanitize(s, out, true);
+}
+
+/// Appends `s` as a valid label name.
+pub fn push_label_name(out: &mut String, s: &str) {
+    sanitize(s, out, false);
+}
+
+/// Appends a label value with `\`, `"` and newline escaped.
+pub fn push_label_value(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value, kept exact for integers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SampleValue {
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+}
+
+impl SampleValue {
+    fn from_field(v: &FieldValue) -> Option<SampleValue> {
+        Some(match v {
+            FieldValue::Int(i) => SampleValue::Int(*i),
+            FieldValue::Uint(u) => SampleValue::Uint(*u),
+            FieldValue::Float(f) => SampleValue::Float(*f),
+            FieldValue::Bool(b) => SampleValue::Int(*b as i64),
+            FieldValue::Str(_) => return None,
+        })
+    }
+
+    pub fn write(self, out: &mut String) {
+        let mut buf = [0u8; 20];
+        match self {
+            SampleValue::Int(i) => out.push_str(fmt_i64(&mut buf, i)),
+            SampleValue::Uint(u) => out.push_str(fmt_u64(&mut buf, u)),
+            SampleValue::Float(f) if f.is_nan() => out.push_str("NaN"),
+            SampleValue::Float(f) if f == f64::INFINITY => out.push_str("+Inf"),
+            SampleValue::Float(f) if f == f64::NEG_INFINITY => out.push_str("-Inf"),
+            SampleValue::Float(f) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{f}");
+            }
+        }
+    }
+
+    pub fn as_f64(self) -> f64 {
+        match self {
+            SampleValue::Int(i) => i as f64,
+            SampleValue::Uint(u) => u as f64,
+            SampleValue::Float(f) => f,
+        }
+    }
+}
+
+/// Reusable buffers for [`for_each_sample`].
+#[derive(Debug, Default)]
+pub struct Scratch {
+    family: String,
+    labels: String,
+}
+
+/// Calls `f(family, labels, value)` for every numeric field of `m`, where
+/// `labels` is the rendered `{k="v",...}` (empty when there are none).
+pub fn for_each_sample(
+    m: &Metric,
+    opts: &Options,
+    scratch: &mut Scratch,
+    mut f: impl FnMut(&str, &str, SampleValue),
+) {
+    if m.kind == MetricKind::Alarm {
+        return;
+    }
+    let labels = &mut scratch.labels;
+    labels.clear();
+    let mut first = true;
+    let mut add_label = |labels: &mut String, k: &str, v: &str| {
+        labels.push(if first { '{' } else { ',' });
+        first = false;
+        push_label_name(labels, k);
+        labels.push_str("=\"");
+        push_label_value(labels, v);
+        labels.push('"');
+    };
+    for (i, (k, v)) in m.tags.iter().enumerate() {
+        if m.tags[..i].iter().any(|(p, _)| p == k) {
+            continue;
+        }
+        add_label(labels, k, v);
+    }
+    if opts.string_as_label {
+        for (k, v) in &m.fields {
+            if let FieldValue::Str(s) = v {
+                if !m.tags.iter().any(|(p, _)| p == k) {
+                    add_label(labels, k, s);
+                }
+            }
+        }
+    }
+    if !first {
+        labels.push('}');
+    }
+    let family = &mut scratch.family;
+    for (k, v) in &m.fields {
+        let Some(value) = SampleValue::from_field(v) else {
+            continue;
+        };
+        family.clear();
+        push_metric_name(family, &m.name);
+        family.push('_');
+        sanitize(k, family, true);
+        f(family, labels, value);
+    }
+}
+
+#[derive(Debug)]
+struct Sample {
+    value: SampleValue,
+    seen: Instant,
+}
+
+/// The latest value of every series, with expiration.
+#[derive(Debug)]
+pub struct SeriesStore {
+    families: BTreeMap<String, BTreeMap<String, Sample>>,
+    expiration: Duration,
+    scratch: Scratch,
+    opts: Options,
+}
+
+impl SeriesStore {
+    /// `expiration` zero keeps series forever.
+    pub fn new(opts: Options, expiration: Duration) -> Self {
+        SeriesStore {
+            families: BTreeMap::new(),
+            expiration,
+            scratch: Scratch::default(),
+            opts,
+        }
+    }
+
+    pub fn add(&mut self, m: &Metric, now: Instant) {
+        let families = &mut self.families;
+        for_each_sample(m, &self.opts, &mut self.scratch, |family, labels, value| {
+            // Look up by &str first: no allocation for a known series.
+            let fam = match families.get_mut(family) {
+                Some(f) => f,
+                None => families.entry(family.to_string()).or_default(),
+            };
+            match fam.get_mut(labels) {
+                Some(s) => {
+                    s.value = value;
+                    s.seen = now;
+                }
+                None => {
+                    fam.insert(labels.to_string(), Sample { value, seen: now });
+                }
+            }
+        });
+    }
+
+    /// Drops series not updated within the expiration.
+    pub fn expire(&mut self, now: Instant) {
+        if self.expiration.is_zero() {
+            return;
+        }
+        let exp = self.expiration;
+        self.families.retain(|_, fam| {
+            fam.retain(|_, s| now.saturating_duration_since(s.seen) < exp);
+            !fam.is_empty()
+        });
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.families.values().map(|f| f.len()).sum()
+    }
+
+    /// Renders every family, sorted by name, each with a `# TYPE` line.
+    pub fn render(&self, out: &mut String) {
+        for (name, fam) in &self.families {
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push_str(" untyped\n");
+            for (labels, s) in fam {
+                out.push_str(name);
+                out.push_str(labels);
+                out.push(' ');
+                s.value.write(out);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_labels_and_values() {
+        let m = Metric::new("net-io", 0)
+            .with_tag("host name", "we\"b\\1\n")
+            .with_tag("9nic", "eth0")
+            .with_field("bytes.recv", 10u64)
+            .with_field("rate", 1.5)
+            .with_field("up", true)
+            .with_field("neg", -2i64)
+            .with_field("mac", "aa:bb")
+            .with_field("nan", f64::NAN);
+        let mut store = SeriesStore::new(Options::default(), Duration::ZERO);
+        store.add(&m, Instant::now());
+        let mut out = String::new();
+        store.render(&mut out);
+        let labels = r#"{host_name="we\"b\\1\n",_9nic="eth0"}"#;
+        let expected = format!(
+            "# TYPE net_io_bytes_recv untyped\nnet_io_bytes_recv{labels} 10\n\
+             # TYPE net_io_nan untyped\nnet_io_nan{labels} NaN\n\
+             # TYPE net_io_neg untyped\nnet_io_neg{labels} -2\n\
+             # TYPE net_io_rate untyped\nnet_io_rate{labels} 1.5\n\
+             # TYPE net_io_up untyped\nnet_io_up{labels} 1\n"
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn strings_as_labels_and_alarms_skipped() {
+        let m = Metric::new("disk", 0).with_tag("path", "/").with_field("fstype", "ext4").with_field("used", 3u64);
+        let mut store = SeriesStore::new(Options { string_as_label: true }, Duration::ZERO);
+        store.add(&m, Instant::now());
+        let mut alarm = m.clone();
+        alarm.kind = MetricKind::Alarm;
+        alarm.name = "other".into();
+        store.add(&alarm, Instant::now());
+        let mut out = String::new();
+        store.render(&mut out);
+        assert_eq!(out, "# TYPE disk_used untyped\ndisk_used{path=\"/\",fstype=\"ext4\"} 3\n");
+    }
+
+    #[test]
+    fn latest_value_wins_and_series_expire() {
+        let t0 = Instant::now();
+        let mut store = SeriesStore::new(Options::default(), Duration::from_secs(10));
+        store.add(&Metric::new("a", 0).with_tag("k", "1").with_field("v", 1i64), t0);
+        store.add(&Metric::new("a", 0).with_tag("k", "2").with_field("v", 2i64), t0);
+        store.add(&Metric::new("a", 0).with_tag("k", "1").with_field("v", 5i64), t0 + Duration::from_secs(6));
+        store.expire(t0 + Duration::from_secs(11));
+        let mut out = String::new();
+        store.render(&mut out);
+        assert_eq!(out, "# TYPE a_v untyped\na_v{k=\"1\"} 5\n");
+        store.expire(t0 + Duration::from_secs(17));
+        assert_eq!(store.series_count(), 0);
+    }
+}
