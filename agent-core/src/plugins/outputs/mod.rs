@@ -1,8 +1,18 @@
 //! Output plugins.
 pub mod console;
+pub mod es;
+pub mod file;
+pub mod http;
+pub mod influxdb;
+pub mod prometheus_client;
 
 use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     console::register(r);
+    es::register(r);
+    file::register(r);
+    http::register(r);
+    influxdb::register(r);
+    prometheus_client::register(r);
 }
