@@ -429,6 +429,29 @@ impl DiskBuffer {
         if batch.end > self.ack {
             self.ack = batch.end;
         }
+        self.delete_acked_segments();
+        self.write_ack();
+    }
+
+    /// Stops appending to the current segment and deletes every segment
+    /// already delivered; for a clean shutdown.
+    pub fn close(&mut self) {
+        self.writer = None;
+        if self.pending == 0 {
+            // Everything delivered: the active segment's tail is acked too.
+            if let Some(last) = self.segments.back() {
+                let end = Position {
+                    segment: last.id,
+                    offset: last.valid_bytes,
+                };
+                self.ack = self.ack.max(end);
+            }
+        }
+        self.delete_acked_segments();
+        self.write_ack();
+    }
+
+    fn delete_acked_segments(&mut self) {
         while let Some(seg) = self.segments.front() {
             let active = self.segments.len() == 1 && self.writer.is_some();
             let done = seg.id < self.ack.segment
@@ -439,7 +462,6 @@ impl DiskBuffer {
             let _ = fs::remove_file(self.dir.join(seg_name(seg.id)));
             self.segments.pop_front();
         }
-        self.write_ack();
     }
 
     /// The backend refused `batch`: read it again next time.
@@ -564,6 +586,12 @@ mod tests {
         assert_eq!(b.pending(), 0);
         assert!(b.read_batch(100).metrics.is_empty());
         assert!(b.take_reports().is_empty());
+        b.close();
+        assert!(seg_files(dir.path()).is_empty(), "close deletes delivered segments");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(b.pending(), 0);
+        b.append(&metrics(17, 1)).unwrap();
+        assert_eq!(seqs(&b.read_batch(10)), vec![17]);
     }
 
     #[test]

@@ -553,6 +553,7 @@ fn park_on_disk(buffer: VecDeque<Metric>, disk: Option<&mut DiskBuffer>, log: &L
             return d.pending() as usize + rest.len();
         }
     }
+    d.close();
     for r in d.take_reports() {
         error!(log, "disk buffer problem"; "detail" => r);
     }
