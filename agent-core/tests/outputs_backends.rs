@@ -8,8 +8,8 @@ mod common;
 
 use actix::prelude::*;
 use agent_core::{
-    Accumulator, AgentConfig, FieldValue, GatherOnce, Input, Metric, PipelineSupervisor, Plan, PluginResult,
-    Registry, Shutdown, Status,
+    Accumulator, AgentConfig, FieldValue, GatherOnce, Input, Metric, PipelineSupervisor, Plan,
+    PluginResult, Registry, Shutdown, Status,
 };
 use backends::*;
 use serde_json::Value;
@@ -70,7 +70,13 @@ impl Input for Seq {
 fn awkward_registry(next: Arc<AtomicU64>, per: u64) -> Registry {
     let mut r = Registry::with_builtins();
     let base_ns = agent_core::metric::now_ns() - 3_600_000_000_000;
-    r.add_input("awkward", "", "", move |_| Ok(Awkward { next: next.clone(), per, base_ns }));
+    r.add_input("awkward", "", "", move |_| {
+        Ok(Awkward {
+            next: next.clone(),
+            per,
+            base_ns,
+        })
+    });
     r
 }
 
@@ -78,11 +84,18 @@ async fn run_unscheduled(r: Registry, main_yaml: &str, gathers: usize) -> usize 
     let (_d, etc) = common::etc(&[("main.yaml", main_yaml)]);
     let cfg = AgentConfig::load(&etc).unwrap();
     let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).unscheduled().start();
+    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger())
+        .unscheduled()
+        .start();
     for _ in 0..gathers {
         sup.send(GatherOnce).await.unwrap();
     }
-    let report = sup.send(Shutdown { deadline: Duration::from_secs(20) }).await.unwrap();
+    let report = sup
+        .send(Shutdown {
+            deadline: Duration::from_secs(20),
+        })
+        .await
+        .unwrap();
     report.undelivered
 }
 
@@ -90,7 +103,9 @@ async fn run_unscheduled(r: Registry, main_yaml: &str, gathers: usize) -> usize 
 /// labels and (timestamp, value) pairs.
 async fn vm_export(vm: &Backend, prefix: &str) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
     let q = format!("{{__name__=~\"{}.*\"}}", regex_quote(prefix));
-    let (status, body) = get(&vm.url(&format!("/api/v1/export?match[]={}", enc(&q)))).await.unwrap();
+    let (status, body) = get(&vm.url(&format!("/api/v1/export?match[]={}", enc(&q))))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     body.lines()
         .map(|l| {
@@ -103,7 +118,11 @@ async fn vm_export(vm: &Backend, prefix: &str) -> Vec<(BTreeMap<String, String>,
                 .collect();
             let ts = v["timestamps"].as_array().unwrap();
             let vals = v["values"].as_array().unwrap();
-            let points = ts.iter().zip(vals).map(|(t, v)| (t.as_i64().unwrap(), v.as_f64().unwrap())).collect();
+            let points = ts
+                .iter()
+                .zip(vals)
+                .map(|(t, v)| (t.as_i64().unwrap(), v.as_f64().unwrap()))
+                .collect();
             (labels, points)
         })
         .collect()
@@ -122,10 +141,18 @@ fn regex_quote(s: &str) -> String {
 }
 
 /// Polls until the series named `name` holds `n` points (30 s at most).
-async fn vm_points(vm: &Backend, name: &str, n: usize) -> (BTreeMap<String, String>, Vec<(i64, f64)>) {
+async fn vm_points(
+    vm: &Backend,
+    name: &str,
+    n: usize,
+) -> (BTreeMap<String, String>, Vec<(i64, f64)>) {
     let started = Instant::now();
     loop {
-        let found: Vec<_> = vm_export(vm, name).await.into_iter().filter(|(l, _)| l["__name__"] == name).collect();
+        let found: Vec<_> = vm_export(vm, name)
+            .await
+            .into_iter()
+            .filter(|(l, _)| l["__name__"] == name)
+            .collect();
         let count: usize = found.iter().map(|(_, p)| p.len()).sum();
         if count >= n || started.elapsed() > Duration::from_secs(30) {
             assert_eq!(found.len(), 1, "one series named {name:?}: {found:?}");
@@ -154,7 +181,10 @@ async fn victoria_metrics_receives_every_metric_with_awkward_names() {
     let n = next.load(Ordering::SeqCst) as usize;
     assert_eq!(n, 1000);
     let (labels, seq) = vm_points(&vm, &format!("{AWK_NAME}_seq"), n).await;
-    println!("victoria-metrics: wrote {n}, read back {} points of {AWK_NAME}_seq", seq.len());
+    println!(
+        "victoria-metrics: wrote {n}, read back {} points of {AWK_NAME}_seq",
+        seq.len()
+    );
     assert_eq!(seq.len(), n, "exactly N points");
     let values: Vec<u64> = seq.iter().map(|p| p.1 as u64).collect();
     assert_eq!(values, (0..n as u64).collect::<Vec<_>>());
@@ -166,7 +196,10 @@ async fn victoria_metrics_receives_every_metric_with_awkward_names() {
     let (_, neg) = vm_points(&vm, &format!("{AWK_NAME}_neg"), n).await;
     assert!(neg.iter().enumerate().all(|(i, p)| p.1 == -(i as f64)));
     let (_, ok) = vm_points(&vm, &format!("{AWK_NAME}_ok"), n).await;
-    assert!(ok.iter().enumerate().all(|(i, p)| p.1 == if i % 2 == 0 { 1.0 } else { 0.0 }));
+    assert!(ok
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.1 == if i % 2 == 0 { 1.0 } else { 0.0 }));
 }
 
 #[actix_rt::test]
@@ -184,17 +217,30 @@ async fn influxdb_1x_receives_every_metric_with_escaped_strings() {
     assert_eq!(undelivered, 0);
     let n = next.load(Ordering::SeqCst) as usize;
     let q = format!("SELECT * FROM \"{}\"", AWK_NAME.replace('"', "\\\""));
-    let url = influx.url(&format!("/query?db={}&epoch=ns&q={}", enc("agent db"), enc(&q)));
+    let url = influx.url(&format!(
+        "/query?db={}&epoch=ns&q={}",
+        enc("agent db"),
+        enc(&q)
+    ));
     let (status, body) = get(&url).await.unwrap();
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     let series = &v["results"][0]["series"][0];
     assert_eq!(series["name"], AWK_NAME, "{body:.500}");
-    let cols: Vec<&str> = series["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let cols: Vec<&str> = series["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     let rows = series["values"].as_array().unwrap();
     println!("influxdb: wrote {n}, read back {} rows", rows.len());
     assert_eq!(rows.len(), n, "exactly N rows");
-    let col = |name: &str| cols.iter().position(|c| *c == name).unwrap_or_else(|| panic!("column {name} in {cols:?}"));
+    let col = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("column {name} in {cols:?}"))
+    };
     for (i, row) in rows.iter().enumerate() {
         // 1.x has no unsigned type: `seq` was written as an integer.
         assert_eq!(row[col("seq")], i as u64, "{row}");
@@ -242,9 +288,12 @@ async fn prometheus_scrapes_prometheus_client_endpoint() {
     let prom = prometheus(&dir.path().join("prom"), &format!("127.0.0.1:{port}")).await;
     let started = Instant::now();
     let result = loop {
-        let (status, body) = get(&prom.url(&format!("/api/v1/query?query={}", enc("{__name__=~\"promtest_.*\"}"))))
-            .await
-            .unwrap();
+        let (status, body) = get(&prom.url(&format!(
+            "/api/v1/query?query={}",
+            enc("{__name__=~\"promtest_.*\"}")
+        )))
+        .await
+        .unwrap();
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         let res = v["data"]["result"].as_array().cloned().unwrap_or_default();
@@ -258,11 +307,24 @@ async fn prometheus_scrapes_prometheus_client_endpoint() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    sup.send(Shutdown { deadline: Duration::from_secs(5) }).await.unwrap();
-    let by_name: BTreeMap<String, &Value> =
-        result.iter().map(|s| (s["metric"]["__name__"].as_str().unwrap().to_string(), s)).collect();
-    println!("prometheus: series {:?}", by_name.keys().collect::<Vec<_>>());
-    assert_eq!(by_name.len(), 3, "rx, ratio, up; the string field is dropped");
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let by_name: BTreeMap<String, &Value> = result
+        .iter()
+        .map(|s| (s["metric"]["__name__"].as_str().unwrap().to_string(), s))
+        .collect();
+    println!(
+        "prometheus: series {:?}",
+        by_name.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        by_name.len(),
+        3,
+        "rx, ratio, up; the string field is dropped"
+    );
     assert_eq!(by_name["promtest_rx"]["value"][1], "42");
     assert_eq!(by_name["promtest_ratio"]["value"][1], "0.5");
     assert_eq!(by_name["promtest_up"]["value"][1], "1");
@@ -284,9 +346,16 @@ fn assert_each_once(points: &[(i64, f64)], n: u64, what: &str) {
     let dups = seqs.windows(2).filter(|w| w[0] == w[1]).count();
     seqs.dedup();
     let missing = n - seqs.len() as u64;
-    println!("{what}: gathered {n}, stored {} points, duplicates {dups}, missing {missing}", points.len());
+    println!(
+        "{what}: gathered {n}, stored {} points, duplicates {dups}, missing {missing}",
+        points.len()
+    );
     assert_eq!(dups, 0, "{what}: duplicates");
-    assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "{what}: every metric once");
+    assert_eq!(
+        seqs,
+        (0..n).collect::<Vec<_>>(),
+        "{what}: every metric once"
+    );
 }
 
 #[actix_rt::test]
@@ -314,13 +383,25 @@ async fn backend_stopped_mid_stream_gets_every_metric_exactly_once() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let status = sup.send(Status).await.unwrap();
     let out = status.find("output", "influxdb").unwrap();
-    println!("while down: gathered {} (stopped at {at_stop}), output buffered {} errors {}",
-        next.load(Ordering::SeqCst), out.stats.buffered, out.stats.errors);
-    assert!(out.stats.errors > 0, "writes failed while the backend was down");
+    println!(
+        "while down: gathered {} (stopped at {at_stop}), output buffered {} errors {}",
+        next.load(Ordering::SeqCst),
+        out.stats.buffered,
+        out.stats.errors
+    );
+    assert!(
+        out.stats.errors > 0,
+        "writes failed while the backend was down"
+    );
     assert!(out.stats.buffered > 0);
     let vm = victoria_metrics(&data, port).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let report = sup.send(Shutdown { deadline: Duration::from_secs(15) }).await.unwrap();
+    let report = sup
+        .send(Shutdown {
+            deadline: Duration::from_secs(15),
+        })
+        .await
+        .unwrap();
     assert_eq!(report.undelivered, 0);
     let n = next.load(Ordering::SeqCst);
     let (_, points) = vm_points(&vm, "fault_seq", n as usize).await;
@@ -330,14 +411,22 @@ async fn backend_stopped_mid_stream_gets_every_metric_exactly_once() {
 /// Runs one agent life in its own thread and actix System. With `crash`,
 /// the System is dropped without Shutdown once the output has taken every
 /// gathered metric, as a killed process would leave things.
-fn agent_life(etc: PathBuf, next: Arc<AtomicU64>, gathers: usize, per_gather_expected: u64, crash: bool) -> std::thread::JoinHandle<(u64, usize)> {
+fn agent_life(
+    etc: PathBuf,
+    next: Arc<AtomicU64>,
+    gathers: usize,
+    per_gather_expected: u64,
+    crash: bool,
+) -> std::thread::JoinHandle<(u64, usize)> {
     std::thread::spawn(move || {
         let sys = actix::System::new();
         sys.block_on(async move {
             let r = seq_registry(next.clone());
             let cfg = AgentConfig::load(&etc).unwrap();
             let plan = Plan::new(&cfg, &r).unwrap();
-            let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).unscheduled().start();
+            let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger())
+                .unscheduled()
+                .start();
             for _ in 0..gathers {
                 sup.send(GatherOnce).await.unwrap();
             }
@@ -356,7 +445,12 @@ fn agent_life(etc: PathBuf, next: Arc<AtomicU64>, gathers: usize, per_gather_exp
                 tokio::time::sleep(Duration::from_millis(700)).await;
                 return (metrics_in, usize::MAX);
             }
-            let report = sup.send(Shutdown { deadline: Duration::from_secs(15) }).await.unwrap();
+            let report = sup
+                .send(Shutdown {
+                    deadline: Duration::from_secs(15),
+                })
+                .await
+                .unwrap();
             (metrics_in, report.undelivered)
         })
         // `sys` drops here: every actor is dropped without a flush.
@@ -379,10 +473,19 @@ async fn agent_crash_while_backend_down_loses_nothing_with_disk_buffer() {
     let next = Arc::new(AtomicU64::new(0));
     // Life 1: backend down, 300 metrics gathered, then the agent "crashes".
     let life1 = agent_life(etc.clone(), next.clone(), 300, 1, true);
-    let (taken, _) = tokio::task::spawn_blocking(move || life1.join().unwrap()).await.unwrap();
-    let segments = std::fs::read_dir(&buf).unwrap().filter(|e| {
-        e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg")
-    }).count();
+    let (taken, _) = tokio::task::spawn_blocking(move || life1.join().unwrap())
+        .await
+        .unwrap();
+    let segments = std::fs::read_dir(&buf)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
+        .count();
     println!("crash: output had taken {taken} metrics; {segments} segment file(s) left on disk");
     assert_eq!(taken, 300);
     assert!(segments > 0);
@@ -390,7 +493,9 @@ async fn agent_crash_while_backend_down_loses_nothing_with_disk_buffer() {
     let data = dir.path().join("vm");
     let vm = victoria_metrics(&data, port).await;
     let life2 = agent_life(etc.clone(), next.clone(), 100, 1, false);
-    let (_, undelivered) = tokio::task::spawn_blocking(move || life2.join().unwrap()).await.unwrap();
+    let (_, undelivered) = tokio::task::spawn_blocking(move || life2.join().unwrap())
+        .await
+        .unwrap();
     assert_eq!(undelivered, 0);
     let n = next.load(Ordering::SeqCst);
     assert_eq!(n, 400);
@@ -423,16 +528,28 @@ async fn shutdown_while_backend_down_parks_metrics_on_disk_for_next_start() {
     let (r, etc2) = (seq_registry(next.clone()), etc.clone());
     let cfg = AgentConfig::load(&etc2).unwrap();
     let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).unscheduled().start();
+    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger())
+        .unscheduled()
+        .start();
     for _ in 0..60 {
         sup.send(GatherOnce).await.unwrap();
     }
-    let report = sup.send(Shutdown { deadline: Duration::from_secs(2) }).await.unwrap();
-    println!("shutdown with backend down: undelivered (kept on disk) {}", report.undelivered);
+    let report = sup
+        .send(Shutdown {
+            deadline: Duration::from_secs(2),
+        })
+        .await
+        .unwrap();
+    println!(
+        "shutdown with backend down: undelivered (kept on disk) {}",
+        report.undelivered
+    );
     assert_eq!(report.undelivered, 60);
     let vm = victoria_metrics(&dir.path().join("vm"), port).await;
     let life2 = agent_life(etc, next.clone(), 0, 1, false);
-    let (_, undelivered) = tokio::task::spawn_blocking(move || life2.join().unwrap()).await.unwrap();
+    let (_, undelivered) = tokio::task::spawn_blocking(move || life2.join().unwrap())
+        .await
+        .unwrap();
     assert_eq!(undelivered, 0);
     let (_, points) = vm_points(&vm, "fault_seq", 60).await;
     assert_each_once(&points, 60, "shutdown parked on disk");

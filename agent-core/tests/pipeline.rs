@@ -4,8 +4,8 @@ mod common;
 
 use actix::prelude::*;
 use agent_core::{
-    Accumulator, AgentConfig, Input, Plan, PipelineSupervisor, PluginError, PluginResult,
-    Registry, Shutdown, Status,
+    Accumulator, AgentConfig, Input, PipelineSupervisor, Plan, PluginError, PluginResult, Registry,
+    Shutdown, Status,
 };
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,12 +77,20 @@ async fn panicking_input_restarts_while_other_pipeline_keeps_cadence() {
     let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
     tokio::time::sleep(Duration::from_millis(1030)).await;
     let status = sup.send(Status).await.unwrap();
-    let report = sup.send(Shutdown { deadline: Duration::from_secs(5) }).await.unwrap();
+    let report = sup
+        .send(Shutdown {
+            deadline: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
     assert_eq!(report.undelivered, 0);
 
     // The steady pipeline gathered at 0.05 s for about 1 s: 21 ticks from t=0.
     let steady = collected.count_named("steady");
-    assert!((19..=22).contains(&steady), "steady gathered {steady} times");
+    assert!(
+        (19..=22).contains(&steady),
+        "steady gathered {steady} times"
+    );
     let seqs: Vec<u64> = collected
         .metrics()
         .iter()
@@ -92,15 +100,28 @@ async fn panicking_input_restarts_while_other_pipeline_keeps_cadence() {
             other => panic!("seq {other:?}"),
         })
         .collect();
-    assert_eq!(seqs, (0..steady as u64).collect::<Vec<_>>(), "no gap, in order");
+    assert_eq!(
+        seqs,
+        (0..steady as u64).collect::<Vec<_>>(),
+        "no gap, in order"
+    );
 
     let flaky = status.find("input", "flaky").unwrap();
     assert!(flaky.stats.panics >= 2, "{:?}", flaky.stats);
     assert!(flaky.stats.restarts >= 2, "{:?}", flaky.stats);
-    assert!(flaky.stats.last_error.as_deref().unwrap_or("").contains("panics on gather"));
+    assert!(flaky
+        .stats
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("panics on gather"));
     assert!(flaky.alive);
     // Backoff (100 ms after each panic) makes the flaky input gather less often.
-    assert!(collected.count_named("flaky") < steady, "flaky {} steady {steady}", collected.count_named("flaky"));
+    assert!(
+        collected.count_named("flaky") < steady,
+        "flaky {} steady {steady}",
+        collected.count_named("flaky")
+    );
     assert!(collected.count_named("flaky") >= 3);
     assert!(status.find("input", "steady").unwrap().stats.errors == 0);
 }
@@ -119,12 +140,19 @@ async fn erroring_input_backs_off_exponentially() {
     let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let status = sup.send(Status).await.unwrap();
-    sup.send(Shutdown { deadline: Duration::from_secs(2) }).await.unwrap();
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
     let s = &status.find("input", "failing").unwrap().stats;
     // Failures at about 0, 0.1, 0.3, 0.7, 1.5 s: five, not the 160 an
     // interval of 10 ms would give without backoff.
     assert!((4..=6).contains(&s.errors), "{s:?}");
-    assert_eq!(s.last_error.as_deref(), Some("gather failed: backend unreachable"));
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("gather failed: backend unreachable")
+    );
 }
 
 #[actix_rt::test]
@@ -144,7 +172,11 @@ async fn shutdown_flushes_everything_gathered() {
     let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(collected.metrics().len(), 0);
-    sup.send(Shutdown { deadline: Duration::from_secs(5) }).await.unwrap();
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
     let gathered = seq.load(Ordering::SeqCst);
     assert!(gathered >= 10);
     assert_eq!(collected.metrics().len() as u64, gathered);

@@ -13,7 +13,7 @@
 //! already written (`name`, `time`, `timestamp`, `kind` or an earlier tag)
 //! is left out, so a plugin's data can never overwrite the metric's identity
 //! (a PyAgent bug).
-use crate::format::line_protocol::{fmt_i64, fmt_u64};
+use crate::format::line_protocol::{fmt_i64, fmt_u64, push_f64};
 use crate::metric::{FieldValue, Metric};
 use chrono::{Local, TimeZone};
 
@@ -62,9 +62,8 @@ impl Encoder {
         out.push_str("\",\"timestamp\":");
         let mut buf = [0u8; 20];
         out.push_str(fmt_i64(&mut buf, secs));
-        let reserved = |k: &str| {
-            matches!(k, "name" | "time" | "timestamp") || (with_kind && k == "kind")
-        };
+        let reserved =
+            |k: &str| matches!(k, "name" | "time" | "timestamp") || (with_kind && k == "kind");
         for (i, (k, v)) in m.tags.iter().enumerate() {
             if reserved(k) || m.tags[..i].iter().any(|(p, _)| p == k) {
                 continue;
@@ -138,12 +137,9 @@ pub fn push_value(out: &mut String, v: &FieldValue) {
     match v {
         FieldValue::Int(i) => out.push_str(fmt_i64(&mut buf, *i)),
         FieldValue::Uint(u) => out.push_str(fmt_u64(&mut buf, *u)),
-        FieldValue::Float(f) if f.is_finite() => {
-            use std::fmt::Write;
-            // Debug keeps `.0` on whole floats, so they stay floats for
-            // the reader; it may use an exponent, which JSON allows.
-            let _ = write!(out, "{f:?}");
-        }
+        // Whole floats keep `.0`, so they stay floats for the reader; an
+        // exponent may appear, which JSON allows.
+        FieldValue::Float(f) if f.is_finite() => push_f64(out, *f),
         FieldValue::Float(_) => out.push_str("null"),
         FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         FieldValue::Str(s) => push_str(out, s),

@@ -79,12 +79,33 @@ impl Default for Options {
     }
 }
 
+/// Bytes that need escaping, as a lookup table (the hot path).
+const fn table(specials: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    t[b'\t' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[0x0c] = true;
+    let mut i = 0;
+    while i < specials.len() {
+        t[specials[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static MEASUREMENT_TABLE: [bool; 256] = table(MEASUREMENT);
+static KEY_TABLE: [bool; 256] = table(KEY);
+
 #[inline]
 fn push_escaped(out: &mut String, s: &str, specials: &[u8]) {
     let bytes = s.as_bytes();
-    let needs = bytes
-        .iter()
-        .any(|b| specials.contains(b) || matches!(b, b'\t' | b'\n' | b'\r' | 0x0c));
+    let t = if specials == MEASUREMENT {
+        &MEASUREMENT_TABLE
+    } else {
+        &KEY_TABLE
+    };
+    let needs = bytes.iter().any(|&b| t[b as usize]);
     if !needs {
         out.push_str(s);
     } else {
@@ -145,6 +166,12 @@ pub(crate) fn fmt_i64(buf: &mut [u8; 20], v: i64) -> &str {
     std::str::from_utf8(&buf[start..]).unwrap_or("0")
 }
 
+/// Shortest round-trip form of a finite float (`33.1`, `5000.0`, `1e21`).
+pub(crate) fn push_f64(out: &mut String, f: f64) {
+    let mut b = ryu::Buffer::new();
+    out.push_str(b.format_finite(f));
+}
+
 fn push_u64(out: &mut String, v: u64) {
     let mut buf = itoa_buf();
     out.push_str(fmt_u64(&mut buf, v));
@@ -169,9 +196,7 @@ fn push_field_value(out: &mut String, v: &FieldValue, opts: &Options) -> bool {
             if !f.is_finite() {
                 return false;
             }
-            use std::fmt::Write;
-            // Display never uses an exponent and round-trips.
-            let _ = write!(out, "{f}");
+            push_f64(out, *f);
         }
         FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         FieldValue::Str(s) => {
@@ -264,7 +289,7 @@ mod tests {
             .with_field("s", "7.8 GB");
         assert_eq!(
             line(&m, &Options::default()),
-            "mem,host=web1 i=-5i,u=18446744073709551615u,f=33.1,whole=5000,b=true,s=\"7.8 GB\" 1636361935123456789\n"
+            "mem,host=web1 i=-5i,u=18446744073709551615u,f=33.1,whole=5000.0,b=true,s=\"7.8 GB\" 1636361935123456789\n"
         );
         let v1 = Options {
             precision: Precision::Seconds,
@@ -272,7 +297,7 @@ mod tests {
         };
         assert_eq!(
             line(&m, &v1),
-            "mem,host=web1 i=-5i,u=9223372036854775807i,f=33.1,whole=5000,b=true,s=\"7.8 GB\" 1636361935\n"
+            "mem,host=web1 i=-5i,u=9223372036854775807i,f=33.1,whole=5000.0,b=true,s=\"7.8 GB\" 1636361935\n"
         );
     }
 
@@ -287,7 +312,9 @@ mod tests {
             line(&m, &Options::default()),
             "my\\ meas\\,ure=x,tag\\ key\\,\\==v\\ a\\,l\\=ue,uni=测试\\ ü f\\ \\,\\=k=\"say \\\"hi\\\" \\\\ back, x=1\",nl=\"a\nb\" 1\n"
         );
-        let m = Metric::new("a\tb", 1).with_tag("k", "x\ny\\").with_field("v", 1i64);
+        let m = Metric::new("a\tb", 1)
+            .with_tag("k", "x\ny\\")
+            .with_field("v", 1i64);
         assert_eq!(line(&m, &Options::default()), "a\\tb,k=x\\ny\\\\ v=1i 1\n");
     }
 
@@ -303,7 +330,11 @@ mod tests {
         let mut out = String::from("keep\n");
         assert!(!write_metric(&only_nan, &Options::default(), &mut out));
         assert_eq!(out, "keep\n");
-        assert!(!write_metric(&Metric::new("", 1).with_field("a", 1i64), &Options::default(), &mut out));
+        assert!(!write_metric(
+            &Metric::new("", 1).with_field("a", 1i64),
+            &Options::default(),
+            &mut out
+        ));
     }
 
     #[test]

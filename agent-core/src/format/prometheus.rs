@@ -10,7 +10,7 @@
 //! [`SeriesStore`] keeps the latest value of every series and forgets
 //! series not updated within the expiration, so a stopped NIC or process
 //! disappears from the endpoint.
-use crate::format::line_protocol::{fmt_i64, fmt_u64};
+use crate::format::line_protocol::{fmt_i64, fmt_u64, push_f64};
 use crate::metric::{FieldValue, Metric, MetricKind};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -23,12 +23,23 @@ pub struct Options {
 }
 
 fn sanitize(s: &str, out: &mut String, allow_colon: bool) {
+    sanitize_at(s, out, allow_colon, true)
+}
+
+/// `at_start`: whether `s` begins the name (where a digit is not allowed).
+fn sanitize_at(s: &str, out: &mut String, allow_colon: bool, at_start: bool) {
     if s.is_empty() {
         out.push('_');
         return;
     }
-    if s.as_bytes()[0].is_ascii_digit() {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || (allow_colon && b == b':');
+    let leading_digit = at_start && s.as_bytes()[0].is_ascii_digit();
+    if leading_digit {
         out.push('_');
+    }
+    if s.bytes().all(valid) {
+        out.push_str(s);
+        return;
     }
     for c in s.chars() {
         if c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':') {
@@ -92,10 +103,7 @@ impl SampleValue {
             SampleValue::Float(f) if f.is_nan() => out.push_str("NaN"),
             SampleValue::Float(f) if f == f64::INFINITY => out.push_str("+Inf"),
             SampleValue::Float(f) if f == f64::NEG_INFINITY => out.push_str("-Inf"),
-            SampleValue::Float(f) => {
-                use std::fmt::Write;
-                let _ = write!(out, "{f}");
-            }
+            SampleValue::Float(f) => push_f64(out, f),
         }
     }
 
@@ -156,14 +164,16 @@ pub fn for_each_sample(
         labels.push('}');
     }
     let family = &mut scratch.family;
+    family.clear();
+    push_metric_name(family, &m.name);
+    family.push('_');
+    let prefix = family.len();
     for (k, v) in &m.fields {
         let Some(value) = SampleValue::from_field(v) else {
             continue;
         };
-        family.clear();
-        push_metric_name(family, &m.name);
-        family.push('_');
-        sanitize(k, family, true);
+        family.truncate(prefix);
+        sanitize_at(k, family, true, false);
         f(family, labels, value);
     }
 }
@@ -279,8 +289,16 @@ mod tests {
 
     #[test]
     fn strings_as_labels_and_alarms_skipped() {
-        let m = Metric::new("disk", 0).with_tag("path", "/").with_field("fstype", "ext4").with_field("used", 3u64);
-        let mut store = SeriesStore::new(Options { string_as_label: true }, Duration::ZERO);
+        let m = Metric::new("disk", 0)
+            .with_tag("path", "/")
+            .with_field("fstype", "ext4")
+            .with_field("used", 3u64);
+        let mut store = SeriesStore::new(
+            Options {
+                string_as_label: true,
+            },
+            Duration::ZERO,
+        );
         store.add(&m, Instant::now());
         let mut alarm = m.clone();
         alarm.kind = MetricKind::Alarm;
@@ -288,16 +306,28 @@ mod tests {
         store.add(&alarm, Instant::now());
         let mut out = String::new();
         store.render(&mut out);
-        assert_eq!(out, "# TYPE disk_used untyped\ndisk_used{path=\"/\",fstype=\"ext4\"} 3\n");
+        assert_eq!(
+            out,
+            "# TYPE disk_used untyped\ndisk_used{path=\"/\",fstype=\"ext4\"} 3\n"
+        );
     }
 
     #[test]
     fn latest_value_wins_and_series_expire() {
         let t0 = Instant::now();
         let mut store = SeriesStore::new(Options::default(), Duration::from_secs(10));
-        store.add(&Metric::new("a", 0).with_tag("k", "1").with_field("v", 1i64), t0);
-        store.add(&Metric::new("a", 0).with_tag("k", "2").with_field("v", 2i64), t0);
-        store.add(&Metric::new("a", 0).with_tag("k", "1").with_field("v", 5i64), t0 + Duration::from_secs(6));
+        store.add(
+            &Metric::new("a", 0).with_tag("k", "1").with_field("v", 1i64),
+            t0,
+        );
+        store.add(
+            &Metric::new("a", 0).with_tag("k", "2").with_field("v", 2i64),
+            t0,
+        );
+        store.add(
+            &Metric::new("a", 0).with_tag("k", "1").with_field("v", 5i64),
+            t0 + Duration::from_secs(6),
+        );
         store.expire(t0 + Duration::from_secs(11));
         let mut out = String::new();
         store.render(&mut out);

@@ -333,18 +333,33 @@ impl DiskBuffer {
                 break;
             }
             let (id, valid) = (self.segments[i].id, self.segments[i].valid_bytes);
-            let mut pos = if id == self.read.segment { self.read.offset } else { 0 };
+            let mut pos = if id == self.read.segment {
+                self.read.offset
+            } else {
+                0
+            };
             let mut consumed = 0u64;
             if pos < valid {
                 let path = self.dir.join(seg_name(id));
-                match self.read_segment(&path, pos, valid, max - batch.metrics.len(), &mut batch.metrics) {
+                match self.read_segment(
+                    &path,
+                    pos,
+                    valid,
+                    max - batch.metrics.len(),
+                    &mut batch.metrics,
+                ) {
                     Ok((p, n)) => {
                         pos = p;
                         consumed = n;
                     }
                     Err(e) => {
-                        self.reports.push(format!("cannot read {}: {e}; segment skipped", path.display()));
-                        consumed = self.segments[i].records.saturating_sub(self.segments[i].acked);
+                        self.reports.push(format!(
+                            "cannot read {}: {e}; segment skipped",
+                            path.display()
+                        ));
+                        consumed = self.segments[i]
+                            .records
+                            .saturating_sub(self.segments[i].acked);
                         pos = valid;
                     }
                 }
@@ -352,7 +367,10 @@ impl DiskBuffer {
             if consumed > 0 {
                 batch.counts.push((id, consumed));
             }
-            self.read = Position { segment: id, offset: pos };
+            self.read = Position {
+                segment: id,
+                offset: pos,
+            };
             let is_active = i + 1 == self.segments.len() && self.writer.is_some();
             if pos >= valid && !is_active && i + 1 < self.segments.len() {
                 idx = Some(i + 1);
@@ -587,7 +605,10 @@ mod tests {
         assert!(b.read_batch(100).metrics.is_empty());
         assert!(b.take_reports().is_empty());
         b.close();
-        assert!(seg_files(dir.path()).is_empty(), "close deletes delivered segments");
+        assert!(
+            seg_files(dir.path()).is_empty(),
+            "close deletes delivered segments"
+        );
         let mut b = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(b.pending(), 0);
         b.append(&metrics(17, 1)).unwrap();
@@ -622,7 +643,10 @@ mod tests {
         assert_eq!(seqs(&batch), (0..200).collect::<Vec<_>>());
         b.ack(&batch);
         let after = seg_files(dir.path()).len();
-        assert!(after < before, "acked segments deleted: {before} -> {after}");
+        assert!(
+            after < before,
+            "acked segments deleted: {before} -> {after}"
+        );
         drop(b);
         let mut b = DiskBuffer::open(dir.path(), 64 * 1024).unwrap();
         assert_eq!(b.pending(), 100);
@@ -650,7 +674,10 @@ mod tests {
         assert_eq!(seqs(&batch), vec![0, 1, 3, 4]);
         assert_eq!(b.corrupt(), 1);
         let reports = b.take_reports();
-        assert!(reports.iter().any(|r| r.contains("checksum mismatch")), "{reports:?}");
+        assert!(
+            reports.iter().any(|r| r.contains("checksum mismatch")),
+            "{reports:?}"
+        );
         b.ack(&batch);
         assert_eq!(b.pending(), 0);
     }
@@ -668,10 +695,18 @@ mod tests {
         let first = seg_files(dir.path()).remove(0);
         let len = fs::metadata(&first).unwrap().len();
         // Cut the last record in half, as a crash mid-write would.
-        OpenOptions::new().write(true).open(&first).unwrap().set_len(len - 20).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(len - 20)
+            .unwrap();
         let mut b = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
         let reports = b.take_reports();
-        assert!(reports.iter().any(|r| r.contains("truncated")), "{reports:?}");
+        assert!(
+            reports.iter().any(|r| r.contains("truncated")),
+            "{reports:?}"
+        );
         assert_eq!(b.pending(), 7);
         let batch = b.read_batch(100);
         assert_eq!(seqs(&batch), vec![0, 1, 2, 3, 5, 6, 7]);

@@ -195,7 +195,6 @@ impl StageActor {
     }
 }
 
-
 impl Actor for StageActor {
     type Context = Context<Self>;
 
@@ -203,7 +202,9 @@ impl Actor for StageActor {
         if let StageEntry::Aggregator(_) = self.entry {
             match self.config.parse::<AggregatorSettings>() {
                 Ok(s) => self.settings = s,
-                Err(e) => error!(self.log, "bad aggregator settings, using defaults"; "error" => %e),
+                Err(e) => {
+                    error!(self.log, "bad aggregator settings, using defaults"; "error" => %e)
+                }
             }
             let period = Duration::from_secs_f64(self.settings.period.max(0.001));
             ctx.run_interval(period, |act, _| act.push_aggregates());

@@ -62,10 +62,20 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn spawn(name: &'static str, bin: PathBuf, args: &[String], port: u16, dir: &Path) -> Backend {
+    pub fn spawn(
+        name: &'static str,
+        bin: PathBuf,
+        args: &[String],
+        port: u16,
+        dir: &Path,
+    ) -> Backend {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(&bin)
             .args(args)
             .current_dir(dir)
@@ -98,7 +108,11 @@ impl Backend {
                 }
             }
             if let Some(Ok(Some(exit))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{} exited early ({exit}); log:\n{}", self.name, self.log_tail());
+                panic!(
+                    "{} exited early ({exit}); log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             assert!(
                 started.elapsed() < limit,
@@ -118,7 +132,9 @@ impl Backend {
 
     /// Graceful stop (SIGINT), waited for at most 20 s, then SIGKILL.
     pub async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
             libc::kill(child.id() as i32, libc::SIGINT);

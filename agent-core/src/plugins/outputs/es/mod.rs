@@ -78,9 +78,14 @@ impl EsOutput {
         let probe = config.url.replace("{es_index}", "x");
         client::validate_url(cfg, "url", &probe)?;
         client::validate(cfg, &config.client)?;
-        for (key, v) in [("index", &config.index), ("index_alarm", &config.index_alarm)] {
+        for (key, v) in [
+            ("index", &config.index),
+            ("index_alarm", &config.index_alarm),
+        ] {
             if v.is_empty() || v.contains(['/', '?', '#', ' ', '"']) {
-                return Err(cfg.error(key, format!("`{v}` is not a valid index name")).into());
+                return Err(cfg
+                    .error(key, format!("`{v}` is not a valid index name"))
+                    .into());
             }
         }
         Ok(EsOutput {
@@ -98,13 +103,18 @@ impl EsOutput {
 
     fn auth(&self) -> Vec<(&'static str, String)> {
         match &self.config.username {
-            Some(u) => vec![("Authorization", basic_auth(u, self.config.password.as_deref().unwrap_or("")))],
+            Some(u) => vec![(
+                "Authorization",
+                basic_auth(u, self.config.password.as_deref().unwrap_or("")),
+            )],
             None => Vec::new(),
         }
     }
 
     fn client(&self) -> PluginResult<&Client> {
-        self.client.as_ref().ok_or_else(|| PluginError::msg("not connected"))
+        self.client
+            .as_ref()
+            .ok_or_else(|| PluginError::msg("not connected"))
     }
 
     async fn post_array(&mut self, index: &str, metrics: &[&Metric]) -> PluginResult {
@@ -126,13 +136,18 @@ impl EsOutput {
             .post(&url, "application/json", body.into_bytes(), &self.auth())
             .await?;
         if !reply.ok() {
-            return Err(PluginError::msg(format!("{url} answered HTTP {}: {}", reply.status, reply.snippet())));
+            return Err(PluginError::msg(format!(
+                "{url} answered HTTP {}: {}",
+                reply.status,
+                reply.snippet()
+            )));
         }
         Ok(())
     }
 
     async fn write_pyagent(&mut self, batch: &[Metric]) -> PluginResult {
-        let (alarms, metrics): (Vec<&Metric>, Vec<&Metric>) = batch.iter().partition(|m| m.kind == MetricKind::Alarm);
+        let (alarms, metrics): (Vec<&Metric>, Vec<&Metric>) =
+            batch.iter().partition(|m| m.kind == MetricKind::Alarm);
         let (index, index_alarm) = (self.config.index.clone(), self.config.index_alarm.clone());
         self.post_array(&index, &metrics).await?;
         self.post_array(&index_alarm, &alarms).await
@@ -180,10 +195,19 @@ impl EsOutput {
             let body: String = todo.iter().map(|&i| docs[i].as_str()).collect();
             let reply = self
                 .client()?
-                .post(&url, "application/x-ndjson", body.into_bytes(), &self.auth())
+                .post(
+                    &url,
+                    "application/x-ndjson",
+                    body.into_bytes(),
+                    &self.auth(),
+                )
                 .await?;
             if !reply.ok() {
-                return Err(PluginError::msg(format!("{url} answered HTTP {}: {}", reply.status, reply.snippet())));
+                return Err(PluginError::msg(format!(
+                    "{url} answered HTTP {}: {}",
+                    reply.status,
+                    reply.snippet()
+                )));
             }
             let outcome = bulk_outcome(&reply.body, todo.len(), self.config.bulk_action)?;
             let mut retry = Vec::new();
@@ -221,7 +245,10 @@ impl EsOutput {
             return;
         }
         self.rejected += rejected.len() as u64;
-        if self.last_reject_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        if self
+            .last_reject_report
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
             self.last_reject_report = Some(Instant::now());
             eprintln!(
                 "es output: {} documents rejected by the server ({} in total), first reason: {}",
@@ -271,7 +298,10 @@ fn bulk_outcome(body: &[u8], expected: usize, action: BulkAction) -> PluginResul
         .iter()
         .map(|item| {
             let inner = item.as_object().and_then(|o| o.values().next());
-            let status = inner.and_then(|i| i.get("status")).and_then(|s| s.as_u64()).unwrap_or(0);
+            let status = inner
+                .and_then(|i| i.get("status"))
+                .and_then(|s| s.as_u64())
+                .unwrap_or(0);
             let why = || {
                 let e = inner.and_then(|i| i.get("error"));
                 let reason = e
@@ -340,7 +370,11 @@ mod tests {
     }
 
     fn output(yaml: &str) -> EsOutput {
-        EsOutput::new(&PluginConfig::from_value("es", serde_yaml_ng::from_str(yaml).unwrap())).unwrap()
+        EsOutput::new(&PluginConfig::from_value(
+            "es",
+            serde_yaml_ng::from_str(yaml).unwrap(),
+        ))
+        .unwrap()
     }
 
     #[actix_rt::test]
@@ -348,7 +382,10 @@ mod tests {
         std::env::set_var("TZ", "UTC");
         let srv = TestServer::start();
         srv.respond(|_| (200, "{\"code\":0}".into()));
-        let mut out = output(&format!("url: {}\ninterval: 30\n", srv.url("/v1/{es_index}/bulk")));
+        let mut out = output(&format!(
+            "url: {}\ninterval: 30\n",
+            srv.url("/v1/{es_index}/bulk")
+        ));
         out.connect().await.unwrap();
         out.write(&batch()).await.unwrap();
         let reqs = srv.requests();
@@ -384,7 +421,12 @@ mod tests {
         assert_eq!(lines.len() % 2, 0, "{body}");
         lines
             .chunks(2)
-            .map(|c| (serde_json::from_str(c[0]).unwrap(), serde_json::from_str(c[1]).unwrap()))
+            .map(|c| {
+                (
+                    serde_json::from_str(c[0]).unwrap(),
+                    serde_json::from_str(c[1]).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -411,13 +453,19 @@ mod tests {
                 .collect();
             (200, format!("{{\"took\":1,\"errors\":true,\"items\":[{}]}}", items.join(",")))
         });
-        let mut out = output(&format!("url: {}\nformat: bulk\nusername: elastic\npassword: pw\n", srv.url("/_bulk")));
+        let mut out = output(&format!(
+            "url: {}\nformat: bulk\nusername: elastic\npassword: pw\n",
+            srv.url("/_bulk")
+        ));
         out.connect().await.unwrap();
         out.write(&batch()).await.unwrap();
         let reqs = srv.requests();
         assert_eq!(reqs.len(), 2, "one retry for the 429 item");
         assert_eq!(reqs[0].header("content-type"), Some("application/x-ndjson"));
-        assert_eq!(reqs[0].header("authorization"), Some("Basic ZWxhc3RpYzpwdw=="));
+        assert_eq!(
+            reqs[0].header("authorization"),
+            Some("Basic ZWxhc3RpYzpwdw==")
+        );
         let first = parse_bulk(&reqs[0].body());
         assert_eq!(first.len(), 3);
         assert_eq!(first[0].0["index"]["_index"], "monitor_metric_alarm");
@@ -438,7 +486,10 @@ mod tests {
             let items = vec![r#"{"create":{"status":503}}"#; n].join(",");
             (200, format!("{{\"errors\":true,\"items\":[{items}]}}"))
         });
-        let mut out = output(&format!("url: {}\nformat: bulk\nbulk_action: create\nbulk_retries: 1\n", srv.url("/_bulk")));
+        let mut out = output(&format!(
+            "url: {}\nformat: bulk\nbulk_action: create\nbulk_retries: 1\n",
+            srv.url("/_bulk")
+        ));
         out.connect().await.unwrap();
         let e = out.write(&batch()).await.unwrap_err().to_string();
         assert!(e.contains("3 of 3 bulk items still refused"), "{e}");
@@ -456,7 +507,10 @@ mod tests {
             BulkAction::Create,
         )
         .unwrap();
-        assert_eq!(mixed, vec![Item::Ok, Item::Rejected("status 400: x".into())]);
+        assert_eq!(
+            mixed,
+            vec![Item::Ok, Item::Rejected("status 400: x".into())]
+        );
         assert!(bulk_outcome(b"not json", 1, BulkAction::Index).is_err());
         assert!(bulk_outcome(br#"{"errors":true,"items":[]}"#, 1, BulkAction::Index).is_err());
     }

@@ -61,7 +61,12 @@ impl FileOutput {
         let c: FileConfig = cfg.parse()?;
         let max_bytes = match &c.rotate_max_bytes {
             None => 0,
-            Some(v) => parse_size(v).ok_or_else(|| cfg.error("rotate_max_bytes", "expected a size such as `50 MB` or a number of bytes"))?,
+            Some(v) => parse_size(v).ok_or_else(|| {
+                cfg.error(
+                    "rotate_max_bytes",
+                    "expected a size such as `50 MB` or a number of bytes",
+                )
+            })?,
         };
         if c.path.is_empty() {
             return Err(cfg.error("path", "must be a file path or `stdout`").into());
@@ -138,7 +143,11 @@ impl Output for FileOutput {
                 }
             }
             Format::Influx => {
-                line_protocol::write_batch(batch, &line_protocol::Options::default(), &mut self.buf);
+                line_protocol::write_batch(
+                    batch,
+                    &line_protocol::Options::default(),
+                    &mut self.buf,
+                );
             }
         }
         let Some(path) = self.path.clone() else {
@@ -150,14 +159,21 @@ impl Output for FileOutput {
         if self.file.is_none() {
             self.open(&path)?;
         }
-        if self.max_bytes > 0 && self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes {
+        if self.max_bytes > 0 && self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes
+        {
             self.rotate(&path)?;
         }
-        let f = self.file.as_mut().ok_or_else(|| PluginError::msg("file not open"))?;
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| PluginError::msg("file not open"))?;
         if let Err(e) = f.write_all(self.buf.as_bytes()) {
             // Reopen next time: the file may have been removed or the disk filled.
             self.file = None;
-            return Err(PluginError::context(format!("cannot write {}", path.display()), e));
+            return Err(PluginError::context(
+                format!("cannot write {}", path.display()),
+                e,
+            ));
         }
         self.size += self.buf.len() as u64;
         Ok(())
@@ -186,12 +202,20 @@ mod tests {
     use crate::config::PluginConfig;
 
     fn output(yaml: &str) -> FileOutput {
-        FileOutput::new(&PluginConfig::from_value("file", serde_yaml_ng::from_str(yaml).unwrap())).unwrap()
+        FileOutput::new(&PluginConfig::from_value(
+            "file",
+            serde_yaml_ng::from_str(yaml).unwrap(),
+        ))
+        .unwrap()
     }
 
     fn batch(from: u64, n: u64) -> Vec<Metric> {
         (from..from + n)
-            .map(|i| Metric::new("demo", 1_000_000_000).with_tag("t", "a b").with_field("seq", i))
+            .map(|i| {
+                Metric::new("demo", 1_000_000_000)
+                    .with_tag("t", "a b")
+                    .with_field("seq", i)
+            })
             .collect()
     }
 
@@ -210,17 +234,26 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let seqs: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(seqs, vec![0, 1, 2]);
-        assert!(text.lines().all(|l| l.contains("\"kind\":\"METRIC\"") && l.contains("\"t\":\"a b\"")));
+        assert!(text
+            .lines()
+            .all(|l| l.contains("\"kind\":\"METRIC\"") && l.contains("\"t\":\"a b\"")));
     }
 
     #[actix_rt::test]
     async fn line_protocol_with_size_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.lp");
-        let mut out = output(&format!("path: {}\nformat: influx\nrotate_max_bytes: 100\nrotate_keep: 2\n", path.display()));
+        let mut out = output(&format!(
+            "path: {}\nformat: influx\nrotate_max_bytes: 100\nrotate_keep: 2\n",
+            path.display()
+        ));
         out.connect().await.unwrap();
         // Each line is `demo,t=a\ b seq=Nu 1000000000` plus newline: 32-33 bytes.
         for i in 0..10 {
@@ -228,7 +261,10 @@ mod tests {
         }
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
         let current = read(&path);
-        assert_eq!(current, "demo,t=a\\ b seq=18u 1000000000\ndemo,t=a\\ b seq=19u 1000000000\n");
+        assert_eq!(
+            current,
+            "demo,t=a\\ b seq=18u 1000000000\ndemo,t=a\\ b seq=19u 1000000000\n"
+        );
         let one = dir.path().join("out.lp.1");
         let two = dir.path().join("out.lp.2");
         assert!(read(&one).contains("seq=17u"));
@@ -241,10 +277,13 @@ mod tests {
 
     #[test]
     fn bad_rotation_size_names_the_key() {
-        let e = FileOutput::new(&PluginConfig::from_value("file", serde_yaml_ng::from_str("rotate_max_bytes: lots").unwrap()))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = FileOutput::new(&PluginConfig::from_value(
+            "file",
+            serde_yaml_ng::from_str("rotate_max_bytes: lots").unwrap(),
+        ))
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("rotate_max_bytes"), "{e}");
     }
 }

@@ -54,7 +54,10 @@ impl Default for ClientSettings {
 }
 
 /// Checks settings that would only fail at the first request.
-pub fn validate(cfg: &crate::config::PluginConfig, s: &ClientSettings) -> Result<(), crate::config::ConfigError> {
+pub fn validate(
+    cfg: &crate::config::PluginConfig,
+    s: &ClientSettings,
+) -> Result<(), crate::config::ConfigError> {
     if !(s.timeout.is_finite() && s.timeout > 0.0) {
         return Err(cfg.error("timeout", "must be a positive number of seconds"));
     }
@@ -73,10 +76,19 @@ pub fn validate(cfg: &crate::config::PluginConfig, s: &ClientSettings) -> Result
 }
 
 /// Checks that `url` is an absolute http(s) URL.
-pub fn validate_url(cfg: &crate::config::PluginConfig, key: &str, url: &str) -> Result<(), crate::config::ConfigError> {
+pub fn validate_url(
+    cfg: &crate::config::PluginConfig,
+    key: &str,
+    url: &str,
+) -> Result<(), crate::config::ConfigError> {
     match url.parse::<isahc::http::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some() => Ok(()),
-        Ok(_) => Err(cfg.error(key, format!("`{url}` is not an absolute http:// or https:// URL"))),
+        Ok(u) if matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some() => {
+            Ok(())
+        }
+        Ok(_) => Err(cfg.error(
+            key,
+            format!("`{url}` is not an absolute http:// or https:// URL"),
+        )),
         Err(e) => Err(cfg.error(key, format!("`{url}` is not a valid URL: {e}"))),
     }
 }
@@ -116,11 +128,16 @@ impl Client {
             .connect_timeout(Duration::from_secs_f64(settings.connect_timeout))
             .redirect_policy(RedirectPolicy::None);
         if settings.insecure_skip_verify {
-            b = b.ssl_options(SslOption::DANGER_ACCEPT_INVALID_CERTS | SslOption::DANGER_ACCEPT_INVALID_HOSTS);
+            b = b.ssl_options(
+                SslOption::DANGER_ACCEPT_INVALID_CERTS | SslOption::DANGER_ACCEPT_INVALID_HOSTS,
+            );
         }
         if let Some(ca) = &settings.ca_file {
             if !ca.is_file() {
-                return Err(PluginError::msg(format!("ca_file {} is not a readable file", ca.display())));
+                return Err(PluginError::msg(format!(
+                    "ca_file {} is not a readable file",
+                    ca.display()
+                )));
             }
             b = b.ssl_ca_certificate(CaCertificate::file(ca));
         }
@@ -173,7 +190,10 @@ impl Client {
 }
 
 pub fn gzip(data: &[u8]) -> Result<Vec<u8>, PluginError> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
     enc.write_all(data)?;
     Ok(enc.finish()?)
 }
@@ -191,7 +211,11 @@ mod base64_lite {
     pub fn encode(data: &[u8]) -> String {
         let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
         for chunk in data.chunks(3) {
-            let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
             let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
             for i in 0..4 {
                 if i <= chunk.len() {
@@ -211,7 +235,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64_lite::encode(i.as_bytes()), o);
         }
         assert_eq!(basic_auth("user", "pa:ss"), "Basic dXNlcjpwYTpzcw==");

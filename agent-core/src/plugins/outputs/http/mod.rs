@@ -53,7 +53,12 @@ impl HttpOutput {
         client::validate_url(cfg, "url", &config.url)?;
         client::validate(cfg, &config.client)?;
         if config.username.is_some() && config.bearer_token.is_some() {
-            return Err(cfg.error("bearer_token", "set either username/password or bearer_token, not both").into());
+            return Err(cfg
+                .error(
+                    "bearer_token",
+                    "set either username/password or bearer_token, not both",
+                )
+                .into());
         }
         Ok(HttpOutput {
             config,
@@ -65,9 +70,15 @@ impl HttpOutput {
 
     fn auth(&self) -> Option<String> {
         if let Some(user) = &self.config.username {
-            return Some(basic_auth(user, self.config.password.as_deref().unwrap_or("")));
+            return Some(basic_auth(
+                user,
+                self.config.password.as_deref().unwrap_or(""),
+            ));
         }
-        self.config.bearer_token.as_ref().map(|t| format!("Bearer {t}"))
+        self.config
+            .bearer_token
+            .as_ref()
+            .map(|t| format!("Bearer {t}"))
     }
 }
 
@@ -85,7 +96,11 @@ impl Output for HttpOutput {
                 "application/json"
             }
             Format::Influx => {
-                line_protocol::write_batch(batch, &line_protocol::Options::default(), &mut self.buf);
+                line_protocol::write_batch(
+                    batch,
+                    &line_protocol::Options::default(),
+                    &mut self.buf,
+                );
                 "text/plain; charset=utf-8"
             }
         };
@@ -101,7 +116,12 @@ impl Output for HttpOutput {
             .as_ref()
             .ok_or_else(|| PluginError::msg("not connected"))?;
         let reply = client
-            .post(&self.config.url, content_type, self.buf.as_bytes().to_vec(), &extra)
+            .post(
+                &self.config.url,
+                content_type,
+                self.buf.as_bytes().to_vec(),
+                &extra,
+            )
             .await?;
         if !reply.ok() {
             return Err(PluginError::msg(format!(
@@ -141,7 +161,11 @@ mod tests {
     }
 
     fn output(yaml: &str) -> HttpOutput {
-        HttpOutput::new(&PluginConfig::from_value("http", serde_yaml_ng::from_str(yaml).unwrap())).unwrap()
+        HttpOutput::new(&PluginConfig::from_value(
+            "http",
+            serde_yaml_ng::from_str(yaml).unwrap(),
+        ))
+        .unwrap()
     }
 
     #[actix_rt::test]
@@ -175,7 +199,10 @@ mod tests {
     #[actix_rt::test]
     async fn gzipped_line_protocol_with_bearer_token() {
         let srv = TestServer::start();
-        let mut out = output(&format!("url: {}\nformat: influx\ngzip: true\nbearer_token: s3cret\n", srv.url("/write")));
+        let mut out = output(&format!(
+            "url: {}\nformat: influx\ngzip: true\nbearer_token: s3cret\n",
+            srv.url("/write")
+        ));
         out.connect().await.unwrap();
         out.write(&metrics()).await.unwrap();
         let r = &srv.requests()[0];
@@ -195,7 +222,10 @@ mod tests {
         let mut out = output(&format!("url: {}\n", srv.url("/")));
         out.connect().await.unwrap();
         let err = out.write(&metrics()).await.unwrap_err().to_string();
-        assert!(err.contains("HTTP 503") && err.contains("overloaded"), "{err}");
+        assert!(
+            err.contains("HTTP 503") && err.contains("overloaded"),
+            "{err}"
+        );
     }
 
     #[actix_rt::test]
@@ -207,7 +237,11 @@ mod tests {
         out.connect().await.unwrap();
         let started = std::time::Instant::now();
         let err = out.write(&metrics()).await.unwrap_err().to_string();
-        assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(err.to_lowercase().contains("time"), "{err}");
         drop(listener);
     }
@@ -215,15 +249,20 @@ mod tests {
     #[test]
     fn config_errors_name_the_key() {
         let bad = |yaml: &str| {
-            HttpOutput::new(&PluginConfig::from_value("http", serde_yaml_ng::from_str(yaml).unwrap()))
-                .err()
-                .unwrap()
-                .to_string()
+            HttpOutput::new(&PluginConfig::from_value(
+                "http",
+                serde_yaml_ng::from_str(yaml).unwrap(),
+            ))
+            .err()
+            .unwrap()
+            .to_string()
         };
         assert!(bad("url: ftp://x/\n").contains("url"));
         assert!(bad("url: http://127.0.0.1/\ntimeout: 0\n").contains("timeout"));
         assert!(bad("url: http://127.0.0.1/\nformat: xml\n").contains("format"));
-        assert!(bad("url: http://127.0.0.1/\nusername: a\nbearer_token: b\n").contains("bearer_token"));
+        assert!(
+            bad("url: http://127.0.0.1/\nusername: a\nbearer_token: b\n").contains("bearer_token")
+        );
     }
 
     #[actix_rt::test]
@@ -234,11 +273,14 @@ mod tests {
         let mut out = output(&format!("url: https://{}/\ntimeout: 2\n", srv.addr));
         out.connect().await.unwrap();
         assert!(out.write(&metrics()).await.is_err());
-        assert!(HttpOutput::new(&PluginConfig::from_value("http", serde_yaml_ng::from_str("url: https://127.0.0.1/").unwrap()))
-            .unwrap()
-            .config
-            .client
-            .insecure_skip_verify
-            .eq(&false));
+        assert!(HttpOutput::new(&PluginConfig::from_value(
+            "http",
+            serde_yaml_ng::from_str("url: https://127.0.0.1/").unwrap()
+        ))
+        .unwrap()
+        .config
+        .client
+        .insecure_skip_verify
+        .eq(&false));
     }
 }

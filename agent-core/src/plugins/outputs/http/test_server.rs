@@ -51,7 +51,8 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let responder: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Box::new(|_| (204, String::new()))));
+        let responder: Arc<Mutex<Responder>> =
+            Arc::new(Mutex::new(Box::new(|_| (204, String::new()))));
         let (r2, resp2) = (requests.clone(), responder.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -82,7 +83,11 @@ impl TestServer {
     }
 }
 
-fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, responder: &Mutex<Responder>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    requests: &Mutex<Vec<Recorded>>,
+    responder: &Mutex<Responder>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
@@ -115,7 +120,9 @@ fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, responder: &Mutex<R
         if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        let len: usize = get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let len: usize = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut raw_body = vec![0u8; len];
         r.read_exact(&mut raw_body)?;
         let rec = Recorded {

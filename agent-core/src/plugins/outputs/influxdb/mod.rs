@@ -90,14 +90,20 @@ impl InfluxOutput {
             Some(1) => false,
             Some(2) => true,
             None => config.bucket.is_some(),
-            Some(v) => return Err(cfg.error("version", format!("must be 1 or 2, got {v}")).into()),
+            Some(v) => {
+                return Err(cfg
+                    .error("version", format!("must be 1 or 2, got {v}"))
+                    .into())
+            }
         };
         let base = config.url.trim_end_matches('/');
         let write_url = if v2 {
             let org = config.org.as_deref().filter(|s| !s.is_empty());
             let bucket = config.bucket.as_deref().filter(|s| !s.is_empty());
             let (Some(org), Some(bucket)) = (org, bucket) else {
-                return Err(cfg.error("bucket", "InfluxDB 2.x needs `org` and `bucket`").into());
+                return Err(cfg
+                    .error("bucket", "InfluxDB 2.x needs `org` and `bucket`")
+                    .into());
             };
             format!(
                 "{base}/api/v2/write?org={}&bucket={}&precision={}",
@@ -144,7 +150,10 @@ impl InfluxOutput {
             };
         }
         match &self.config.username {
-            Some(u) => vec![("Authorization", basic_auth(u, self.config.password.as_deref().unwrap_or("")))],
+            Some(u) => vec![(
+                "Authorization",
+                basic_auth(u, self.config.password.as_deref().unwrap_or("")),
+            )],
             None => Vec::new(),
         }
     }
@@ -154,9 +163,14 @@ impl InfluxOutput {
 /// conflict, a line it cannot parse); resending cannot help.
 fn permanent_rejection(status: u16, body: &str) -> bool {
     status == 400
-        && ["partial write", "field type conflict", "unable to parse", "invalid"]
-            .iter()
-            .any(|p| body.contains(p))
+        && [
+            "partial write",
+            "field type conflict",
+            "unable to parse",
+            "invalid",
+        ]
+        .iter()
+        .any(|p| body.contains(p))
 }
 
 impl Output for InfluxOutput {
@@ -164,10 +178,21 @@ impl Output for InfluxOutput {
         let client = Client::new(&self.config.client)?;
         if !self.v2 && self.config.create_database {
             let base = self.config.url.trim_end_matches('/');
-            let q = format!("q={}", enc(&format!("CREATE DATABASE \"{}\"", self.config.database.replace('"', "\\\""))));
+            let q = format!(
+                "q={}",
+                enc(&format!(
+                    "CREATE DATABASE \"{}\"",
+                    self.config.database.replace('"', "\\\"")
+                ))
+            );
             // Refusal (no privilege) is fine: the write's own error tells.
             let _ = client
-                .post(&format!("{base}/query"), "application/x-www-form-urlencoded", q.into_bytes(), &self.auth())
+                .post(
+                    &format!("{base}/query"),
+                    "application/x-www-form-urlencoded",
+                    q.into_bytes(),
+                    &self.auth(),
+                )
                 .await?;
         }
         self.client = Some(client);
@@ -180,9 +205,17 @@ impl Output for InfluxOutput {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let client = self.client.as_ref().ok_or_else(|| PluginError::msg("not connected"))?;
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| PluginError::msg("not connected"))?;
         let reply = client
-            .post(&self.write_url, "text/plain; charset=utf-8", self.buf.as_bytes().to_vec(), &self.auth())
+            .post(
+                &self.write_url,
+                "text/plain; charset=utf-8",
+                self.buf.as_bytes().to_vec(),
+                &self.auth(),
+            )
             .await?;
         if reply.ok() {
             return Ok(());
@@ -190,7 +223,10 @@ impl Output for InfluxOutput {
         let text = reply.snippet();
         if permanent_rejection(reply.status, &text) {
             self.dropped_batches += 1;
-            if self.last_drop_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            if self
+                .last_drop_report
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
                 self.last_drop_report = Some(Instant::now());
                 eprintln!(
                     "influxdb output: server refused points for good ({} batches so far): {text}",
@@ -199,7 +235,10 @@ impl Output for InfluxOutput {
             }
             return Ok(());
         }
-        Err(PluginError::msg(format!("{} answered HTTP {}: {text}", self.config.url, reply.status)))
+        Err(PluginError::msg(format!(
+            "{} answered HTTP {}: {text}",
+            self.config.url, reply.status
+        )))
     }
 }
 
@@ -219,7 +258,10 @@ mod tests {
     use crate::config::PluginConfig;
 
     fn output(yaml: &str) -> PluginResult<InfluxOutput> {
-        InfluxOutput::new(&PluginConfig::from_value("influxdb", serde_yaml_ng::from_str(yaml).unwrap()))
+        InfluxOutput::new(&PluginConfig::from_value(
+            "influxdb",
+            serde_yaml_ng::from_str(yaml).unwrap(),
+        ))
     }
 
     fn metric() -> Metric {
@@ -245,20 +287,33 @@ mod tests {
         let w = &reqs[1];
         assert_eq!(w.target, "/write?db=my%20db&precision=s&rp=week");
         assert_eq!(w.header("authorization"), Some("Basic dTpw"));
-        assert_eq!(w.body(), "disk,mount=/var\\ lib free=10i,n=-1i 1700000000\n");
+        assert_eq!(
+            w.body(),
+            "disk,mount=/var\\ lib free=10i,n=-1i 1700000000\n"
+        );
     }
 
     #[actix_rt::test]
     async fn v2_url_token_and_uint() {
         let srv = TestServer::start();
-        let mut out = output(&format!("url: {}/\norg: my org\nbucket: b1\ntoken: T0k\n", srv.url(""))).unwrap();
+        let mut out = output(&format!(
+            "url: {}/\norg: my org\nbucket: b1\ntoken: T0k\n",
+            srv.url("")
+        ))
+        .unwrap();
         out.connect().await.unwrap();
         out.write(&[metric()]).await.unwrap();
         let reqs = srv.requests();
         assert_eq!(reqs.len(), 1, "no CREATE DATABASE on 2.x");
-        assert_eq!(reqs[0].target, "/api/v2/write?org=my%20org&bucket=b1&precision=ns");
+        assert_eq!(
+            reqs[0].target,
+            "/api/v2/write?org=my%20org&bucket=b1&precision=ns"
+        );
         assert_eq!(reqs[0].header("authorization"), Some("Token T0k"));
-        assert_eq!(reqs[0].body(), "disk,mount=/var\\ lib free=10u,n=-1i 1700000000123456789\n");
+        assert_eq!(
+            reqs[0].body(),
+            "disk,mount=/var\\ lib free=10u,n=-1i 1700000000123456789\n"
+        );
     }
 
     #[actix_rt::test]
@@ -268,7 +323,10 @@ mod tests {
             if r.target.starts_with("/query") {
                 (200, "{}".into())
             } else {
-                (400, "{\"error\":\"partial write: field type conflict\"}".into())
+                (
+                    400,
+                    "{\"error\":\"partial write: field type conflict\"}".into(),
+                )
             }
         });
         let mut out = output(&format!("url: {}\n", srv.url(""))).unwrap();

@@ -50,15 +50,22 @@ pub struct PrometheusClient {
 impl PrometheusClient {
     pub fn new(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: PromConfig = cfg.parse()?;
-        let listen: SocketAddr = c
-            .listen
-            .parse()
-            .map_err(|e| cfg.error("listen", format!("`{}` is not an ip:port address: {e}", c.listen)))?;
+        let listen: SocketAddr = c.listen.parse().map_err(|e| {
+            cfg.error(
+                "listen",
+                format!("`{}` is not an ip:port address: {e}", c.listen),
+            )
+        })?;
         if !c.path.starts_with('/') {
             return Err(cfg.error("path", "must start with `/`").into());
         }
         if !(c.expiration.is_finite() && c.expiration >= 0.0) {
-            return Err(cfg.error("expiration", "must be zero (never) or a positive number of seconds").into());
+            return Err(cfg
+                .error(
+                    "expiration",
+                    "must be zero (never) or a positive number of seconds",
+                )
+                .into());
         }
         let opts = Options {
             string_as_label: c.string_as_label,
@@ -66,7 +73,10 @@ impl PrometheusClient {
         Ok(PrometheusClient {
             listen,
             path: c.path,
-            store: Arc::new(Mutex::new(SeriesStore::new(opts, Duration::from_secs_f64(c.expiration)))),
+            store: Arc::new(Mutex::new(SeriesStore::new(
+                opts,
+                Duration::from_secs_f64(c.expiration),
+            ))),
             server: None,
         })
     }
@@ -85,7 +95,11 @@ impl Drop for PrometheusClient {
     }
 }
 
-async fn serve(mut conn: tokio::net::TcpStream, path: Arc<str>, store: Arc<Mutex<SeriesStore>>) -> std::io::Result<()> {
+async fn serve(
+    mut conn: tokio::net::TcpStream,
+    path: Arc<str>,
+    store: Arc<Mutex<SeriesStore>>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(5), async {
@@ -107,9 +121,17 @@ async fn serve(mut conn: tokio::net::TcpStream, path: Arc<str>, store: Arc<Mutex
     let (method, target) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
     let target_path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = if method != "GET" && method != "HEAD" {
-        ("405 Method Not Allowed", "text/plain", "only GET\n".to_string())
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        )
     } else if target_path != &*path {
-        ("404 Not Found", "text/plain", format!("metrics are at {path}\n"))
+        (
+            "404 Not Found",
+            "text/plain",
+            format!("metrics are at {path}\n"),
+        )
     } else {
         let mut body = String::new();
         {
@@ -192,7 +214,11 @@ mod tests {
     use std::io::{Read, Write};
 
     fn output(yaml: &str) -> PrometheusClient {
-        PrometheusClient::new(&PluginConfig::from_value("prometheus_client", serde_yaml_ng::from_str(yaml).unwrap())).unwrap()
+        PrometheusClient::new(&PluginConfig::from_value(
+            "prometheus_client",
+            serde_yaml_ng::from_str(yaml).unwrap(),
+        ))
+        .unwrap()
     }
 
     async fn get(addr: SocketAddr, req: &str) -> String {
@@ -220,7 +246,9 @@ mod tests {
             .with_field("mac", "aa:bb")])
             .await
             .unwrap();
-        out.write(&[Metric::new("net", 0).with_tag("nic", "eth1").with_field("bytes_recv", 7u64)])
+        out.write(&[Metric::new("net", 0)
+            .with_tag("nic", "eth1")
+            .with_field("bytes_recv", 7u64)])
             .await
             .unwrap();
         let resp = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -234,13 +262,18 @@ mod tests {
         // eth1 keeps reporting, eth0 stops: it expires.
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            out.write(&[Metric::new("net", 0).with_tag("nic", "eth1").with_field("bytes_recv", 8u64)])
+            out.write(&[Metric::new("net", 0)
+                .with_tag("nic", "eth1")
+                .with_field("bytes_recv", 8u64)])
                 .await
                 .unwrap();
         }
         let resp = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
         let body = resp.split("\r\n\r\n").nth(1).unwrap();
-        assert_eq!(body, "# TYPE net_bytes_recv untyped\nnet_bytes_recv{nic=\"eth1\"} 8\n");
+        assert_eq!(
+            body,
+            "# TYPE net_bytes_recv untyped\nnet_bytes_recv{nic=\"eth1\"} 8\n"
+        );
         let resp = get(addr, "GET /other HTTP/1.1\r\n\r\n").await;
         assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
         let resp = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
@@ -252,10 +285,13 @@ mod tests {
     fn defaults_to_loopback_and_validates() {
         let out = output("{}");
         assert_eq!(out.local_addr().to_string(), "127.0.0.1:9273");
-        let e = PrometheusClient::new(&PluginConfig::from_value("p", serde_yaml_ng::from_str("listen: nowhere").unwrap()))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = PrometheusClient::new(&PluginConfig::from_value(
+            "p",
+            serde_yaml_ng::from_str("listen: nowhere").unwrap(),
+        ))
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("listen"), "{e}");
     }
 }
