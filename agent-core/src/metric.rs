@@ -177,10 +177,7 @@ impl Metric {
     }
 
     pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub fn field(&self, key: &str) -> Option<&FieldValue> {

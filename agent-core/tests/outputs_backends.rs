@@ -46,7 +46,7 @@ impl Input for Awkward {
                 .with_field("seq", i)
                 .with_field("f ,=k", i as f64 + 0.25)
                 .with_field("neg", -(i as i64))
-                .with_field("ok", i % 2 == 0)
+                .with_field("ok", i.is_multiple_of(2))
                 .with_field("s", AWK_STRING);
             acc.add(m);
         }

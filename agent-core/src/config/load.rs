@@ -152,9 +152,7 @@ pub fn merge_into(
     match (dst, src) {
         (Value::Mapping(d), Value::Mapping(s)) => {
             if !path.is_empty() && !provenance.paths.contains_key(path) {
-                provenance
-                    .paths
-                    .insert(path.to_string(), file.to_path_buf());
+                provenance.paths.insert(path.to_string(), file.to_path_buf());
             }
             for (k, v) in s {
                 let child = join(path, &key_string(&k));
@@ -219,10 +217,7 @@ pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
         }
         let v = read_yaml(&path)?;
         if at.is_empty() {
-            provenance
-                .paths
-                .entry(String::new())
-                .or_insert(path.clone());
+            provenance.paths.entry(String::new()).or_insert(path.clone());
         }
         let mut target = Value::Mapping(Mapping::new());
         // Place plugin files under their section and name.
@@ -231,9 +226,7 @@ pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
         } else {
             let mut cur = &mut target;
             for seg in at.split('.') {
-                let Value::Mapping(m) = cur else {
-                    unreachable!()
-                };
+                let Value::Mapping(m) = cur else { unreachable!() };
                 cur = m
                     .entry(Value::String(seg.to_string()))
                     .or_insert(Value::Mapping(Mapping::new()));
@@ -278,13 +271,7 @@ mod tests {
     fn deep_merge_keeps_untouched_siblings() {
         let mut prov = Provenance::default();
         let mut dst = y("alarm: {percent: 80, comment: a}\ninterval: 5");
-        merge_into(
-            &mut dst,
-            y("alarm: {percent: 90}"),
-            "",
-            Path::new("b"),
-            &mut prov,
-        );
+        merge_into(&mut dst, y("alarm: {percent: 90}"), "", Path::new("b"), &mut prov);
         assert_eq!(dst, y("alarm: {percent: 90, comment: a}\ninterval: 5"));
         assert_eq!(prov.file_of("alarm.percent"), Some(Path::new("b")));
     }
@@ -293,13 +280,7 @@ mod tests {
     fn replaced_subtree_forgets_old_provenance() {
         let mut prov = Provenance::default();
         let mut dst = Value::Mapping(Mapping::new());
-        merge_into(
-            &mut dst,
-            y("a: {b: {c: 1}}"),
-            "",
-            Path::new("one"),
-            &mut prov,
-        );
+        merge_into(&mut dst, y("a: {b: {c: 1}}"), "", Path::new("one"), &mut prov);
         merge_into(&mut dst, y("a: {b: 7}"), "", Path::new("two"), &mut prov);
         assert_eq!(prov.file_of("a.b.c"), Some(Path::new("two")));
         assert_eq!(prov.file_of("a.b"), Some(Path::new("two")));

@@ -155,10 +155,7 @@ impl Plan {
         let mut outputs: Vec<OutputPlan> = Vec::new();
         let mut pipelines = Vec::new();
         for (i, name) in main.open.iter().enumerate() {
-            if pipelines
-                .iter()
-                .any(|p: &PipelinePlan| p.name == name.as_str())
-            {
+            if pipelines.iter().any(|p: &PipelinePlan| p.name == name.as_str()) {
                 continue;
             }
             let cfg = config.section("input", name);
@@ -170,11 +167,7 @@ impl Plan {
                 } else {
                     format!("open[{i}]")
                 };
-                return Err(config_error(
-                    config,
-                    &key,
-                    unknown(PluginKind::Input, &plugin, registry),
-                ));
+                return Err(config_error(config, &key, unknown(PluginKind::Input, &plugin, registry)));
             };
             let secs = common.interval.unwrap_or(main.interval);
             let interval = check_interval(secs).map_err(|r| cfg.error("interval", r))?;
@@ -184,25 +177,14 @@ impl Plan {
             let proc_cfg = config.section("processor", name);
             stage_block(&proc_cfg, registry, &mut stages)?;
             for common_name in &main.common_processor {
-                stage_block(
-                    &config.section("processor", common_name).for_input(name),
-                    registry,
-                    &mut stages,
-                )?;
+                stage_block(&config.section("processor", common_name).for_input(name), registry, &mut stages)?;
             }
             aggs_block(&config.section("aggs", name), registry, &mut stages)?;
             for common_name in &main.common_aggs {
-                aggs_block(
-                    &config.section("aggs", common_name).for_input(name),
-                    registry,
-                    &mut stages,
-                )?;
+                aggs_block(&config.section("aggs", common_name).for_input(name), registry, &mut stages)?;
             }
 
-            let out_names = common
-                .output
-                .clone()
-                .unwrap_or_else(|| main.common_output.clone());
+            let out_names = common.output.clone().unwrap_or_else(|| main.common_output.clone());
             for out in &out_names {
                 if outputs.iter().any(|o| &o.name == out) {
                     continue;
@@ -256,11 +238,7 @@ fn output_plan(
         } else {
             referenced_at.to_string()
         };
-        return Err(config_error(
-            config,
-            &key,
-            unknown(PluginKind::Output, &plugin, registry),
-        ));
+        return Err(config_error(config, &key, unknown(PluginKind::Output, &plugin, registry)));
     };
     let mut settings: OutputSettings = cfg.parse()?;
     if let Some(disk) = settings.disk_buffer.as_mut() {
@@ -292,10 +270,7 @@ fn output_plan(
     check_interval(settings.flush_every().as_secs_f64())
         .map_err(|r| cfg.error("flush_interval", r))?;
     if !(settings.flush_jitter.is_finite() && settings.flush_jitter >= 0.0) {
-        return Err(cfg.error(
-            "flush_jitter",
-            "must be zero or a positive number of seconds",
-        ));
+        return Err(cfg.error("flush_jitter", "must be zero or a positive number of seconds"));
     }
     (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
     Ok(OutputPlan {
@@ -335,11 +310,7 @@ fn stage(
     resolve_stage(block.child(key, value, plugin), registry, plugin)
 }
 
-fn resolve_stage(
-    cfg: PluginConfig,
-    registry: &Registry,
-    plugin: &str,
-) -> Result<StagePlan, ConfigError> {
+fn resolve_stage(cfg: PluginConfig, registry: &Registry, plugin: &str) -> Result<StagePlan, ConfigError> {
     let (kind, factory_ok) = if let Some(e) = registry.processors.get(plugin) {
         (StageKind::Processor, (e.factory)(&cfg).map(|_| ()))
     } else if let Some(e) = registry.aggregators.get(plugin) {

@@ -104,10 +104,7 @@ impl InputActor {
     fn gather(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             PluginStats::add(&self.stats.dropped, 1);
-            debug!(
-                self.log,
-                "gather skipped: the previous one is still running"
-            );
+            debug!(self.log, "gather skipped: the previous one is still running");
             return;
         }
         let Some(mut plugin) = self.plugin.take() else {
@@ -121,56 +118,47 @@ impl InputActor {
         let mut acc = Accumulator::new(self.name.clone(), self.info.clone());
         let started = Instant::now();
         let fut = async move {
-            let result =
-                AssertUnwindSafe(tokio::time::timeout(timeout, plugin.gather_boxed(&mut acc)))
-                    .catch_unwind()
-                    .await;
+            let result = AssertUnwindSafe(tokio::time::timeout(timeout, plugin.gather_boxed(&mut acc)))
+                .catch_unwind()
+                .await;
             (plugin, acc, result)
         };
-        ctx.spawn(
-            fut.into_actor(self)
-                .map(move |(plugin, mut acc, result), act, ctx| {
-                    act.busy = false;
-                    let elapsed = started.elapsed();
-                    act.stats
-                        .last_duration_us
-                        .store(elapsed.as_micros() as u64, Relaxed);
-                    let failure = match result {
-                        Ok(Ok(Ok(()))) => None,
-                        Ok(Ok(Err(e))) => Some(format!("gather failed: {e}")),
-                        Ok(Err(_)) => Some(format!(
-                            "gather timed out after {:.1}s",
-                            timeout.as_secs_f64()
-                        )),
-                        Err(p) => {
-                            PluginStats::add(&act.stats.panics, 1);
-                            Some(format!("gather panicked: {}", panic_message(&*p)))
-                        }
-                    };
-                    // What was gathered before a failure is still delivered.
-                    let metrics = acc.take();
-                    let n = metrics.len() as u64;
-                    PluginStats::add(&act.stats.metrics_out, n);
-                    act.next.send(metrics);
-                    match failure {
-                        None => {
-                            PluginStats::add(&act.stats.calls, 1);
-                            act.stats.last_ok_ns.store(now_ns(), Relaxed);
-                            act.backoff.reset();
-                            if generation == act.generation && act.plugin.is_none() {
-                                act.plugin = Some(plugin);
-                            }
-                        }
-                        Some(msg) => {
-                            drop(plugin);
-                            act.fail(ctx, msg);
-                        }
+        ctx.spawn(fut.into_actor(self).map(move |(plugin, mut acc, result), act, ctx| {
+            act.busy = false;
+            let elapsed = started.elapsed();
+            act.stats.last_duration_us.store(elapsed.as_micros() as u64, Relaxed);
+            let failure = match result {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some(format!("gather failed: {e}")),
+                Ok(Err(_)) => Some(format!("gather timed out after {:.1}s", timeout.as_secs_f64())),
+                Err(p) => {
+                    PluginStats::add(&act.stats.panics, 1);
+                    Some(format!("gather panicked: {}", panic_message(&*p)))
+                }
+            };
+            // What was gathered before a failure is still delivered.
+            let metrics = acc.take();
+            let n = metrics.len() as u64;
+            PluginStats::add(&act.stats.metrics_out, n);
+            act.next.send(metrics);
+            match failure {
+                None => {
+                    PluginStats::add(&act.stats.calls, 1);
+                    act.stats.last_ok_ns.store(now_ns(), Relaxed);
+                    act.backoff.reset();
+                    if generation == act.generation && act.plugin.is_none() {
+                        act.plugin = Some(plugin);
                     }
-                    for w in act.idle_waiters.drain(..) {
-                        let _ = w.send(());
-                    }
-                }),
-        );
+                }
+                Some(msg) => {
+                    drop(plugin);
+                    act.fail(ctx, msg);
+                }
+            }
+            for w in act.idle_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }));
     }
 
     /// Drops the plugin and rebuilds it after the next backoff delay.

@@ -52,10 +52,7 @@ pub(crate) struct OutputActor {
     disk_dropped_seen: u64,
 }
 
-type WriteResult = Result<
-    Result<Result<(), PluginError>, tokio::time::error::Elapsed>,
-    Box<dyn std::any::Any + Send>,
->;
+type WriteResult = Result<Result<Result<(), PluginError>, tokio::time::error::Elapsed>, Box<dyn std::any::Any + Send>>;
 
 impl OutputActor {
     pub(crate) fn new(
@@ -242,33 +239,32 @@ impl OutputActor {
         self.in_flight = true;
         let connected = self.connected;
         let started = Instant::now();
-        ctx.spawn(write_batch(plugin, batch, connected).into_actor(self).map(
-            move |(plugin, batch, result), act, ctx| {
-                act.in_flight = false;
-                act.stats
-                    .last_duration_us
-                    .store(started.elapsed().as_micros() as u64, Relaxed);
-                act.after_write(plugin, batch, result);
-                if !act.closing && act.pending() >= act.settings.batch_size {
-                    act.flush(ctx);
-                }
-                if !act.in_flight {
-                    for w in act.idle_waiters.drain(..) {
-                        let _ = w.send(());
+        ctx.spawn(
+            write_batch(plugin, batch, connected)
+                .into_actor(self)
+                .map(move |(plugin, batch, result), act, ctx| {
+                    act.in_flight = false;
+                    act.stats
+                        .last_duration_us
+                        .store(started.elapsed().as_micros() as u64, Relaxed);
+                    act.after_write(plugin, batch, result);
+                    if !act.closing && act.pending() >= act.settings.batch_size {
+                        act.flush(ctx);
                     }
-                }
-            },
-        ));
+                    if !act.in_flight {
+                        for w in act.idle_waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                }),
+        );
     }
 
     fn after_write(&mut self, plugin: Box<dyn DynOutput>, batch: Vec<Metric>, result: WriteResult) {
         let failure = match result {
             Ok(Ok(Ok(()))) => None,
             Ok(Ok(Err(e))) => Some(format!("write failed: {e}")),
-            Ok(Err(_)) => Some(format!(
-                "write timed out after {}s",
-                WRITE_TIMEOUT.as_secs()
-            )),
+            Ok(Err(_)) => Some(format!("write timed out after {}s", WRITE_TIMEOUT.as_secs())),
             Err(p) => {
                 PluginStats::add(&self.stats.panics, 1);
                 Some(format!("write panicked: {}", panic_message(&*p)))
@@ -429,10 +425,8 @@ impl Handler<FlushAndClose> for OutputActor {
             if let (Some(d), Some(read)) = (disk.as_mut(), act.disk_in_flight.take()) {
                 d.rewind(&read);
             }
-            final_flush(
-                plugin, buffer, disk, batch_size, connected, deadline, log, stats,
-            )
-            .into_actor(act)
+            final_flush(plugin, buffer, disk, batch_size, connected, deadline, log, stats)
+                .into_actor(act)
         }))
     }
 }
@@ -540,9 +534,7 @@ async fn final_flush(
                 warn!(log, "metrics not delivered by the shutdown deadline kept in the disk buffer";
                     "kept_on_disk" => left)
             }
-            _ => {
-                error!(log, "metrics not delivered by the shutdown deadline"; "undelivered" => left)
-            }
+            _ => error!(log, "metrics not delivered by the shutdown deadline"; "undelivered" => left),
         }
     }
     left

@@ -195,6 +195,7 @@ impl StageActor {
     }
 }
 
+
 impl Actor for StageActor {
     type Context = Context<Self>;
 
@@ -202,9 +203,7 @@ impl Actor for StageActor {
         if let StageEntry::Aggregator(_) = self.entry {
             match self.config.parse::<AggregatorSettings>() {
                 Ok(s) => self.settings = s,
-                Err(e) => {
-                    error!(self.log, "bad aggregator settings, using defaults"; "error" => %e)
-                }
+                Err(e) => error!(self.log, "bad aggregator settings, using defaults"; "error" => %e),
             }
             let period = Duration::from_secs_f64(self.settings.period.max(0.001));
             ctx.run_interval(period, |act, _| act.push_aggregates());

@@ -196,8 +196,7 @@ impl Handler<GatherOnce> for PipelineSupervisor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: GatherOnce, _: &mut Context<Self>) -> Self::Result {
-        let inputs: Vec<Addr<InputActor>> =
-            self.pipelines.iter().map(|p| p.input.clone()).collect();
+        let inputs: Vec<Addr<InputActor>> = self.pipelines.iter().map(|p| p.input.clone()).collect();
         Box::pin(async move {
             futures::future::join_all(inputs.iter().map(|i| i.send(GatherNow))).await;
         })
@@ -223,15 +222,13 @@ impl Handler<Shutdown> for PipelineSupervisor {
 
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
         let deadline = Instant::now() + msg.deadline;
-        let inputs: Vec<Addr<InputActor>> =
-            self.pipelines.iter().map(|p| p.input.clone()).collect();
+        let inputs: Vec<Addr<InputActor>> = self.pipelines.iter().map(|p| p.input.clone()).collect();
         let outputs: Vec<Addr<OutputActor>> = self.outputs.iter().map(|o| o.addr.clone()).collect();
         let log = self.log.clone();
         let work = async move {
             // Inputs first: in-flight gathers finish and flow down.
             let drains = inputs.iter().map(|i| i.send(Drain));
-            let _ =
-                tokio::time::timeout_at(deadline.into(), futures::future::join_all(drains)).await;
+            let _ = tokio::time::timeout_at(deadline.into(), futures::future::join_all(drains)).await;
             let flushes = outputs.iter().map(|o| o.send(FlushAndClose { deadline }));
             let undelivered: usize = futures::future::join_all(flushes)
                 .await

@@ -30,12 +30,7 @@ impl Collected {
         self.0.lock().unwrap().clone()
     }
     pub fn count_named(&self, name: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m.name == name)
-            .count()
+        self.0.lock().unwrap().iter().filter(|m| m.name == name).count()
     }
 }
 
@@ -52,8 +47,6 @@ impl Output for CollectOutput {
 pub fn add_collect(r: &mut Registry) -> Collected {
     let c = Collected::default();
     let c2 = c.clone();
-    r.add_output("collect", "test sink", "", move |_| {
-        Ok(CollectOutput(c2.clone()))
-    });
+    r.add_output("collect", "test sink", "", move |_| Ok(CollectOutput(c2.clone())));
     c
 }

@@ -29,14 +29,8 @@ impl Input for Demo {
         // Gathers so far: a counter that never goes back.
         m.push_field("total", self.total);
         m.push_field("testin", "demo");
-        m.push_field(
-            "test_float",
-            (rng.random::<f64>() * 10_000.0).round() / 100.0,
-        );
-        m.push_field(
-            "demo_discard",
-            "dropped by aggs/demo.yaml after.use_plugin_discard",
-        );
+        m.push_field("test_float", (rng.random::<f64>() * 10_000.0).round() / 100.0);
+        m.push_field("demo_discard", "dropped by aggs/demo.yaml after.use_plugin_discard");
         acc.add(m);
         Ok(())
     }
@@ -64,9 +58,7 @@ mod tests {
             d.gather(&mut acc).await.unwrap();
             let m = acc.take().pop().unwrap();
             assert_eq!(m.name, "demo");
-            let Some(FieldValue::Int(x)) = m.field("x") else {
-                panic!("x missing")
-            };
+            let Some(FieldValue::Int(x)) = m.field("x") else { panic!("x missing") };
             assert!((6..=30).contains(x), "{x}");
             assert_eq!(m.field("total"), Some(&FieldValue::Uint(round)));
             for k in ["testin", "test_float", "demo_discard"] {
