@@ -43,6 +43,7 @@ impl Input for Awkward {
                 .with_tag("host", "web 1,a=b")
                 .with_tag("path", AWK_PATH)
                 .with_tag("tag key,=x", "v=1 ")
+                .with_tag("trail", "dir\\")
                 .with_field("seq", i)
                 .with_field("f ,=k", i as f64 + 0.25)
                 .with_field("neg", -(i as i64))
@@ -191,6 +192,7 @@ async fn victoria_metrics_receives_every_metric_with_awkward_names() {
     assert_eq!(labels["host"], "web 1,a=b");
     assert_eq!(labels["path"], AWK_PATH);
     assert_eq!(labels["tag key,=x"], "v=1 ");
+    assert_eq!(labels["trail"], "dir", "trailing backslash removed");
     let (_, f) = vm_points(&vm, &format!("{AWK_NAME}_f ,=k"), n).await;
     assert!(f.iter().enumerate().all(|(i, p)| p.1 == i as f64 + 0.25));
     let (_, neg) = vm_points(&vm, &format!("{AWK_NAME}_neg"), n).await;
@@ -251,6 +253,7 @@ async fn influxdb_1x_receives_every_metric_with_escaped_strings() {
         assert_eq!(row[col("host")], "web 1,a=b");
         assert_eq!(row[col("path")], AWK_PATH);
         assert_eq!(row[col("tag key,=x")], "v=1 ");
+        assert_eq!(row[col("trail")], "dir", "trailing backslash removed");
     }
 }
 

@@ -8,8 +8,11 @@
 //!   become the two-character sequences `\t`, `\n`, `\r`, `\f`;
 //! - string field values are quoted; `"` and `\` are escaped.
 //!
-//! A trailing backslash in a name or tag would escape the separator that
-//! follows it, so it is doubled. Tags with an empty key or value are left out
+//! A trailing backslash in a name, tag or field key would escape the
+//! separator after it, and no escape makes it acceptable to InfluxDB 1.x
+//! (it answers 400 for the whole batch), so trailing backslashes are
+//! removed there; a backslash anywhere else is written as is (both InfluxDB
+//! and VictoriaMetrics read it literally). Tags with an empty key or value are left out
 //! (the protocol has no empty tag value); NaN and infinite floats are left
 //! out (no representation); a metric left with no field is skipped entirely.
 //! Alarms are written to the measurement `<name>_alarm`, so their string
@@ -123,9 +126,11 @@ fn push_escaped(out: &mut String, s: &str, specials: &[u8]) {
             }
         }
     }
-    if bytes.last() == Some(&b'\\') {
-        out.push('\\');
-    }
+}
+
+/// Names, tags and field keys lose trailing backslashes (see above).
+fn trim(s: &str) -> &str {
+    s.trim_end_matches('\\')
 }
 
 const MEASUREMENT: &[u8] = b", ";
@@ -220,15 +225,17 @@ fn push_field_value(out: &mut String, v: &FieldValue, opts: &Options) -> bool {
 /// Appends one line (with `\n`) to `out`; returns false (and appends
 /// nothing) when the metric has no name or no writable field.
 pub fn write_metric(m: &Metric, opts: &Options, out: &mut String) -> bool {
-    if m.name.is_empty() {
+    let name = trim(&m.name);
+    if name.is_empty() {
         return false;
     }
     let start = out.len();
-    push_escaped(out, &m.name, MEASUREMENT);
+    push_escaped(out, name, MEASUREMENT);
     if m.kind == MetricKind::Alarm {
         out.push_str("_alarm");
     }
     for (k, v) in &m.tags {
+        let (k, v) = (trim(k), trim(v));
         if k.is_empty() || v.is_empty() {
             continue;
         }
@@ -239,6 +246,7 @@ pub fn write_metric(m: &Metric, opts: &Options, out: &mut String) -> bool {
     }
     let mut sep = ' ';
     for (k, v) in &m.fields {
+        let k = trim(k);
         if k.is_empty() {
             continue;
         }
@@ -315,7 +323,12 @@ mod tests {
         let m = Metric::new("a\tb", 1)
             .with_tag("k", "x\ny\\")
             .with_field("v", 1i64);
-        assert_eq!(line(&m, &Options::default()), "a\\tb,k=x\\ny\\\\ v=1i 1\n");
+        assert_eq!(line(&m, &Options::default()), "a\\tb,k=x\\ny v=1i 1\n");
+        let m = Metric::new("m\\", 1)
+            .with_tag("only", "\\\\")
+            .with_tag("mid", "a\\b")
+            .with_field("k\\", "v\\");
+        assert_eq!(line(&m, &Options::default()), "m,mid=a\\b k=\"v\\\\\" 1\n");
     }
 
     #[test]
