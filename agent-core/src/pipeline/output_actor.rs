@@ -152,9 +152,9 @@ impl OutputActor {
         self.flush_timer = Some(ctx.add_stream(ticks));
     }
 
-    fn push_disk(&mut self, metrics: Vec<Metric>) {
+    fn push_disk(&mut self, metrics: &[Metric]) {
         let result = match self.disk.as_mut() {
-            Some(d) => d.append(&metrics),
+            Some(d) => d.append(metrics),
             None => Ok(()),
         };
         match result {
@@ -164,7 +164,7 @@ impl OutputActor {
                     error!(self.log, "disk buffer append failed; keeping metrics in memory"; "error" => %e,
                         "similar_messages_suppressed" => held);
                 }
-                self.push(metrics);
+                self.push(metrics.iter().cloned());
             }
         }
         self.log_disk_reports();
@@ -373,8 +373,7 @@ impl Handler<Deliver> for OutputActor {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         if self.disk.is_some() {
-            let v = Arc::try_unwrap(msg.0).unwrap_or_else(|shared| (*shared).clone());
-            self.push_disk(v);
+            self.push_disk(&msg.0);
         } else {
             match Arc::try_unwrap(msg.0) {
                 Ok(v) => self.push(v),

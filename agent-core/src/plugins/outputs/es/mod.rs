@@ -498,6 +498,25 @@ mod tests {
     }
 
     #[test]
+    fn pyagent_interval_sets_the_flush_period() {
+        let cfg = PluginConfig::from_value(
+            "es",
+            serde_yaml_ng::from_str("index: monitor_metric\nindex_alarm: monitor_metric_alarm\nurl: http://127.0.0.1:9/v1/{es_index}/bulk\ninterval: 30\n").unwrap(),
+        );
+        let settings: crate::config::OutputSettings = cfg.parse().unwrap();
+        assert_eq!(settings.flush_every(), Duration::from_secs(30));
+        assert_eq!(settings.batch_size, 1000);
+        assert_eq!(settings.buffer_limit, 10_000);
+        assert!(EsOutput::new(&cfg).is_ok());
+        let bad = PluginConfig::from_value(
+            "es",
+            serde_yaml_ng::from_str("url: http://x/{es_index}\nindex: 'a/b'\n").unwrap(),
+        );
+        let e = EsOutput::new(&bad).err().unwrap().to_string();
+        assert!(e.contains("index"), "{e}");
+    }
+
+    #[test]
     fn bulk_reply_parsing() {
         let ok = bulk_outcome(br#"{"errors":false,"items":[]}"#, 2, BulkAction::Index).unwrap();
         assert_eq!(ok, vec![Item::Ok, Item::Ok]);
