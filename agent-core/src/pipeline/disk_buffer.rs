@@ -6,6 +6,8 @@
 //! - `<20-digit id>.seg`: segments, appended in order. A segment is a run of
 //!   records `[len: u32 LE][crc32 of payload: u32 LE][payload]`, one metric
 //!   per record, the payload being the metric as JSON.
+//! - `lock`: held with `flock` while open, so two outputs (or two agents)
+//!   never share one log.
 //! - `ack`: `<segment> <offset>`, the position before which every record has
 //!   been delivered; replaced atomically (write to `ack.tmp`, rename).
 //!
@@ -72,6 +74,8 @@ pub enum DiskBufferError {
         #[source]
         source: io::Error,
     },
+    #[error("disk buffer {path} is in use by another output or agent process")]
+    Locked { path: PathBuf },
     #[error("disk buffer {path}: metric cannot be encoded: {source}")]
     Encode {
         path: PathBuf,
@@ -97,6 +101,8 @@ pub struct DiskBuffer {
     scratch: Vec<u8>,
     /// Id of the next segment: above every id ever used or acknowledged.
     next_id: u64,
+    /// Holds the directory's lock until dropped.
+    _lock: File,
 }
 
 fn seg_name(id: u64) -> String {
@@ -112,6 +118,7 @@ impl DiskBuffer {
             source,
         };
         fs::create_dir_all(&dir).map_err(ioe)?;
+        let lock = lock_dir(&dir)?;
         let mut ids: Vec<u64> = Vec::new();
         for entry in fs::read_dir(&dir).map_err(ioe)? {
             let name = entry.map_err(ioe)?.file_name();
@@ -135,6 +142,7 @@ impl DiskBuffer {
             reports: Vec::new(),
             scratch: Vec::new(),
             next_id: 1,
+            _lock: lock,
         };
         buf.ack = buf.read_ack();
         buf.next_id = ids.last().copied().unwrap_or(0).max(buf.ack.segment) + 1;
@@ -500,6 +508,33 @@ impl DiskBuffer {
     }
 }
 
+/// Takes an exclusive, non-blocking lock on `dir/lock`; the OS releases it
+/// when the file is closed or the process dies.
+fn lock_dir(dir: &Path) -> Result<File, DiskBufferError> {
+    let path = dir.join("lock");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| DiskBufferError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock(2) on a descriptor we own for the duration of the call.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(DiskBufferError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+    }
+    Ok(f)
+}
+
 /// Walks a segment's framing: counts records, finds where framing breaks.
 fn scan(path: &Path, id: u64) -> io::Result<Segment> {
     let f = File::open(path)?;
@@ -609,10 +644,21 @@ mod tests {
             seg_files(dir.path()).is_empty(),
             "close deletes delivered segments"
         );
+        drop(b);
         let mut b = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(b.pending(), 0);
         b.append(&metrics(17, 1)).unwrap();
         assert_eq!(seqs(&b.read_batch(10)), vec![17]);
+    }
+
+    #[test]
+    fn one_log_one_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DiskBuffer::open(dir.path(), 1 << 20).unwrap();
+        let e = DiskBuffer::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("in use"), "{e}");
+        drop(first);
+        assert!(DiskBuffer::open(dir.path(), 1 << 20).is_ok());
     }
 
     #[test]
