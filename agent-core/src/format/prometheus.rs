@@ -12,7 +12,7 @@
 //! disappears from the endpoint.
 use crate::format::line_protocol::{fmt_i64, fmt_u64, push_f64};
 use crate::metric::{FieldValue, Metric, MetricKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// How metrics become samples.
@@ -185,9 +185,19 @@ struct Sample {
 }
 
 /// The latest value of every series, with expiration.
+///
+/// Label sets are interned: every distinct rendered `{k="v",...}` gets a
+/// small id (reference counted, freed when its last series expires), so the
+/// per-field work of an update is an integer lookup, not a string compare.
 #[derive(Debug)]
 pub struct SeriesStore {
-    families: BTreeMap<String, BTreeMap<String, Sample>>,
+    /// Family name → label-set id → sample. Families render sorted by name,
+    /// series within a family in the order they first appeared.
+    families: BTreeMap<String, BTreeMap<u32, Sample>>,
+    label_ids: HashMap<String, u32>,
+    label_text: Vec<String>,
+    label_refs: Vec<u32>,
+    free_ids: Vec<u32>,
     expiration: Duration,
     scratch: Scratch,
     opts: Options,
@@ -198,30 +208,59 @@ impl SeriesStore {
     pub fn new(opts: Options, expiration: Duration) -> Self {
         SeriesStore {
             families: BTreeMap::new(),
+            label_ids: HashMap::new(),
+            label_text: Vec::new(),
+            label_refs: Vec::new(),
+            free_ids: Vec::new(),
             expiration,
             scratch: Scratch::default(),
             opts,
         }
     }
 
+    fn intern(&mut self, labels: &str) -> u32 {
+        if let Some(&id) = self.label_ids.get(labels) {
+            return id;
+        }
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.label_text[id as usize] = labels.to_string();
+                id
+            }
+            None => {
+                self.label_text.push(labels.to_string());
+                self.label_refs.push(0);
+                (self.label_text.len() - 1) as u32
+            }
+        };
+        self.label_ids.insert(labels.to_string(), id);
+        id
+    }
+
     pub fn add(&mut self, m: &Metric, now: Instant) {
-        let families = &mut self.families;
-        for_each_sample(m, &self.opts, &mut self.scratch, |family, labels, value| {
-            // Look up by &str first: no allocation for a known series.
-            let fam = match families.get_mut(family) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut id: Option<u32> = None;
+        let opts = self.opts;
+        for_each_sample(m, &opts, &mut scratch, |family, labels, value| {
+            // Same label set for every field of the metric: intern once.
+            let id = *id.get_or_insert_with(|| self.intern(labels));
+            // Look up by &str first: no allocation for a known family.
+            let fam = match self.families.get_mut(family) {
                 Some(f) => f,
-                None => families.entry(family.to_string()).or_default(),
+                None => self.families.entry(family.to_string()).or_default(),
             };
-            match fam.get_mut(labels) {
+            match fam.get_mut(&id) {
                 Some(s) => {
                     s.value = value;
                     s.seen = now;
                 }
                 None => {
-                    fam.insert(labels.to_string(), Sample { value, seen: now });
+                    fam.insert(id, Sample { value, seen: now });
+                    self.label_refs[id as usize] += 1;
                 }
             }
         });
+        self.scratch = scratch;
     }
 
     /// Drops series not updated within the expiration.
@@ -230,10 +269,27 @@ impl SeriesStore {
             return;
         }
         let exp = self.expiration;
+        let refs = &mut self.label_refs;
+        let mut freed = Vec::new();
         self.families.retain(|_, fam| {
-            fam.retain(|_, s| now.saturating_duration_since(s.seen) < exp);
+            fam.retain(|id, s| {
+                let keep = now.saturating_duration_since(s.seen) < exp;
+                if !keep {
+                    let r = &mut refs[*id as usize];
+                    *r -= 1;
+                    if *r == 0 {
+                        freed.push(*id);
+                    }
+                }
+                keep
+            });
             !fam.is_empty()
         });
+        for id in freed {
+            let text = std::mem::take(&mut self.label_text[id as usize]);
+            self.label_ids.remove(&text);
+            self.free_ids.push(id);
+        }
     }
 
     pub fn series_count(&self) -> usize {
@@ -246,9 +302,9 @@ impl SeriesStore {
             out.push_str("# TYPE ");
             out.push_str(name);
             out.push_str(" untyped\n");
-            for (labels, s) in fam {
+            for (id, s) in fam {
                 out.push_str(name);
-                out.push_str(labels);
+                out.push_str(&self.label_text[*id as usize]);
                 out.push(' ');
                 s.value.write(out);
                 out.push('\n');
@@ -334,5 +390,17 @@ mod tests {
         assert_eq!(out, "# TYPE a_v untyped\na_v{k=\"1\"} 5\n");
         store.expire(t0 + Duration::from_secs(17));
         assert_eq!(store.series_count(), 0);
+        assert!(
+            store.label_ids.is_empty(),
+            "label sets freed with their series"
+        );
+        store.add(
+            &Metric::new("a", 0).with_tag("k", "3").with_field("v", 3i64),
+            t0,
+        );
+        assert_eq!(store.label_text.len(), 2, "freed ids are reused");
+        let mut out = String::new();
+        store.render(&mut out);
+        assert_eq!(out, "# TYPE a_v untyped\na_v{k=\"3\"} 3\n");
     }
 }
