@@ -339,6 +339,7 @@ fn deserialize_at<T: DeserializeOwned>(
     })
 }
 
+#[allow(clippy::type_complexity)]
 fn resolve_info(info: &Mapping) -> Result<Arc<[(Str, Str)]>, (String, String)> {
     let mut out: Vec<(Str, Str)> = Vec::with_capacity(info.len() + 2);
     for (k, v) in info {

@@ -144,11 +144,10 @@ impl StageActor {
                 }
                 Ok(())
             }))
-            .map(|r| {
+            .inspect(|_| {
                 if self.settings.drop_original {
                     batch.clear();
                 }
-                r
             }),
         };
         match outcome {
