@@ -21,7 +21,7 @@ use std::fmt;
 pub type Str = SmolStr;
 
 /// What a metric is: a measurement, or an alarm raised about one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum MetricKind {
     Metric,
     Alarm,
@@ -38,7 +38,7 @@ impl MetricKind {
 }
 
 /// A typed field value.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum FieldValue {
     Int(i64),
     Uint(u64),
@@ -115,7 +115,7 @@ impl From<Str> for FieldValue {
 }
 
 /// One metric (or alarm): name, kind, time, tags and fields.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metric {
     /// The input plugin's name (PyAgent: `name=`), or a measurement name.
     pub name: Str,

@@ -74,6 +74,30 @@ pub struct OutputSettings {
     /// Cap of the retry backoff, seconds.
     #[serde(default = "d_retry_max")]
     pub retry_max_sec: f64,
+    /// Write-ahead log on disk for metrics not yet delivered.
+    #[serde(default)]
+    pub disk_buffer: Option<DiskBufferSettings>,
+}
+
+/// `disk_buffer: {path, max_bytes}` of an output.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DiskBufferSettings {
+    /// Directory of the segment log; relative paths are taken from the
+    /// folder that holds `etc/`.
+    pub path: std::path::PathBuf,
+    /// A size such as `512 MB` or a number of bytes (default 256 MB).
+    #[serde(default = "d_disk_max")]
+    pub max_bytes: Value,
+}
+
+fn d_disk_max() -> Value {
+    Value::String("256 MB".into())
+}
+
+impl DiskBufferSettings {
+    pub fn max_bytes(&self) -> Option<u64> {
+        super::parse_size(&self.max_bytes).filter(|n| *n > 0)
+    }
 }
 
 impl OutputSettings {
@@ -238,7 +262,21 @@ fn output_plan(
             unknown(PluginKind::Output, &plugin, registry),
         ));
     };
-    let settings: OutputSettings = cfg.parse()?;
+    let mut settings: OutputSettings = cfg.parse()?;
+    if let Some(disk) = settings.disk_buffer.as_mut() {
+        if disk.path.as_os_str().is_empty() {
+            return Err(cfg.error("disk_buffer.path", "must name a directory"));
+        }
+        if disk.max_bytes().is_none() {
+            return Err(cfg.error(
+                "disk_buffer.max_bytes",
+                "expected a positive size such as `512 MB` or a number of bytes",
+            ));
+        }
+        if disk.path.is_relative() {
+            disk.path = config.base_dir().join(&disk.path);
+        }
+    }
     if settings.batch_size == 0 {
         return Err(cfg.error("batch_size", "must be at least 1"));
     }

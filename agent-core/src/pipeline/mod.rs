@@ -11,6 +11,7 @@
 //! (the panic kills the arbiter task and the mailbox). So every call into
 //! plugin code goes through `catch_unwind`; a failed plugin is dropped and
 //! rebuilt from its factory with exponential backoff, inside its actor.
+pub mod disk_buffer;
 mod input_actor;
 mod output_actor;
 mod stage_actor;

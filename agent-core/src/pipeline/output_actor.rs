@@ -4,6 +4,14 @@
 //! the front of the buffer, so order is kept), and a final flush with a
 //! deadline on shutdown. When the buffer is full the oldest metrics are
 //! dropped and counted, never silently.
+//!
+//! With `disk_buffer` configured, delivered metrics are appended to a
+//! segment log on disk ([`super::disk_buffer`]) instead of the memory
+//! buffer; batches are read from the log and acknowledged (deleted) only
+//! after a successful write, and what an earlier run left is replayed first.
+//! The memory buffer then only holds metrics the log could not take (a disk
+//! error), so they are still delivered.
+use super::disk_buffer::{DiskBuffer, ReadBatch};
 use super::{panic_message, Backoff, Deliver, PluginStats, RateLimit, Reconfigure};
 use crate::config::{ConfigError, OutputSettings, PluginConfig};
 use crate::metric::{now_ns, Metric};
@@ -38,6 +46,10 @@ pub(crate) struct OutputActor {
     drop_log: RateLimit,
     idle_waiters: Vec<oneshot::Sender<()>>,
     flush_timer: Option<SpawnHandle>,
+    disk: Option<DiskBuffer>,
+    /// Log positions of the batch in flight when it came from the disk.
+    disk_in_flight: Option<ReadBatch>,
+    disk_dropped_seen: u64,
 }
 
 type WriteResult = Result<
@@ -70,7 +82,49 @@ impl OutputActor {
             drop_log: RateLimit::default(),
             idle_waiters: Vec::new(),
             flush_timer: None,
+            disk: None,
+            disk_in_flight: None,
+            disk_dropped_seen: 0,
         }
+    }
+
+    fn open_disk_buffer(&mut self) {
+        let Some(settings) = self.settings.disk_buffer.clone() else {
+            return;
+        };
+        let max = settings.max_bytes().unwrap_or(256 << 20);
+        match DiskBuffer::open(&settings.path, max) {
+            Ok(disk) => {
+                if disk.pending() > 0 {
+                    info!(self.log, "disk buffer: replaying undelivered metrics";
+                        "pending" => disk.pending(), "path" => %settings.path.display());
+                }
+                self.disk = Some(disk);
+                self.log_disk_reports();
+            }
+            Err(e) => {
+                PluginStats::add(&self.stats.errors, 1);
+                self.stats.set_error(e.to_string());
+                error!(self.log, "disk buffer cannot be opened; buffering in memory only"; "error" => %e);
+            }
+        }
+    }
+
+    fn log_disk_reports(&mut self) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        for r in disk.take_reports() {
+            error!(self.log, "disk buffer problem"; "detail" => r);
+        }
+        let newly = disk.dropped() - self.disk_dropped_seen;
+        self.disk_dropped_seen = disk.dropped();
+        PluginStats::add(&self.stats.dropped, newly);
+    }
+
+    /// Metrics waiting: on disk and in memory.
+    fn pending(&self) -> usize {
+        self.buffer.len() + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
     }
 
     fn build(&self, config: &PluginConfig) -> Result<Box<dyn DynOutput>, PluginError> {
@@ -101,6 +155,25 @@ impl OutputActor {
         self.flush_timer = Some(ctx.add_stream(ticks));
     }
 
+    fn push_disk(&mut self, metrics: &[Metric]) {
+        let result = match self.disk.as_mut() {
+            Some(d) => d.append(metrics),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => PluginStats::add(&self.stats.metrics_in, metrics.len() as u64),
+            Err(e) => {
+                if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
+                    error!(self.log, "disk buffer append failed; keeping metrics in memory"; "error" => %e,
+                        "similar_messages_suppressed" => held);
+                }
+                self.push(metrics.iter().cloned());
+            }
+        }
+        self.log_disk_reports();
+        self.stats.buffered.store(self.pending() as u64, Relaxed);
+    }
+
     fn push(&mut self, metrics: impl IntoIterator<Item = Metric>) {
         let before = self.buffer.len();
         self.buffer.extend(metrics);
@@ -115,12 +188,12 @@ impl OutputActor {
                     "dropped" => excess, "buffer_limit" => limit, "similar_messages_suppressed" => held);
             }
         }
-        self.stats.buffered.store(self.buffer.len() as u64, Relaxed);
+        self.stats.buffered.store(self.pending() as u64, Relaxed);
     }
 
     /// Starts a write of up to `batch_size` metrics when allowed.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.buffer.is_empty() || self.closing {
+        if self.in_flight || self.pending() == 0 || self.closing {
             return;
         }
         if matches!(self.retry_at, Some(t) if Instant::now() < t) {
@@ -144,8 +217,28 @@ impl OutputActor {
         let Some(plugin) = self.plugin.take() else {
             return;
         };
-        let n = self.settings.batch_size.min(self.buffer.len());
-        let batch: Vec<Metric> = self.buffer.drain(..n).collect();
+        let mut batch: Vec<Metric> = Vec::new();
+        if let Some(disk) = self.disk.as_mut() {
+            if disk.pending() > 0 {
+                let mut read = disk.read_batch(self.settings.batch_size);
+                batch = std::mem::take(&mut read.metrics);
+                // A batch of only corrupt records is still consumed.
+                if batch.is_empty() {
+                    disk.ack(&read);
+                } else {
+                    self.disk_in_flight = Some(read);
+                }
+            }
+        }
+        self.log_disk_reports();
+        if batch.is_empty() {
+            let n = self.settings.batch_size.min(self.buffer.len());
+            batch = self.buffer.drain(..n).collect();
+        }
+        if batch.is_empty() {
+            self.plugin = Some(plugin);
+            return;
+        }
         self.in_flight = true;
         let connected = self.connected;
         let started = Instant::now();
@@ -156,7 +249,7 @@ impl OutputActor {
                     .last_duration_us
                     .store(started.elapsed().as_micros() as u64, Relaxed);
                 act.after_write(plugin, batch, result);
-                if !act.closing && act.buffer.len() >= act.settings.batch_size {
+                if !act.closing && act.pending() >= act.settings.batch_size {
                     act.flush(ctx);
                 }
                 if !act.in_flight {
@@ -193,11 +286,19 @@ impl OutputActor {
                 }
                 self.backoff.reset();
                 self.retry_at = None;
+                if let (Some(disk), Some(read)) = (self.disk.as_mut(), self.disk_in_flight.take()) {
+                    disk.ack(&read);
+                }
             }
             Some(msg) => {
-                // Back to the front, in order; the buffer limit still holds.
-                for m in batch.into_iter().rev() {
-                    self.buffer.push_front(m);
+                if let (Some(disk), Some(read)) = (self.disk.as_mut(), self.disk_in_flight.take()) {
+                    // Still in the log: read again on the next try.
+                    disk.rewind(&read);
+                } else {
+                    // Back to the front, in order; the buffer limit still holds.
+                    for m in batch.into_iter().rev() {
+                        self.buffer.push_front(m);
+                    }
                 }
                 let panicked = msg.starts_with("write panicked");
                 if !panicked && self.plugin.is_none() {
@@ -213,7 +314,8 @@ impl OutputActor {
                 }
             }
         }
-        self.stats.buffered.store(self.buffer.len() as u64, Relaxed);
+        self.log_disk_reports();
+        self.stats.buffered.store(self.pending() as u64, Relaxed);
     }
 
     fn write_failed(&mut self, msg: String) {
@@ -222,7 +324,7 @@ impl OutputActor {
         let delay = self.backoff.next_delay();
         self.retry_at = Some(Instant::now() + delay);
         error!(self.log, "output write failed; will retry"; "error" => %msg,
-            "retry_in_ms" => delay.as_millis() as u64, "buffered" => self.buffer.len());
+            "retry_in_ms" => delay.as_millis() as u64, "buffered" => self.pending());
     }
 }
 
@@ -251,7 +353,12 @@ impl Actor for OutputActor {
             Ok(p) => self.plugin = Some(p),
             Err(e) => self.write_failed(format!("build failed: {e}")),
         }
+        self.open_disk_buffer();
         self.start_flush_timer(ctx);
+        // Replay what an earlier run left as soon as the actor runs.
+        if self.pending() > 0 {
+            ctx.run_later(Duration::ZERO, |act, ctx| act.flush(ctx));
+        }
     }
 }
 
@@ -269,11 +376,15 @@ impl Handler<Deliver> for OutputActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        match Arc::try_unwrap(msg.0) {
-            Ok(v) => self.push(v),
-            Err(shared) => self.push(shared.iter().cloned()),
+        if self.disk.is_some() {
+            self.push_disk(&msg.0);
+        } else {
+            match Arc::try_unwrap(msg.0) {
+                Ok(v) => self.push(v),
+                Err(shared) => self.push(shared.iter().cloned()),
+            }
         }
-        if self.buffer.len() >= self.settings.batch_size {
+        if self.pending() >= self.settings.batch_size {
             self.flush(ctx);
         }
     }
@@ -312,32 +423,63 @@ impl Handler<FlushAndClose> for OutputActor {
             let connected = act.connected;
             let log = act.log.clone();
             let stats = act.stats.clone();
-            final_flush(plugin, buffer, batch_size, connected, deadline, log, stats).into_actor(act)
+            let mut disk = act.disk.take();
+            // A write still in flight past the deadline: its batch stays in the log.
+            if let (Some(d), Some(read)) = (disk.as_mut(), act.disk_in_flight.take()) {
+                d.rewind(&read);
+            }
+            final_flush(
+                plugin, buffer, disk, batch_size, connected, deadline, log, stats,
+            )
+            .into_actor(act)
         }))
     }
 }
 
-/// Writes the whole buffer in batches, retrying failed batches with a short
-/// backoff until the deadline. Returns how many metrics were not delivered.
+/// Writes the whole buffer (the disk log first, then memory) in batches,
+/// retrying failed batches with a short backoff until the deadline. What is
+/// left goes to the disk log when there is one. Returns how many metrics were
+/// not delivered (those kept on disk included: they are sent on the next start).
+#[allow(clippy::too_many_arguments)]
 async fn final_flush(
     plugin: Option<Box<dyn DynOutput>>,
     mut buffer: VecDeque<Metric>,
+    mut disk: Option<DiskBuffer>,
     batch_size: usize,
     mut connected: bool,
     deadline: Instant,
     log: Logger,
     stats: Arc<PluginStats>,
 ) -> usize {
+    let pending = |buffer: &VecDeque<Metric>, disk: &Option<DiskBuffer>| {
+        buffer.len() + disk.as_ref().map_or(0, |d| d.pending() as usize)
+    };
     let Some(mut plugin) = plugin else {
-        if !buffer.is_empty() {
-            error!(log, "output has no working plugin at shutdown"; "undelivered" => buffer.len());
+        let left = park_on_disk(buffer, disk.as_mut(), &log);
+        if left > 0 {
+            error!(log, "output has no working plugin at shutdown"; "undelivered" => left);
         }
-        return buffer.len();
+        return left;
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    while !buffer.is_empty() && Instant::now() < deadline {
-        let n = batch_size.min(buffer.len());
-        let batch: Vec<Metric> = buffer.drain(..n).collect();
+    while pending(&buffer, &disk) > 0 && Instant::now() < deadline {
+        let mut from_disk: Option<ReadBatch> = None;
+        let mut batch: Vec<Metric> = Vec::new();
+        if let Some(d) = disk.as_mut() {
+            if d.pending() > 0 {
+                let mut read = d.read_batch(batch_size);
+                batch = std::mem::take(&mut read.metrics);
+                if batch.is_empty() {
+                    d.ack(&read);
+                    continue;
+                }
+                from_disk = Some(read);
+            }
+        }
+        if from_disk.is_none() {
+            let n = batch_size.min(buffer.len());
+            batch = buffer.drain(..n).collect();
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let result = AssertUnwindSafe(tokio::time::timeout(remaining, async {
             if !connected {
@@ -353,10 +495,17 @@ async fn final_flush(
                 PluginStats::add(&stats.calls, 1);
                 PluginStats::add(&stats.metrics_out, batch.len() as u64);
                 backoff.reset();
+                if let (Some(d), Some(read)) = (disk.as_mut(), from_disk) {
+                    d.ack(&read);
+                }
             }
             other => {
-                for m in batch.into_iter().rev() {
-                    buffer.push_front(m);
+                if let (Some(d), Some(read)) = (disk.as_mut(), from_disk) {
+                    d.rewind(&read);
+                } else {
+                    for m in batch.into_iter().rev() {
+                        buffer.push_front(m);
+                    }
                 }
                 connected = false;
                 if other.is_err() {
@@ -369,7 +518,8 @@ async fn final_flush(
             }
         }
     }
-    stats.buffered.store(buffer.len() as u64, Relaxed);
+    let left = park_on_disk(buffer, disk.as_mut(), &log);
+    stats.buffered.store(left as u64, Relaxed);
     if let Err(e) = AssertUnwindSafe(tokio::time::timeout(
         deadline
             .saturating_duration_since(Instant::now())
@@ -383,10 +533,38 @@ async fn final_flush(
     {
         warn!(log, "output close failed"; "error" => %e);
     }
-    if !buffer.is_empty() {
-        error!(log, "metrics not delivered by the shutdown deadline"; "undelivered" => buffer.len());
+    if left > 0 {
+        match disk.as_ref() {
+            Some(d) if d.pending() as usize == left => {
+                warn!(log, "metrics not delivered by the shutdown deadline kept in the disk buffer";
+                    "kept_on_disk" => left)
+            }
+            _ => {
+                error!(log, "metrics not delivered by the shutdown deadline"; "undelivered" => left)
+            }
+        }
     }
-    buffer.len()
+    left
+}
+
+/// Moves what is left in memory to the disk log (when there is one);
+/// returns how many metrics are undelivered in total.
+fn park_on_disk(buffer: VecDeque<Metric>, disk: Option<&mut DiskBuffer>, log: &Logger) -> usize {
+    let Some(d) = disk else {
+        return buffer.len();
+    };
+    if !buffer.is_empty() {
+        let rest: Vec<Metric> = buffer.into_iter().collect();
+        if let Err(e) = d.append(&rest) {
+            error!(log, "metrics could not be kept in the disk buffer"; "error" => %e, "lost" => rest.len());
+            return d.pending() as usize + rest.len();
+        }
+    }
+    d.close();
+    for r in d.take_reports() {
+        error!(log, "disk buffer problem"; "detail" => r);
+    }
+    d.pending() as usize
 }
 
 impl Handler<Reconfigure> for OutputActor {

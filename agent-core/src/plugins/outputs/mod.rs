@@ -1,10 +1,20 @@
 //! Output plugins.
 pub mod console;
+pub mod es;
 pub mod execd;
+pub mod file;
+pub mod http;
+pub mod influxdb;
+pub mod prometheus_client;
 
 use crate::registry::Registry;
 
 pub fn register(r: &mut Registry) {
     console::register(r);
     execd::register(r);
+    es::register(r);
+    file::register(r);
+    http::register(r);
+    influxdb::register(r);
+    prometheus_client::register(r);
 }
