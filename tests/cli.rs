@@ -208,3 +208,70 @@ fn sigterm_delivers_everything_gathered() {
         .unwrap();
     assert!(stderr.contains("SIGTERM"), "{stderr}");
 }
+
+/// `agent status` against a running agent; a SIGHUP after an edit reloads.
+#[test]
+fn status_shows_pipelines_and_sighup_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("input")).unwrap();
+    std::fs::write(
+        etc.join("main.yaml"),
+        "open: [demo, mem]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\n",
+    )
+    .unwrap();
+    let mut child = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&etc)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |json: bool| {
+        let mut cmd = agent();
+        cmd.arg("status").arg("-c").arg(&etc);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().unwrap()
+    };
+    // Wait (bounded) for the socket to answer.
+    let start = Instant::now();
+    let first = loop {
+        let out = status(false);
+        if out.status.success() || start.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text1 = text(&first.stdout);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text1.contains("config generation 1"), "{text1}");
+    for needle in ["input      demo", "input      mem", "output     console"] {
+        assert!(text1.contains(needle), "{needle} in {text1}");
+    }
+    // Edit and SIGHUP (the file watcher may get there first; either way one reload).
+    std::fs::write(etc.join("input/demo.yaml"), "interval: 0.3\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let start = Instant::now();
+    let reloaded = loop {
+        let out = status(true);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if v["reload"]["generation"] == 2 || start.elapsed() > Duration::from_secs(10) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(reloaded["reload"]["generation"], 2, "{reloaded}");
+    assert_eq!(reloaded["reload"]["last_result"], "ok");
+    let reconfigured = reloaded["reload"]["last_applied"]["reconfigured"].to_string();
+    assert!(reconfigured.contains("input:demo"), "{reconfigured}");
+    assert!(!reconfigured.contains("input:mem"), "{reconfigured}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !dir.path().join("run/agent.sock").exists(),
+        "socket removed at exit"
+    );
+}

@@ -60,6 +60,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Printing commands end quietly when their reader goes away (`| head`),
+    // like other CLI tools; `run` keeps SIGPIPE ignored so a closed stdout
+    // is a console-output error to retry, not the end of the agent.
+    #[cfg(unix)]
+    if !matches!(cli.command, None | Some(Command::Run)) {
+        // SAFETY: restoring the default disposition of one signal at start-up.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let registry = Registry::with_builtins();
     match cli.command.unwrap_or(Command::Run) {
         Command::Plugins => {
@@ -321,7 +329,7 @@ fn print_plugins(registry: &Registry) {
             println!("{}s:", p.kind);
             last = Some(p.kind);
         }
-        println!("  {:<16} {}", p.name, p.description);
+        println!("  {:<18} {}", p.name, p.description);
     }
 }
 
