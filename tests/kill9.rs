@@ -1,7 +1,6 @@
 //! The real binary, killed with SIGKILL while VictoriaMetrics is down, loses
 //! nothing that reached its disk buffer: after both restart, every sequence
 //! number arrives exactly once.
-#[allow(dead_code)]
 #[path = "../agent-core/tests/support/backends.rs"]
 mod backends;
 
