@@ -479,3 +479,84 @@ async fn apply_with_an_identical_plan_changes_nothing() {
     .await
     .unwrap();
 }
+
+/// Fails every write while the flag is down; records what it accepts.
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    into: Collected,
+}
+
+impl Output for Gate {
+    async fn write(&mut self, batch: &[Metric]) -> PluginResult {
+        if !self.open.load(Ordering::SeqCst) {
+            return Err(agent_core::PluginError::msg("backend down"));
+        }
+        self.into.0.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn an_output_buffer_survives_a_reload_of_its_config() {
+    let mut r = Registry::with_builtins();
+    let gathers = Arc::new(AtomicU64::new(0));
+    let g = gathers.clone();
+    r.add_input("seq", "", "", move |_| {
+        Ok(Seq {
+            n: 0,
+            label: String::new(),
+            gathers: g.clone(),
+        })
+    });
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let got = Collected::default();
+    let (o2, g2) = (open.clone(), got.clone());
+    r.add_output("gate", "", "", move |_| {
+        Ok(Gate {
+            open: o2.clone(),
+            into: g2.clone(),
+        })
+    });
+    let h = Harness {
+        registry: Arc::new(r),
+        collected: got.clone(),
+        gathers,
+        hang_calls: Arc::new(AtomicU64::new(0)),
+    };
+    let main = |retry: f64| {
+        format!("open: [seq]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [gate]\noutput:\n  gate: {{flush_interval: 0.05, retry_max_sec: {retry}}}\n")
+    };
+    let (_d, etc) = etc(&[("main.yaml", &main(0.2))]);
+    let r = start(&h, &etc);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let buffered_before = r
+        .sup
+        .send(Status)
+        .await
+        .unwrap()
+        .find("output", "gate")
+        .unwrap()
+        .stats
+        .buffered;
+    assert!(buffered_before >= 4, "{buffered_before}");
+    // Reconfigure the output (a key of its own) while it holds the buffer.
+    write(&etc.join("main.yaml"), &main(0.3));
+    r.reloader.send(Reload { reason: "test" }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = r.reloader.send(GetReloadState).await.unwrap();
+    assert_eq!(
+        state.last_applied.unwrap().reconfigured,
+        vec!["output:gate".to_string()]
+    );
+    open.store(true, Ordering::SeqCst);
+    let c = got.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || c.metrics().len() as u64
+            >= buffered_before + 3)
+        .await
+    );
+    stop(r).await;
+    // Everything gathered before, during and after the reload, in order.
+    assert_no_gap(&got, "seq");
+    assert_eq!(got.metrics().len() as u64, h.gathers.load(Ordering::SeqCst));
+}
