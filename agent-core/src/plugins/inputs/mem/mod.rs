@@ -100,51 +100,12 @@ impl VirtualMemory {
     }
 }
 
-/// Rounds half away from zero to `digits` decimals.
+/// Rounds like Python's `round`, as PyAgent (psutil) values were.
 pub(crate) fn round_to(v: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (v * p).round() / p
+    crate::format::human::py_round(v, digits)
 }
 
-const BYTE_UNITS: [&str; 9] = ["B", "KB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-const BPS_UNITS: [&str; 9] = [
-    "bps", "Kbps", "Mbps", "Gbps", "Tbps", "Pbps", "Ebps", "Zbps", "Ybps",
-];
-
-/// PyAgent's `human_base` for values at or above `base`: one decimal,
-/// printed like a Python float (`2.0`, `23.5`), then a space and the unit.
-fn human_scaled(n: f64, base: f64, units: &[&str]) -> String {
-    let mut i = 0usize;
-    let mut scale = 1.0;
-    while i + 1 < units.len() && n >= scale * base {
-        scale *= base;
-        i += 1;
-    }
-    let mut m = round_to(n / scale, 1);
-    // 1023.96 KB rounds to 1024.0: move up one unit as PyAgent did.
-    if m >= base && i + 1 < units.len() {
-        m = round_to(m / base, 1);
-        i += 1;
-    }
-    format!("{m:?} {}", units[i])
-}
-
-/// Bytes in 1024 steps: `512 B`, `1.0 KB`, `23.5 GB` (PyAgent's `human_bytes`).
-pub fn human_bytes(n: u64) -> String {
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    human_scaled(n as f64, 1024.0, &BYTE_UNITS)
-}
-
-/// Bits per second in 1000 steps: `0.0 bps`, `12.3 Kbps` (PyAgent's
-/// `human_bps`; below 1000 the float is printed as is).
-pub fn human_bps(bps: f64) -> String {
-    if !bps.is_finite() || bps < 1000.0 {
-        return format!("{:?} bps", if bps.is_finite() { bps } else { 0.0 });
-    }
-    human_scaled(bps, 1000.0, &BPS_UNITS)
-}
+pub use crate::format::human::{human_bps, human_bytes};
 
 pub struct Mem {
     #[cfg(not(target_os = "linux"))]

@@ -450,7 +450,7 @@ impl Rules {
                     format!("{n} CPU占用过高(%): {}>={}", Py(cpu), Py(t)),
                 ));
             } else if let Some(t) = p.mem.filter(|t| mem >= *t) {
-                let shown = crate::plugins::processors::converter::funcs::py_round(mem, 2);
+                let shown = crate::format::human::py_round(mem, 2);
                 fired = Some((
                     "process.mem",
                     format!("{n} 内存占用过高(%): {}>={}", Py(shown), Py(t)),

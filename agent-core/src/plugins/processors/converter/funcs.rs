@@ -1,5 +1,6 @@
 //! The converter functions, each a PyAgent `libs.converter` function
 //! reimplemented: same inputs accepted, same text produced.
+use crate::format::human::{self, py_round};
 use crate::metric::{FieldValue, Str};
 use md5::{Digest, Md5};
 use regex::Regex;
@@ -53,18 +54,12 @@ impl Func {
     /// function (PyAgent raised and fell back to the default).
     /// `buf` is scratch space reused across calls.
     pub fn apply(self, v: &FieldValue, buf: &mut String) -> Option<FieldValue> {
-        const BYTES: [&str; 9] = ["B", "KB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-        const KIB: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
-        const BIT: [&str; 9] = ["b", "Kb", "Mb", "Gb", "Tb", "Pb", "Eb", "Zb", "Yb"];
-        const BPS: [&str; 9] = [
-            "bps", "Kbps", "Mbps", "Gbps", "Tbps", "Pbps", "Ebps", "Zbps", "Ybps",
-        ];
         match self {
-            Func::HumanBytes | Func::HumanBase => human_base(v, 1024.0, &BYTES, buf),
-            Func::Human1kBytes => human_base(v, 1000.0, &BYTES, buf),
-            Func::HumanKib => human_base(v, 1024.0, &KIB, buf),
-            Func::HumanBit => human_base(v, 1000.0, &BIT, buf),
-            Func::HumanBps => human_base(v, 1000.0, &BPS, buf),
+            Func::HumanBytes | Func::HumanBase => human_base(v, 1024.0, &human::BYTES, buf),
+            Func::Human1kBytes => human_base(v, 1000.0, &human::BYTES, buf),
+            Func::HumanKib => human_base(v, 1024.0, &human::KIB, buf),
+            Func::HumanBit => human_base(v, 1000.0, &human::BIT, buf),
+            Func::HumanBps => human_base(v, 1000.0, &human::BPS, buf),
             Func::GetRound => get_round(v, 2).map(FieldValue::Float),
             Func::GetComma => get_comma(v, buf),
             Func::GetInt => get_int(v).map(FieldValue::Int),
@@ -117,55 +112,6 @@ fn number(v: &FieldValue) -> Option<f64> {
     }
 }
 
-/// Python's `round(x, nd)`: correctly rounded, ties to even on the exact
-/// binary value. Rust's fixed-precision formatting rounds the same way, so
-/// near-ties go through it; everything else is a multiply and round.
-pub fn py_round(x: f64, nd: i32) -> f64 {
-    if !x.is_finite() {
-        return x;
-    }
-    let scale = 10f64.powi(nd);
-    let y = x * scale;
-    if !y.is_finite() {
-        return x;
-    }
-    let frac = (y - y.trunc()).abs();
-    if (frac - 0.5).abs() > 1e-6 {
-        return y.round() / scale;
-    }
-    let mut b = [0u8; 64];
-    let mut w = Cursor {
-        buf: &mut b,
-        len: 0,
-    };
-    if write!(w, "{:.*}", nd.max(0) as usize, x).is_err() {
-        return y.round() / scale;
-    }
-    let len = w.len;
-    std::str::from_utf8(&b[..len])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(x)
-}
-
-/// A fixed stack buffer for formatting without allocating.
-struct Cursor<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl Write for Cursor<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        if end > self.buf.len() {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
 /// `n` in the largest unit below it, one decimal: `23.5 GB`; below one
 /// unit the number as it was: `512 B`.
 fn human_base(
@@ -186,20 +132,7 @@ fn human_base(
     if n.is_infinite() {
         return None;
     }
-    // The largest unit not above n, by multiplication: exact for powers of
-    // the base and without ln/powf on the hot path.
-    let mut i = 0usize;
-    let mut unit = 1.0;
-    while i + 1 < sizes.len() && n >= unit * base {
-        unit *= base;
-        i += 1;
-    }
-    let mut m = py_round(n / unit, 1);
-    if m >= base && i + 1 < sizes.len() {
-        m = py_round(m / base, 1);
-        i += 1;
-    }
-    let _ = write!(buf, "{} {}", FieldValue::Float(m), sizes[i]);
+    human::write_scaled(n, base, sizes, buf);
     Some(FieldValue::Str(Str::new(&buf)))
 }
 

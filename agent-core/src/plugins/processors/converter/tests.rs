@@ -1,5 +1,6 @@
-use super::funcs::{get_domain, get_domain_host, plain_text, py_round, Func};
+use super::funcs::{get_domain, get_domain_host, plain_text, Func};
 use super::*;
+use crate::format::human::py_round;
 
 fn f(func: &str, v: impl Into<FieldValue>) -> Option<FieldValue> {
     Func::by_name(func)
