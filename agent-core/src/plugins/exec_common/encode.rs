@@ -1,76 +1,13 @@
-//! Minimal encoders for what the execd processor and output write to a
-//! child: InfluxDB line protocol and JSON, one metric per line.
-//!
-//! Kept private to the exec plugins on purpose: a general line protocol
-//! writer (`format::line_protocol`) is being written separately, and this
-//! one should be folded into it.
+//! What the execd processor and output write to a child, one metric per
+//! line: line protocol and PyAgent's shape come from the shared encoders in
+//! `format`; Telegraf's JSON shape (`tags`/`fields` objects) is here.
 use crate::metric::{FieldValue, Metric};
-use std::fmt::Write;
 
-fn escape(out: &mut String, s: &str, specials: &[char]) {
-    for c in s.chars() {
-        match c {
-            // A raw newline would end the line: line protocol has no escape for it.
-            '\n' => out.push_str("\\n"),
-            '\r' => {}
-            c if specials.contains(&c) => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends one metric as a line of line protocol, newline included.
-/// Metrics without fields cannot be expressed and are skipped (false).
+/// Appends one metric as a line of line protocol, newline included (the
+/// shared encoder, `format::line_protocol`). Metrics without fields cannot
+/// be expressed and are skipped (false).
 pub(crate) fn line_protocol(m: &Metric, out: &mut String) -> bool {
-    let fields: Vec<&(crate::Str, FieldValue)> = m
-        .fields
-        .iter()
-        .filter(|(_, v)| !matches!(v, FieldValue::Float(f) if !f.is_finite()))
-        .collect();
-    if fields.is_empty() || m.name.is_empty() {
-        return false;
-    }
-    escape(out, &m.name, &[',', ' ']);
-    for (k, v) in &m.tags {
-        // Empty tag keys or values are invalid in line protocol.
-        if k.is_empty() || v.is_empty() {
-            continue;
-        }
-        out.push(',');
-        escape(out, k, &[',', '=', ' ']);
-        out.push('=');
-        escape(out, v, &[',', '=', ' ']);
-    }
-    out.push(' ');
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        escape(out, k, &[',', '=', ' ']);
-        out.push('=');
-        match v {
-            FieldValue::Int(x) => {
-                let _ = write!(out, "{x}i");
-            }
-            FieldValue::Uint(x) => {
-                let _ = write!(out, "{x}u");
-            }
-            FieldValue::Float(x) => {
-                let _ = write!(out, "{x:?}");
-            }
-            FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            FieldValue::Str(s) => {
-                out.push('"');
-                escape(out, s, &['"', '\\']);
-                out.push('"');
-            }
-        }
-    }
-    let _ = writeln!(out, " {}", m.timestamp_ns);
-    true
+    crate::format::line_protocol::write_metric(m, &Default::default(), out)
 }
 
 fn json_value(v: &FieldValue) -> serde_json::Value {
@@ -109,19 +46,9 @@ pub(crate) fn json_line(m: &Metric, out: &mut String) {
     out.push('\n');
 }
 
-/// Appends one metric in PyAgent's flat shape: `name`, `kind`, `timestamp`
-/// (seconds), then tags and fields as top-level keys.
+/// Appends one metric in PyAgent's flat shape (the `es` output's objects:
+/// `name`, `kind`, `time`, `timestamp`, then tags and fields as keys).
 pub(crate) fn pyagent_line(m: &Metric, out: &mut String) {
-    let mut obj = serde_json::Map::new();
-    obj.insert("name".into(), m.name.as_str().into());
-    obj.insert("kind".into(), m.kind.as_str().into());
-    obj.insert("timestamp".into(), m.timestamp_secs().into());
-    for (k, v) in &m.tags {
-        obj.insert(k.to_string(), v.as_str().into());
-    }
-    for (k, v) in &m.fields {
-        obj.insert(k.to_string(), json_value(v));
-    }
-    out.push_str(&serde_json::Value::Object(obj).to_string());
+    crate::format::json::Encoder::new(true).write_object(m, out);
     out.push('\n');
 }

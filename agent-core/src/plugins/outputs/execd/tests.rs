@@ -48,7 +48,7 @@ async fn influx_lines_reach_the_program() {
         lines,
         vec![
             "cpu,host_name=h\\ 1 percent=12.5,count=4i 1000000000",
-            "cpu,host_name=h\\ 1 info=\"CPU 总使用率过高(%): 99>=90\" 2000000000",
+            "cpu_alarm,host_name=h\\ 1 info=\"CPU 总使用率过高(%): 99>=90\" 2000000000",
         ]
     );
     o.close().await.unwrap();
