@@ -341,6 +341,7 @@ impl AgentConfig {
             instance: Str::new(name),
             input: Str::new(name),
             alarm_code: Str::new(&self.main.alarm.code),
+            log: discard_logger(),
         }
     }
 }
@@ -446,6 +447,10 @@ fn detect_host_name() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
+fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
 /// One plugin instance's merged configuration. Plugins read it with
 /// [`PluginConfig::parse`], whose errors carry the file and key path.
 #[derive(Debug, Clone)]
@@ -459,6 +464,9 @@ pub struct PluginConfig {
     pub input: Str,
     /// `alarm.code` from main.yaml, for alarm-raising plugins.
     pub alarm_code: Str,
+    /// The plugin's logger (its actor's, with the input and plugin names);
+    /// a discarding one while configs are only validated.
+    log: slog::Logger,
 }
 
 impl PluginConfig {
@@ -476,6 +484,7 @@ impl PluginConfig {
             instance: Str::new(name),
             input: Str::new(name),
             alarm_code: Str::new(d_code()),
+            log: discard_logger(),
         }
     }
 
@@ -486,6 +495,18 @@ impl PluginConfig {
 
     pub fn value(&self) -> &Value {
         &self.value
+    }
+
+    /// Where the plugin logs (rate-limit repeated lines with
+    /// [`crate::plugin::RateLimitedLog`]).
+    pub fn log(&self) -> &slog::Logger {
+        &self.log
+    }
+
+    /// The same config with the logger the plugin should use.
+    pub fn with_log(mut self, log: slog::Logger) -> Self {
+        self.log = log;
+        self
     }
 
     /// Dotted key path of this config in the merged tree.
@@ -527,6 +548,7 @@ impl PluginConfig {
             instance: Str::new(instance),
             input: self.input.clone(),
             alarm_code: self.alarm_code.clone(),
+            log: self.log.clone(),
         }
     }
 }

@@ -76,7 +76,8 @@ impl InputActor {
     }
 
     fn build(&self, config: &PluginConfig) -> Result<Box<dyn DynInput>, PluginError> {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| (self.entry.factory)(config))) {
+        let config = config.clone().with_log(self.log.clone());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (self.entry.factory)(&config))) {
             Ok(r) => r,
             Err(p) => Err(PluginError::msg(format!(
                 "panicked while building: {}",

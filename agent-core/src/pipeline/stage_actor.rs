@@ -90,6 +90,7 @@ impl StageActor {
     }
 
     fn build(&self, config: &PluginConfig) -> Result<Plugin, PluginError> {
+        let config = &config.clone().with_log(self.log.clone());
         let built = catch_unwind(AssertUnwindSafe(|| match &self.entry {
             StageEntry::Processor(e) => (e.factory)(config).map(Plugin::Processor),
             StageEntry::Aggregator(e) => (e.factory)(config).map(Plugin::Aggregator),

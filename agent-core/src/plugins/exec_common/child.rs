@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 /// How an execd child is run.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecdSettings {
+    /// Where the child's stderr and restarts are logged.
+    pub log: slog::Logger,
     /// `exec[<instance>]`-style name for messages.
     pub name: String,
     pub command: CommandSpec,
@@ -103,8 +105,11 @@ impl ExecdChild {
         let (lines_tx, lines) = mpsc::sync_channel(settings.line_capacity.max(1));
         let (stop, stop_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
-            log: RateLimitedLog::new(settings.name.clone()),
-            stderr_log: RateLimitedLog::new(format!("{} stderr", settings.name)),
+            log: RateLimitedLog::new(settings.log.clone(), settings.name.clone()),
+            stderr_log: RateLimitedLog::new(
+                settings.log.clone(),
+                format!("{} stderr", settings.name),
+            ),
             settings,
             stats,
             state: Mutex::new(State::default()),

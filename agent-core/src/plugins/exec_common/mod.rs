@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A command as written in the config: an argv list, or one string (run
 /// with `/bin/sh -c` when `shell: true`, else split on whitespace).
@@ -209,45 +208,7 @@ impl ExecStats {
     }
 }
 
-/// Writes a warning to the agent's stderr at most once per period per
-/// plugin, counting the rest. Plugins have no logger of their own; the
-/// core logs what gather/apply/write return.
-#[derive(Debug)]
-pub(crate) struct RateLimitedLog {
-    name: String,
-    state: Mutex<(Option<Instant>, u64)>,
-    period: Duration,
-}
-
-impl RateLimitedLog {
-    pub(crate) fn new(name: impl Into<String>) -> Self {
-        RateLimitedLog {
-            name: name.into(),
-            state: Mutex::new((None, 0)),
-            period: Duration::from_secs(60),
-        }
-    }
-
-    pub(crate) fn warn(&self, msg: impl FnOnce() -> String) {
-        let Ok(mut st) = self.state.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        match st.0 {
-            Some(t) if now.duration_since(t) < self.period => st.1 += 1,
-            _ => {
-                let held = std::mem::take(&mut st.1);
-                st.0 = Some(now);
-                let suffix = if held > 0 {
-                    format!(" ({held} similar messages suppressed)")
-                } else {
-                    String::new()
-                };
-                eprintln!("WARN {}: {}{suffix}", self.name, msg());
-            }
-        }
-    }
-}
+pub(crate) use crate::plugin::RateLimitedLog;
 
 /// What a bounded line read produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -568,6 +529,7 @@ impl ExecdConfig {
             ));
         }
         Ok(ExecdSettings {
+            log: slog::Logger::root(slog::Discard, slog::o!()),
             name: name.to_string(),
             command,
             restart_delay: secs(self.restart_delay, "restart_delay", 0.01, 86_400.0)?,

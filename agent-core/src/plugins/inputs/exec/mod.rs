@@ -68,8 +68,17 @@ impl Exec {
             max_output: cfg.max_output_bytes,
             parser: Parser::new(cfg.parser),
             stats: Arc::default(),
-            log: Arc::new(RateLimitedLog::new(format!("input {name}"))),
+            log: Arc::new(RateLimitedLog::new(
+                slog::Logger::root(slog::Discard, slog::o!()),
+                format!("input {name}"),
+            )),
         })
+    }
+
+    /// Logs warnings (stderr lines, skipped lines) through `log`.
+    pub fn with_log(mut self, log: &slog::Logger, name: &str) -> Self {
+        self.log = Arc::new(RateLimitedLog::new(log.clone(), format!("input {name}")));
+        self
     }
 
     /// Counters: spawns, parse errors, kills.
@@ -148,7 +157,9 @@ pub fn register(r: &mut Registry) {
         include_str!("sample.yaml"),
         |cfg| {
             let parsed: ExecConfig = cfg.parse()?;
-            Exec::new(&cfg.instance, parsed).map_err(|(k, r)| cfg.error(&k, r).into())
+            Exec::new(&cfg.instance, parsed)
+                .map(|e| e.with_log(cfg.log(), &cfg.instance))
+                .map_err(|(k, r)| cfg.error(&k, r).into())
         },
     );
 }

@@ -72,6 +72,13 @@ pub struct ExecdInput {
 }
 
 impl ExecdInput {
+    /// Logs the program's stderr, restarts and bad lines through `log`.
+    pub fn with_log(mut self, log: &slog::Logger) -> Self {
+        self.settings.log = log.clone();
+        self.log = Arc::new(RateLimitedLog::new(log.clone(), self.settings.name.clone()));
+        self
+    }
+
     pub fn new(name: &str, cfg: ExecdInputConfig) -> Result<Self, (String, String)> {
         let settings = cfg.execd.settings(&format!("input {name}"), true)?;
         if cfg.parser.data_format == DataFormat::Nagios {
@@ -92,7 +99,10 @@ impl ExecdInput {
                 3600.0,
             )?,
             parser: Parser::new(cfg.parser),
-            log: Arc::new(RateLimitedLog::new(settings.name.clone())),
+            log: Arc::new(RateLimitedLog::new(
+                settings.log.clone(),
+                settings.name.clone(),
+            )),
             settings,
             child: None,
             stats: Arc::default(),
@@ -226,7 +236,9 @@ pub fn register(r: &mut Registry) {
         include_str!("sample.yaml"),
         |cfg| {
             let parsed: ExecdInputConfig = cfg.parse()?;
-            ExecdInput::new(&cfg.instance, parsed).map_err(|(k, r)| cfg.error(&k, r).into())
+            ExecdInput::new(&cfg.instance, parsed)
+                .map(|p| p.with_log(cfg.log()))
+                .map_err(|(k, r)| cfg.error(&k, r).into())
         },
     );
 }

@@ -9,7 +9,7 @@ use crate::metric::{Metric, MetricKind};
 use crate::plugin::{Output, PluginError, PluginResult};
 use crate::registry::Registry;
 use serde::Deserialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,7 +69,7 @@ pub struct EsOutput {
     client: Option<Client>,
     json: json::Encoder,
     rejected: u64,
-    last_reject_report: Option<Instant>,
+    reject_log: crate::plugin::RateLimitedLog,
 }
 
 impl EsOutput {
@@ -93,7 +93,7 @@ impl EsOutput {
             client: None,
             json: json::Encoder::new(false),
             rejected: 0,
-            last_reject_report: None,
+            reject_log: crate::plugin::RateLimitedLog::new(cfg.log().clone(), "es output"),
         })
     }
 
@@ -238,25 +238,21 @@ impl EsOutput {
     }
 
     /// Items the server refused for good (mapping errors, bad documents):
-    /// retrying cannot help, so they are counted and reported on stderr at
-    /// most once a minute.
+    /// retrying cannot help, so they are counted and logged at most once a
+    /// minute.
     fn report_rejected(&mut self, rejected: &[String]) {
         if rejected.is_empty() {
             return;
         }
         self.rejected += rejected.len() as u64;
-        if self
-            .last_reject_report
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-        {
-            self.last_reject_report = Some(Instant::now());
-            eprintln!(
-                "es output: {} documents rejected by the server ({} in total), first reason: {}",
+        let total = self.rejected;
+        self.reject_log.warn(|| {
+            format!(
+                "{} documents rejected by the server ({total} in total), first reason: {}",
                 rejected.len(),
-                self.rejected,
                 rejected[0]
-            );
-        }
+            )
+        });
     }
 }
 

@@ -36,6 +36,12 @@ pub struct ExecdOutput {
 }
 
 impl ExecdOutput {
+    /// Logs the program's stderr and restarts through `log`.
+    pub fn with_log(mut self, log: &slog::Logger) -> Self {
+        self.settings.log = log.clone();
+        self
+    }
+
     pub fn new(name: &str, cfg: ExecdOutputConfig) -> Result<Self, (String, String)> {
         // The program's stdout is logged (rate-limited), never parsed.
         let settings = cfg.execd.settings(&format!("output {name}"), false)?;
@@ -128,7 +134,9 @@ pub fn register(r: &mut Registry) {
         include_str!("sample.yaml"),
         |cfg| {
             let parsed: ExecdOutputConfig = cfg.parse()?;
-            ExecdOutput::new(&cfg.instance, parsed).map_err(|(k, r)| cfg.error(&k, r).into())
+            ExecdOutput::new(&cfg.instance, parsed)
+                .map(|p| p.with_log(cfg.log()))
+                .map_err(|(k, r)| cfg.error(&k, r).into())
         },
     );
 }

@@ -6,7 +6,6 @@ use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
 use crate::registry::Registry;
 use serde::Deserialize;
-use std::time::{Duration, Instant};
 
 fn d_url() -> String {
     "http://127.0.0.1:8086".into()
@@ -65,7 +64,7 @@ pub struct InfluxOutput {
     client: Option<Client>,
     buf: String,
     dropped_batches: u64,
-    last_drop_report: Option<Instant>,
+    drop_log: crate::plugin::RateLimitedLog,
 }
 
 /// Percent-encodes a query-string value.
@@ -138,7 +137,7 @@ impl InfluxOutput {
             client: None,
             buf: String::new(),
             dropped_batches: 0,
-            last_drop_report: None,
+            drop_log: crate::plugin::RateLimitedLog::new(cfg.log().clone(), "influxdb output"),
         })
     }
 
@@ -223,16 +222,10 @@ impl Output for InfluxOutput {
         let text = reply.snippet();
         if permanent_rejection(reply.status, &text) {
             self.dropped_batches += 1;
-            if self
-                .last_drop_report
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-            {
-                self.last_drop_report = Some(Instant::now());
-                eprintln!(
-                    "influxdb output: server refused points for good ({} batches so far): {text}",
-                    self.dropped_batches
-                );
-            }
+            let dropped = self.dropped_batches;
+            self.drop_log.warn(|| {
+                format!("server refused points for good ({dropped} batches so far): {text}")
+            });
             return Ok(());
         }
         Err(PluginError::msg(format!(

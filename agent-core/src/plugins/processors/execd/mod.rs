@@ -54,6 +54,12 @@ struct Answer {
 }
 
 impl ExecdProcessor {
+    /// Logs the program's stderr and restarts through `log`.
+    pub fn with_log(mut self, log: &slog::Logger) -> Self {
+        self.settings.log = log.clone();
+        self
+    }
+
     pub fn new(name: &str, cfg: ExecdProcessorConfig) -> Result<Self, (String, String)> {
         let settings = cfg.execd.settings(&format!("processor {name}"), true)?;
         Ok(ExecdProcessor {
@@ -203,7 +209,9 @@ pub fn register(r: &mut Registry) {
         include_str!("sample.yaml"),
         |cfg| {
             let parsed: ExecdProcessorConfig = cfg.parse()?;
-            ExecdProcessor::new(&cfg.instance, parsed).map_err(|(k, r)| cfg.error(&k, r).into())
+            ExecdProcessor::new(&cfg.instance, parsed)
+                .map(|p| p.with_log(cfg.log()))
+                .map_err(|(k, r)| cfg.error(&k, r).into())
         },
     );
 }
