@@ -93,6 +93,7 @@ pub struct Accumulator {
     timestamp_ns: i64,
     info: Arc<[(Str, Str)]>,
     metrics: Vec<Metric>,
+    errors: Vec<String>,
 }
 
 impl Accumulator {
@@ -102,6 +103,7 @@ impl Accumulator {
             timestamp_ns: now_ns(),
             info,
             metrics: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -128,6 +130,20 @@ impl Accumulator {
         self.metrics.push(metric);
     }
 
+    /// Reports a problem with part of a gather (one command of several, one
+    /// malformed line) without failing it, like Telegraf's `AddError`: the
+    /// core logs it (rate-limited) and counts it, and the plugin keeps
+    /// running. Return `Err` from `gather` only when the plugin itself is
+    /// broken and should be rebuilt.
+    pub fn add_error(&mut self, error: impl Into<String>) {
+        self.errors.push(error.into());
+    }
+
+    /// Takes the reported errors, leaving none.
+    pub fn take_errors(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.errors)
+    }
+
     pub fn len(&self) -> usize {
         self.metrics.len()
     }
@@ -145,6 +161,7 @@ impl Accumulator {
     pub fn reset(&mut self) {
         self.timestamp_ns = now_ns();
         self.metrics.clear();
+        self.errors.clear();
     }
 }
 

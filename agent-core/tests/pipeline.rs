@@ -228,3 +228,46 @@ async fn internal_input_reports_every_actor_and_the_process() {
         .unwrap();
     assert!(process.field("rss_bytes").and_then(|v| v.as_f64()).unwrap() > 1e6);
 }
+
+/// Reports a partial problem every gather but is not broken.
+struct Grumpy;
+
+impl Input for Grumpy {
+    async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
+        let mut m = acc.metric();
+        m.push_field("ok", true);
+        acc.add(m);
+        acc.add_error("one of three targets is unreachable");
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn reported_errors_are_counted_without_a_restart_or_a_skipped_gather() {
+    let mut r = Registry::with_builtins();
+    let collected = add_collect(&mut r);
+    r.add_input("grumpy", "", "", |_| Ok(Grumpy));
+    let (_d, etc) = etc(&[(
+        "main.yaml",
+        "open: [grumpy]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.05}\n",
+    )]);
+    let cfg = AgentConfig::load(&etc).unwrap();
+    let plan = Plan::new(&cfg, &r).unwrap();
+    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = sup.send(Status).await.unwrap();
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let s = &status.find("input", "grumpy").unwrap().stats;
+    assert_eq!(s.restarts, 0, "{s:?}");
+    assert_eq!(s.errors, s.calls, "one reported error per gather: {s:?}");
+    assert!(s.calls >= 8, "{s:?}");
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("one of three targets is unreachable")
+    );
+    assert_eq!(collected.count_named("grumpy") as u64, s.metrics_out);
+}

@@ -1,7 +1,7 @@
 //! Runs one input: ticks every interval, gathers under a timeout and
 //! `catch_unwind`, forwards the metrics, rebuilds the plugin with backoff
 //! after a panic, an error or a hang.
-use super::{panic_message, Backoff, Drain, PluginStats, Reconfigure, Sink};
+use super::{panic_message, Backoff, Drain, PluginStats, RateLimit, Reconfigure, Sink};
 use crate::config::{ConfigError, PluginConfig};
 use crate::metric::{now_ns, Str};
 use crate::plugin::{Accumulator, DynInput, PluginError};
@@ -37,6 +37,7 @@ pub(crate) struct InputActor {
     /// (old) plugin to the bin instead of the actor.
     generation: u64,
     idle_waiters: Vec<oneshot::Sender<()>>,
+    error_log: RateLimit,
 }
 
 pub(crate) struct InputSpec {
@@ -72,6 +73,7 @@ impl InputActor {
             ticker: None,
             generation: 0,
             idle_waiters: Vec::new(),
+            error_log: RateLimit::default(),
         }
     }
 
@@ -148,6 +150,20 @@ impl InputActor {
                             Some(format!("gather panicked: {}", panic_message(&*p)))
                         }
                     };
+                    // Partial problems reported with `add_error`: counted and
+                    // logged; the plugin keeps running.
+                    let errors = acc.take_errors();
+                    if !errors.is_empty() {
+                        PluginStats::add(&act.stats.errors, errors.len() as u64);
+                        act.stats.set_error(errors.join("; "));
+                        // A reported error (say, no raw-socket permission)
+                        // is logged at most once per interval.
+                        let period = act.interval.max(Duration::from_secs(1));
+                        if let Some(held) = act.error_log.check(period) {
+                            warn!(act.log, "gather reported errors";
+                                "errors" => errors.join("; "), "suppressed" => held);
+                        }
+                    }
                     // What was gathered before a failure is still delivered.
                     let metrics = acc.take();
                     let n = metrics.len() as u64;

@@ -1,7 +1,7 @@
 //! `exec`: runs commands every interval and parses what they print
 //! (Telegraf's `exec`). Lets users write plugins in any language.
 use crate::format::parse::{parse_nagios, DataFormat, Parser, ParserConfig};
-use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::plugins::exec_common::{
     first_line, run_once, secs, CommandLine, CommandSpec, EnvConfig, ExecStats, RateLimitedLog,
 };
@@ -141,12 +141,12 @@ impl Input for Exec {
                 ));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            // The metrics already added are still delivered by the core.
-            Err(PluginError::msg(errors.join("; ")))
+        // One failing command or a malformed line is not a broken plugin:
+        // report it and keep gathering the rest every interval.
+        for e in errors {
+            acc.add_error(e);
         }
+        Ok(())
     }
 }
 

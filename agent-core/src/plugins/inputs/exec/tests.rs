@@ -15,7 +15,15 @@ fn acc() -> Accumulator {
 
 async fn gather(e: &mut Exec) -> (Vec<crate::Metric>, PluginResult) {
     let mut a = acc();
-    let r = e.gather(&mut a).await;
+    // Errors reported with `add_error` count as the gather's result here.
+    let r = e.gather(&mut a).await.and_then(|()| {
+        let errs = a.take_errors();
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::PluginError::msg(errs.join("; ")))
+        }
+    });
     (a.take(), r)
 }
 

@@ -378,12 +378,13 @@ impl Input for Ping {
             }
             acc.add(m);
         }
-        // The socket error concerns every target: report it so the core logs
-        // it once per gather (the per-target metrics are still delivered).
-        match failure {
-            Some(e) => Err(PluginError::msg(e)),
-            None => Ok(()),
+        // The socket error concerns every target: report it once per gather
+        // (the core logs it at most once per interval); the per-target
+        // metrics are delivered and the next gather runs on time.
+        if let Some(e) = failure {
+            acc.add_error(e);
         }
+        Ok(())
     }
 }
 
