@@ -560,3 +560,41 @@ async fn an_output_buffer_survives_a_reload_of_its_config() {
     assert_no_gap(&got, "seq");
     assert_eq!(got.metrics().len() as u64, h.gathers.load(Ordering::SeqCst));
 }
+
+#[actix_rt::test]
+async fn an_info_change_reaches_every_pipeline() {
+    let h = harness();
+    let (_d, etc) = etc(&[("main.yaml", &format!("{MAIN}info: {{region: eu}}\n"))]);
+    let r = start(&h, &etc);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    write(
+        &etc.join("main.yaml"),
+        &format!("{MAIN}info: {{region: us}}\n"),
+    );
+    r.reloader.send(Reload { reason: "test" }).await.unwrap();
+    let c = h.collected.clone();
+    let both = wait_until(Duration::from_secs(5), || {
+        let ms = c.metrics();
+        ["seq", "other"].iter().all(|n| {
+            ms.iter()
+                .any(|m| m.name == *n && m.tag("region") == Some("us"))
+        })
+    })
+    .await;
+    assert!(both, "new info on both pipelines");
+    stop(r).await;
+    // Nothing lost across the switch, and no metric carries the old value after the new one.
+    for name in ["seq", "other"] {
+        assert_no_gap(&h.collected, name);
+        let regions: Vec<String> = h
+            .collected
+            .metrics()
+            .iter()
+            .filter(|m| m.name == name)
+            .map(|m| m.tag("region").unwrap_or("").to_string())
+            .collect();
+        let first_us = regions.iter().position(|r| r == "us").unwrap();
+        assert!(regions[..first_us].iter().all(|r| r == "eu"), "{regions:?}");
+        assert!(regions[first_us..].iter().all(|r| r == "us"), "{regions:?}");
+    }
+}
