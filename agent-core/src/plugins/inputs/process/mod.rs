@@ -5,7 +5,8 @@
 //! process list with CPU time, memory, user id and executable path (no
 //! threads as processes, no environment/cwd/cmdline). The first gather
 //! primes: two refreshes `sysinfo::MINIMUM_CPU_UPDATE_INTERVAL` apart, so
-//! the first `cpu_percent` is real. `num_threads` is read from
+//! the first `cpu_percent` is real. With a `target` list only the pids whose
+//! `comm` can match are refreshed. `num_threads` is read from
 //! `/proc/<pid>/stat` for the reported processes only (sysinfo lacks it).
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
