@@ -5,7 +5,8 @@
 //! process list with CPU time, memory, user id and executable path (no
 //! threads as processes, no environment/cwd/cmdline). The first gather
 //! primes: two refreshes `sysinfo::MINIMUM_CPU_UPDATE_INTERVAL` apart, so
-//! the first `cpu_percent` is real. `num_threads` is read from
+//! the first `cpu_percent` is real. With a `target` list only the pids whose
+//! `comm` can match are refreshed. `num_threads` is read from
 //! `/proc/<pid>/stat` for the reported processes only (sysinfo lacks it).
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
@@ -15,7 +16,7 @@ use crate::registry::Registry;
 use serde::Deserialize;
 use std::collections::HashMap;
 use sysinfo::{
-    MemoryRefreshKind, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind,
+    MemoryRefreshKind, Pid, Process, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -51,6 +52,46 @@ pub fn parse_passwd(text: &str) -> HashMap<u32, Str> {
         .collect()
 }
 
+/// True when a process whose `comm` is `comm` may be named `target`: Linux
+/// cuts `comm` to 15 bytes, and [`full_name`] restores the rest from the
+/// executable, so a 15-byte `comm` matches every target it starts.
+pub fn comm_may_be(comm: &str, target: &str) -> bool {
+    comm == target || (comm.len() == 15 && target.starts_with(comm))
+}
+
+/// Pids (sorted) of the processes whose `/proc/<pid>/comm` may be one of
+/// `targets`.
+#[cfg(target_os = "linux")]
+fn candidate_pids(targets: &[String]) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut path = String::with_capacity(24);
+    let mut buf = Vec::with_capacity(32);
+    let mut pids: Vec<Pid> = dir
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            let pid: u32 = name.to_str()?.parse().ok()?;
+            path.clear();
+            use std::fmt::Write as _;
+            let _ = write!(path, "/proc/{pid}/comm");
+            buf.clear();
+            use std::io::Read as _;
+            std::fs::File::open(&path)
+                .ok()?
+                .read_to_end(&mut buf)
+                .ok()?;
+            let comm = std::str::from_utf8(&buf).ok()?.trim_end_matches('\n');
+            targets
+                .iter()
+                .any(|t| comm_may_be(comm, t))
+                .then_some(Pid::from_u32(pid))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Field 20 (`num_threads`) of `/proc/<pid>/stat`, after the `(comm)`.
 pub fn threads_from_stat(stat: &str) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
@@ -63,6 +104,8 @@ pub struct ProcessInput {
     sys: Option<System>,
     users: HashMap<u32, Str>,
     total_memory: u64,
+    /// Pids read in full by the last refresh when `target` is set (sorted).
+    candidates: Vec<Pid>,
 }
 
 impl ProcessInput {
@@ -72,6 +115,7 @@ impl ProcessInput {
             sys: None,
             users: HashMap::new(),
             total_memory: 0,
+            candidates: Vec::new(),
         }
     }
 
@@ -85,9 +129,36 @@ impl ProcessInput {
     }
 
     fn refresh(&mut self) {
-        if let Some(sys) = self.sys.as_mut() {
-            sys.refresh_processes_specifics(ProcessesToUpdate::All, true, Self::kind());
+        let Some(sys) = self.sys.as_mut() else {
+            return;
+        };
+        #[cfg(target_os = "linux")]
+        if !self.config.target.is_empty() {
+            // With a target list only the processes whose `comm` can be a
+            // target are read in full: one small read per process instead
+            // of sysinfo's stat, statm, status and exe for every one.
+            let pids = candidate_pids(&self.config.target);
+            sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, Self::kind());
+            // Forget processes that are no longer candidates (gone or
+            // renamed): refreshing them with remove_dead drops the dead ones
+            // at the cost of one failed open each.
+            let stale: Vec<Pid> = sys
+                .processes()
+                .keys()
+                .filter(|p| pids.binary_search(p).is_err())
+                .copied()
+                .collect();
+            if !stale.is_empty() {
+                sys.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&stale),
+                    true,
+                    ProcessRefreshKind::nothing(),
+                );
+            }
+            self.candidates = pids;
+            return;
         }
+        sys.refresh_processes_specifics(ProcessesToUpdate::All, true, Self::kind());
     }
 
     async fn prime(&mut self) -> PluginResult {
@@ -166,7 +237,15 @@ impl Input for ProcessInput {
         let mut reloaded = false;
         let mut out: Vec<Metric> = Vec::new();
         let mut counts: HashMap<String, u64> = HashMap::new();
-        let mut procs: Vec<&Process> = sys.processes().values().collect();
+        let mut procs: Vec<&Process> =
+            if self.config.target.is_empty() || !cfg!(target_os = "linux") {
+                sys.processes().values().collect()
+            } else {
+                self.candidates
+                    .iter()
+                    .filter_map(|p| sys.process(*p))
+                    .collect()
+            };
         procs.sort_unstable_by_key(|p| p.pid());
         for p in procs {
             let comm = p.name().to_string_lossy();
@@ -341,6 +420,51 @@ mod tests {
             mine.field("count"),
             Some(&FieldValue::Uint(mine_count as u64))
         );
+    }
+
+    #[test]
+    fn comm_prefilter_matches_truncated_names() {
+        assert!(comm_may_be("nginx", "nginx"));
+        assert!(!comm_may_be("nginx", "nginx2"));
+        assert!(!comm_may_be("ngin", "nginx"));
+        assert!(comm_may_be(
+            "agent_core-0123",
+            "agent_core-0123456789abcdef"
+        ));
+        assert!(!comm_may_be(
+            "agent_core-0124",
+            "agent_core-0123456789abcdef"
+        ));
+    }
+
+    /// With a target list, a process that exits is neither reported nor
+    /// kept in the input's process table.
+    #[cfg(target_os = "linux")]
+    #[actix_rt::test]
+    async fn target_process_that_exits_is_dropped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id().to_string();
+        let mut input = ProcessInput::new(ProcessConfig {
+            target: vec!["sleep".into()],
+        });
+        let mut acc = Accumulator::new("process", vec![].into());
+        input.gather(&mut acc).await.unwrap();
+        let first = acc.take();
+        assert!(
+            first.iter().any(|m| m.tag("pid") == Some(pid.as_str())),
+            "{first:?}"
+        );
+        assert!(first.iter().all(|m| m.tag("name") == Some("sleep")));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        input.gather(&mut acc).await.unwrap();
+        let second = acc.take();
+        assert!(second.iter().all(|m| m.tag("pid") != Some(pid.as_str())));
+        let sys = input.sys.as_ref().unwrap();
+        assert!(sys.process(Pid::from_u32(child.id())).is_none());
     }
 
     #[cfg(target_os = "linux")]
