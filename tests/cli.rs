@@ -275,3 +275,67 @@ fn status_shows_pipelines_and_sighup_reloads() {
         "socket removed at exit"
     );
 }
+
+/// Three seconds after start the agent releases its start-up code pages
+/// (agent-bin/src/trim.rs); it must go on gathering and delivering exactly
+/// as before.
+#[test]
+fn keeps_running_after_startup_pages_are_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("main.yaml"),
+        "debug: true\nopen: [demo, mem, cpu]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 0.1}\n",
+    )
+    .unwrap();
+    let mut child = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&etc)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drain both pipes while it runs: a full pipe would block the agent.
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out_pipe.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err_pipe.read_to_string(&mut s).unwrap();
+        s
+    });
+    std::thread::sleep(Duration::from_millis(4500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let stdout = out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    let released = stderr
+        .lines()
+        .find(|l| l.contains("start-up text pages released"))
+        .unwrap_or_else(|| panic!("no release logged: {stderr}"));
+    assert!(!released.contains("mapped_bytes: 0"), "{released}");
+    let totals: Vec<u64> = stdout
+        .lines()
+        .filter(|l| l.contains(" name=demo "))
+        .map(|l| {
+            l.split(" total=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    // About 22 gathers in 4.5 s; every one delivered, before and after.
+    assert!(totals.len() >= 18, "{} demo lines", totals.len());
+    assert_eq!(totals, (1..=totals.len() as u64).collect::<Vec<_>>());
+    assert!(stdout.lines().filter(|l| l.contains(" name=cpu ")).count() >= 18);
+}

@@ -58,7 +58,13 @@ enum Command {
     },
 }
 
+#[cfg(lazy_tls)]
+mod lazy_tls;
+mod trim;
+
 fn main() -> ExitCode {
+    #[cfg(lazy_tls)]
+    lazy_tls::main_started();
     limit_malloc_arenas();
     let cli = Cli::parse();
     // Printing commands end quietly when their reader goes away (`| head`),
@@ -182,6 +188,7 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
     info!(log, "agent starting"; "version" => env!("CARGO_PKG_VERSION"), "config" => %config.dir.display(),
         "inputs" => plan.pipelines.len());
     let system = actix_rt::System::new();
+    let (start_delay, inputs) = (plan.start_delay, plan.pipelines.len());
     system.block_on(async move {
         let registry = Arc::new(registry);
         let socket = config.control_socket();
@@ -195,6 +202,15 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         }
         #[cfg(not(unix))]
         let _ = (socket, reload_state);
+        // When every input has started and gathered once, let go of the
+        // code pages only start-up used (see trim.rs).
+        let settle = start_delay * inputs as u32 + Duration::from_secs(3);
+        let trim_log = log.clone();
+        actix::spawn(async move {
+            tokio::time::sleep(settle).await;
+            let bytes = trim::drop_startup_text();
+            slog::debug!(trim_log, "start-up text pages released"; "mapped_bytes" => bytes);
+        });
         let signal = wait_for_stop(&reloader).await?;
         info!(log, "shutting down"; "signal" => signal);
         let report = sup
