@@ -536,6 +536,18 @@ impl PluginConfig {
         ConfigError::new(file_of(&self.tree, &full), full, reason)
     }
 
+    /// A timeout or period `v` (seconds, fractions allowed) read from `key`:
+    /// above 0 and at most an hour.
+    pub fn seconds(&self, key: &str, v: f64) -> Result<Duration, ConfigError> {
+        if !v.is_finite() || v <= 0.0 || v > 3600.0 {
+            return Err(self.error(
+                key,
+                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
+            ));
+        }
+        Ok(Duration::from_secs_f64(v))
+    }
+
     /// The config of a nested key, e.g. `use_plugin_converter`.
     pub fn child(&self, key: &str, value: Value, instance: &str) -> PluginConfig {
         PluginConfig {

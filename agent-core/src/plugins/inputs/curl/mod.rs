@@ -176,22 +176,10 @@ fn encode_body(data: &serde_yaml_ng::Value, kind: &str) -> Result<(Vec<u8>, &'st
     }
 }
 
-fn seconds(cfg: &crate::config::PluginConfig, key: &str, v: f64) -> Result<Duration, PluginError> {
-    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
-        return Err(cfg
-            .error(
-                key,
-                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
-            )
-            .into());
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 impl Curl {
     pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: CurlConfig = cfg.parse()?;
-        let default_timeout = seconds(cfg, "timeout", c.timeout)?;
+        let default_timeout = cfg.seconds("timeout", c.timeout)?;
         let mut targets = Vec::with_capacity(c.target.len());
         for (tag, t) in c.target {
             let key = |k: &str| format!("target.{tag}.{k}");
@@ -267,7 +255,7 @@ impl Curl {
                 Some(d) => Some(encode_body(d, &kind).map_err(|e| err("data", e))?),
             };
             let timeout = match t.timeout {
-                Some(v) => seconds(cfg, &key("timeout"), v)?,
+                Some(v) => cfg.seconds(&key("timeout"), v)?,
                 None => default_timeout,
             };
             let max_body_bytes = t.max_body_bytes.unwrap_or(c.max_body_bytes);

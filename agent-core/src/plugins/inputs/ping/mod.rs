@@ -7,7 +7,7 @@
 //! and falls back to exec when the raw socket cannot be opened.
 mod exec;
 
-use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
 use futures::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
@@ -84,18 +84,6 @@ pub struct Ping {
     targets: Vec<(String, String)>,
 }
 
-fn seconds(cfg: &crate::config::PluginConfig, key: &str, v: f64) -> Result<Duration, PluginError> {
-    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
-        return Err(cfg
-            .error(
-                key,
-                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
-            )
-            .into());
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 impl Ping {
     pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: PingConfig = cfg.parse()?;
@@ -106,9 +94,9 @@ impl Ping {
         }
         let params = Params {
             count: c.count,
-            timeout: seconds(cfg, "timeout", c.timeout)?,
-            interval: seconds(cfg, "interval_ping", c.interval_ping)?,
-            resolve_timeout: seconds(cfg, "resolve_timeout", c.resolve_timeout)?,
+            timeout: cfg.seconds("timeout", c.timeout)?,
+            interval: cfg.seconds("interval_ping", c.interval_ping)?,
+            resolve_timeout: cfg.seconds("resolve_timeout", c.resolve_timeout)?,
         };
         let mut targets = Vec::with_capacity(c.target.len());
         for (tag, t) in c.target {

@@ -3,7 +3,7 @@
 //!
 //! One fractional `timeout` covers name resolution and connecting; a name
 //! with several addresses is tried address by address until one accepts.
-use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -76,18 +76,6 @@ pub struct Telnet {
     worker_limit: usize,
 }
 
-fn seconds(cfg: &crate::config::PluginConfig, key: &str, v: f64) -> Result<Duration, PluginError> {
-    if !v.is_finite() || v <= 0.0 || v > 3600.0 {
-        return Err(cfg
-            .error(
-                key,
-                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
-            )
-            .into());
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 /// Splits `host:port`, `[v6]:port`; a bare IPv6 address has no port.
 pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
     let a = address.trim();
@@ -122,9 +110,9 @@ pub fn split_host_port(address: &str) -> Result<(String, u16), String> {
 impl Telnet {
     pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: TelnetConfig = cfg.parse()?;
-        let timeout = seconds(cfg, "timeout", c.timeout)?;
+        let timeout = cfg.seconds("timeout", c.timeout)?;
         let read_timeout = match c.read_timeout {
-            Some(v) => seconds(cfg, "read_timeout", v)?,
+            Some(v) => cfg.seconds("read_timeout", v)?,
             None => timeout,
         };
         let mut targets = Vec::with_capacity(c.target.len());
@@ -133,11 +121,11 @@ impl Telnet {
             let (host, port) =
                 split_host_port(&t.address).map_err(|e| cfg.error(&format!("{key}.address"), e))?;
             let timeout = match t.timeout {
-                Some(v) => seconds(cfg, &format!("{key}.timeout"), v)?,
+                Some(v) => cfg.seconds(&format!("{key}.timeout"), v)?,
                 None => timeout,
             };
             let read_timeout = match t.read_timeout {
-                Some(v) => seconds(cfg, &format!("{key}.read_timeout"), v)?,
+                Some(v) => cfg.seconds(&format!("{key}.read_timeout"), v)?,
                 None => t.timeout.map(|_| timeout).unwrap_or(read_timeout),
             };
             targets.push(Target {
