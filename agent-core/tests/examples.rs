@@ -5,9 +5,7 @@ mod common;
 #[path = "../../examples/custom_input.rs"]
 mod custom_input;
 
-use actix::prelude::*;
-use agent_core::{AgentConfig, FieldValue, PipelineSupervisor, Plan, Registry, Shutdown, Status};
-use std::sync::Arc;
+use agent_core::{FieldValue, Registry, Shutdown, Status};
 use std::time::Duration;
 
 #[actix_rt::test]
@@ -22,15 +20,7 @@ async fn template_input_runs_in_a_pipeline() {
         ),
         ("input/uptime.yaml", "path: /proc/uptime\n"),
     ]);
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(
-        cfg,
-        plan,
-        Arc::new(r),
-        slog::Logger::root(slog::Discard, slog::o!()),
-    )
-    .start();
+    let sup = common::start(r, &etc);
     tokio::time::sleep(Duration::from_millis(350)).await;
     sup.send(Shutdown {
         deadline: Duration::from_secs(5),
@@ -71,15 +61,7 @@ async fn template_input_errors_are_counted_not_fatal() {
         &etc.join("host.yaml"),
         &format!("input:\n  uptime:\n    path: {}\n", bad.display()),
     );
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(
-        cfg,
-        plan,
-        Arc::new(r),
-        slog::Logger::root(slog::Discard, slog::o!()),
-    )
-    .start();
+    let sup = common::start(r, &etc);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let status = sup.send(Status).await.unwrap();
     sup.send(Shutdown {

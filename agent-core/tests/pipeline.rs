@@ -2,11 +2,7 @@
 //! with backoff while another pipeline keeps its cadence, shutdown flushing.
 mod common;
 
-use actix::prelude::*;
-use agent_core::{
-    Accumulator, AgentConfig, Input, PipelineSupervisor, Plan, PluginError, PluginResult, Registry,
-    Shutdown, Status,
-};
+use agent_core::{Accumulator, Input, PluginError, PluginResult, Registry, Shutdown, Status};
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,10 +50,6 @@ impl Input for Failing {
     }
 }
 
-fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
-}
-
 #[actix_rt::test]
 async fn panicking_input_restarts_while_other_pipeline_keeps_cadence() {
     let mut r = Registry::with_builtins();
@@ -72,9 +64,7 @@ async fn panicking_input_restarts_while_other_pipeline_keeps_cadence() {
         "main.yaml",
         "open: [flaky, steady]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.02}\n",
     )]);
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    let sup = start(r, &etc);
     tokio::time::sleep(Duration::from_millis(1030)).await;
     let status = sup.send(Status).await.unwrap();
     let report = sup
@@ -137,9 +127,7 @@ async fn erroring_input_backs_off_exponentially() {
         "main.yaml",
         "open: [failing]\ninterval: 0.01\ndelay_sec: 0\ncommon_output: [collect]\n",
     )]);
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    let sup = start(r, &etc);
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let status = sup.send(Status).await.unwrap();
     sup.send(Shutdown {
@@ -169,9 +157,7 @@ async fn shutdown_flushes_everything_gathered() {
         "main.yaml",
         "open: [steady]\ninterval: 0.02\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 3600}\n",
     )]);
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    let sup = start(r, &etc);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(collected.metrics().len(), 0);
     sup.send(Shutdown {
@@ -195,9 +181,7 @@ async fn internal_input_reports_every_actor_and_the_process() {
         "main.yaml",
         "open: [steady, internal]\ninterval: 0.1\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.05}\n",
     )]);
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    let sup = start(r, &etc);
     tokio::time::sleep(Duration::from_millis(450)).await;
     sup.send(Shutdown {
         deadline: Duration::from_secs(5),
@@ -251,9 +235,7 @@ async fn reported_errors_are_counted_without_a_restart_or_a_skipped_gather() {
         "main.yaml",
         "open: [grumpy]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.05}\n",
     )]);
-    let cfg = AgentConfig::load(&etc).unwrap();
-    let plan = Plan::new(&cfg, &r).unwrap();
-    let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger()).start();
+    let sup = start(r, &etc);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let status = sup.send(Status).await.unwrap();
     sup.send(Shutdown {

@@ -57,3 +57,13 @@ pub fn add_collect(r: &mut Registry) -> Collected {
     });
     c
 }
+
+/// Loads `etc`, plans it against `r` and starts a supervisor (inside an
+/// actix system), logging nowhere.
+pub fn start(r: Registry, etc: &Path) -> actix::Addr<agent_core::PipelineSupervisor> {
+    use actix::Actor;
+    let cfg = agent_core::AgentConfig::load(etc).unwrap();
+    let plan = agent_core::Plan::new(&cfg, &r).unwrap();
+    let log = slog::Logger::root(slog::Discard, slog::o!());
+    agent_core::PipelineSupervisor::new(cfg, plan, Arc::new(r), log).start()
+}
