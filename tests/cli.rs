@@ -317,7 +317,7 @@ fn keeps_running_after_startup_pages_are_released() {
     let stderr = err_reader.join().unwrap();
     let released = stderr
         .lines()
-        .find(|l| l.contains("start-up text pages released"))
+        .find(|l| l.contains("settled pages released"))
         .unwrap_or_else(|| panic!("no release logged: {stderr}"));
     assert!(!released.contains("mapped_bytes: 0"), "{released}");
     let totals: Vec<u64> = stdout

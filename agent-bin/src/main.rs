@@ -197,19 +197,28 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let reload_state = reloader.state();
         let reloader = reloader.start();
         #[cfg(unix)]
-        if let Err(e) = agent_core::control::serve(socket.clone(), sup.clone(), Some(reload_state), log.clone()) {
+        if let Err(e) = agent_core::control::serve(socket.clone(), sup.clone(), Some(reload_state.clone()), log.clone()) {
             error!(log, "status endpoint unavailable"; "socket" => %socket.display(), "error" => %e);
         }
         #[cfg(not(unix))]
-        let _ = (socket, reload_state);
+        let _ = socket;
         // When every input has started and gathered once, let go of the
-        // code pages only start-up used (see trim.rs).
+        // pages only start-up used (see trim.rs); again after each reload,
+        // which runs the config code once more.
         let settle = start_delay * inputs as u32 + Duration::from_secs(3);
-        let trim_log = log.clone();
+        let (trim_log, trim_state) = (log.clone(), reload_state.clone());
         actix::spawn(async move {
-            tokio::time::sleep(settle).await;
-            let bytes = trim::drop_startup_text();
-            slog::debug!(trim_log, "start-up text pages released"; "mapped_bytes" => bytes);
+            let mut released_at_attempt = None;
+            loop {
+                let attempts = trim_state.lock().map(|s| s.attempts).unwrap_or_default();
+                if released_at_attempt != Some(attempts) {
+                    tokio::time::sleep(settle).await;
+                    released_at_attempt = Some(attempts);
+                    let bytes = trim::release_settled_pages();
+                    slog::debug!(trim_log, "settled pages released"; "mapped_bytes" => bytes);
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
         });
         let signal = wait_for_stop(&reloader).await?;
         info!(log, "shutting down"; "signal" => signal);

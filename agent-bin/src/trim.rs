@@ -1,20 +1,62 @@
-//! After start-up, give back the code pages that only start-up used.
+//! Once the agent has settled, give back the pages that only start-up (or a
+//! reload) used.
 //!
 //! Parsing the command line and the YAML config, building the registry and
-//! the plan, and the first gathers run code the agent may not touch again
-//! for hours; the kernel also maps neighbouring pages around every fault.
-//! Once the agent is settled, dropping the process's clean text pages
-//! (`MADV_DONTNEED` on read-only, executable, file-backed mappings, which
-//! are never written) lets the resident set shrink to the code that really
-//! runs each interval: the next access maps a page back from the page
-//! cache. Writable or relocated mappings are never touched.
+//! the plan, and the first gathers run code and read constant data the
+//! agent may not touch again for hours; the kernel also maps neighbouring
+//! pages around every fault. Dropping the process's clean, read-only,
+//! file-backed pages (`MADV_DONTNEED`) lets the resident set shrink to what
+//! really runs each interval: the next access maps a page back from the
+//! page cache. Freed heap is returned to the kernel as well (`malloc_trim`).
+//!
+//! Only mappings that can never hold private data are touched: read-only
+//! (`r--p` or `r-xp`), backed by a file, and with no anonymous (copy-on-
+//! write) page, which rules out relocated data such as a GOT.
 #[cfg(target_os = "linux")]
-pub fn drop_startup_text() -> usize {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+pub fn release_settled_pages() -> usize {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
     let mut dropped = 0;
-    for line in maps.lines() {
+    for (start, end) in clean_read_only_mappings(&smaps) {
+        // SAFETY: the range is a whole mapping of this process, read-only,
+        // file-backed and without private copies: MADV_DONTNEED only unmaps
+        // its pages, and the next access faults them back in from the file.
+        let rc =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        if rc == 0 {
+            dropped += end - start;
+        }
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    dropped
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn release_settled_pages() -> usize {
+    0
+}
+
+/// Address ranges of the mappings in `smaps` (the format of
+/// `/proc/<pid>/smaps`) that are read-only, private, file-backed and have no
+/// anonymous page.
+#[cfg(any(target_os = "linux", test))]
+fn clean_read_only_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    // The mapping being read: its range, if its header qualifies.
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(rest) = line.strip_prefix("Anonymous:") {
+            let anonymous_kb = rest.trim().trim_end_matches("kB").trim();
+            if let (Some(range), "0") = (current.take(), anonymous_kb) {
+                found.push(range);
+            }
+            continue;
+        }
         let mut parts = line.split_whitespace();
         let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
             parts.next(),
@@ -25,12 +67,8 @@ pub fn drop_startup_text() -> usize {
         ) else {
             continue;
         };
-        // Only file-backed, private, read+execute, never-writable text.
-        if perms != "r-xp" || inode == "0" {
-            continue;
-        }
         let Some((start, end)) = range.split_once('-') else {
-            continue;
+            continue; // a "Key: value" line
         };
         let (Ok(start), Ok(end)) = (
             usize::from_str_radix(start, 16),
@@ -38,19 +76,74 @@ pub fn drop_startup_text() -> usize {
         ) else {
             continue;
         };
-        // SAFETY: the range is a whole mapping of this process, read-only
-        // and file-backed: MADV_DONTNEED only unmaps its pages, and the
-        // next access faults them back in from the same file.
-        let rc =
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        if rc == 0 {
-            dropped += end - start;
-        }
+        current = (matches!(perms, "r--p" | "r-xp") && inode != "0").then_some((start, end));
     }
-    dropped
+    found
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn drop_startup_text() -> usize {
-    0
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+00200000-0034e000 r--p 00000000 fe:01 123 /usr/bin/agent
+Rss:                 860 kB
+Anonymous:             0 kB
+0034e000-0074b000 r-xp 0014d000 fe:01 123 /usr/bin/agent
+Rss:                2464 kB
+Anonymous:             0 kB
+0074b000-00788000 r--p 00549000 fe:01 123 /usr/bin/agent
+Rss:                 240 kB
+Anonymous:             8 kB
+00788000-0078a000 rw-p 00584000 fe:01 123 /usr/bin/agent
+Rss:                   8 kB
+Anonymous:             8 kB
+01000000-01100000 rw-p 00000000 00:00 0 [heap]
+Rss:                 504 kB
+Anonymous:           504 kB
+7f0000000000-7f0000001000 r--p 00000000 00:00 0
+Rss:                   4 kB
+Anonymous:             0 kB
+";
+
+    #[test]
+    fn picks_only_clean_read_only_file_mappings() {
+        assert_eq!(
+            clean_read_only_mappings(SMAPS),
+            vec![(0x200000, 0x34e000), (0x34e000, 0x74b000)],
+            "relocated data (anonymous pages), writable and anonymous mappings are left alone"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_own_code_is_releasable() {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe = exe.to_str().unwrap();
+        let text: Vec<(usize, usize)> = smaps
+            .lines()
+            .filter(|l| l.contains(" r-xp ") && l.ends_with(exe))
+            .map(|l| {
+                let (a, b) = l
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .split_once('-')
+                    .unwrap();
+                (
+                    usize::from_str_radix(a, 16).unwrap(),
+                    usize::from_str_radix(b, 16).unwrap(),
+                )
+            })
+            .collect();
+        assert!(!text.is_empty(), "{smaps}");
+        let releasable = clean_read_only_mappings(&smaps);
+        for range in text {
+            assert!(
+                releasable.contains(&range),
+                "{range:x?} not in {releasable:x?}"
+            );
+        }
+    }
 }
