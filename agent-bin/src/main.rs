@@ -215,9 +215,10 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
                     tokio::time::sleep(settle).await;
                     released_at_attempt = Some(attempts);
                     let bytes = trim::release_settled_pages();
-                    slog::debug!(trim_log, "settled pages released"; "mapped_bytes" => bytes);
+                    slog::info!(trim_log, "settled pages released"; "mapped_bytes" => bytes);
                 }
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                // A lock and a compare every few seconds; reloads are rare.
+                tokio::time::sleep(Duration::from_secs(5)).await;
             }
         });
         let signal = wait_for_stop(&reloader).await?;
