@@ -7,7 +7,8 @@
 #   SKIP_BUILD=1      use the binaries already built
 #   AGENT=path        the agent binary (default target/release/agent)
 #   HEAPTRACK=1       run the agent under heaptrack (writes $OUT_DIR/heaptrack.*)
-#   OUT_DIR=dir       keep the temp folder's files there (default: removed)
+#   OUT_DIR=dir       keep the temp folder's files there (default: removed):
+#                     etc/, agent.err, polls, delivered, unhealthy, smaps
 #
 # Prints average and peak RSS (KB, the agent's process tree), VmHWM, CPU
 # seconds per minute (benches/footprint/measure.sh), per-kind round wall
@@ -120,6 +121,10 @@ poll() {
       (.status.pipelines[] | .input as $i | .actors[] | select(.kind == "input")
         | "\($i) \(.stats.calls) \(.stats.last_duration_us) \(.stats.metrics_out)"),
       (.status.outputs[] | "output:\(.name) \(.stats.calls) 0 \(.stats.metrics_out)")' >> "$tmp/polls" || true
+    # Packets the kernel dropped on the agent's raw ICMP sockets (full
+    # receive buffer): "raw <inode> <drops>".
+    inodes=$(ls -l /proc/"$apid"/fd 2>/dev/null | sed -n 's/.*socket:\[\([0-9]*\)\]/\1/p' | tr '\n' ' ')
+    awk -v ino=" $inodes" 'NR > 1 && index(ino, " " $10 " ") { print "raw", $10, $NF }' /proc/net/raw /proc/net/raw6 >> "$tmp/polls" 2>/dev/null || true
     sleep 2
   done
 }
@@ -129,6 +134,7 @@ pids+=($!)
 read -r avg peak cpu < <("$here/../footprint/measure.sh" "$apid" "$warm" "$window")
 hwm=$(awk '/^VmHWM:/{print $2}' /proc/"$apid"/status)
 threads=$(ls /proc/"$apid"/task | wc -l)
+cp /proc/"$apid"/smaps "$tmp/smaps" 2>/dev/null || true # for OUT_DIR
 kill -TERM "$apid"
 for _ in $(seq 150); do kill -0 "$apid" 2>/dev/null || break; sleep 0.1; done
 sleep 0.5 # the counter writes its totals when the agent's stdout closes
@@ -148,4 +154,5 @@ gathers=$(awk '$1 ~ /^(telnet|curl|ping)$/ { if ($2 > c[$1]) { c[$1] = $2; m[$1]
   END { for (k in c) printf "%s %d gathers, %d metrics; ", k, c[k], m[k] }' "$tmp/polls")
 echo "inputs: $gathers"
 awk '{ printf "delivered %s: %d lines, %d healthy\n", $1, $2, $3 }' "$tmp/delivered"
+awk '$1 == "raw" { if ($3 > d[$2]) d[$2] = $3 } END { for (i in d) t += d[i]; printf "ICMP packets dropped by the kernel (full socket buffer): %d\n", t }' "$tmp/polls"
 grep -E '"level":"(ERRO|CRIT)|ERRO|undelivered' "$tmp/agent.err" | head -5 || true

@@ -278,7 +278,7 @@ impl AgentConfig {
         let root = load::parse_yaml(path, text)?;
         let mut provenance = Provenance::default();
         let mut merged = Value::Mapping(Mapping::new());
-        load::merge_into(&mut merged, root, "", path, &mut provenance);
+        load::merge_into(&mut merged, root, "", &Arc::from(path), &mut provenance);
         let tree = MergedTree {
             root: merged,
             provenance,
