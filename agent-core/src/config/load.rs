@@ -9,6 +9,7 @@ use super::ConfigError;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The plugin sections, in the order their folders are read.
 pub const SECTIONS: [&str; 4] = ["input", "processor", "aggs", "output"];
@@ -17,13 +18,18 @@ pub const SECTIONS: [&str; 4] = ["input", "processor", "aggs", "output"];
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Which file last set each key path (`input.cpu.alarm.percent`).
+///
+/// Only the root of what one file set is recorded: a key without an entry
+/// came from the same file as its nearest recorded ancestor. A thousand
+/// probe targets are then one entry, not thousands of paths.
 #[derive(Debug, Clone, Default)]
 pub struct Provenance {
-    paths: BTreeMap<String, PathBuf>,
+    paths: BTreeMap<String, Arc<Path>>,
 }
 
 impl Provenance {
-    fn record(&mut self, path: &str, file: &Path, value: &Value) {
+    /// `path` (and everything under it) was set by `file`.
+    fn record(&mut self, path: &str, file: &Arc<Path>) {
         // A replaced subtree forgets where its old children came from.
         let prefix = format!("{path}.");
         let stale: Vec<String> = self
@@ -35,12 +41,16 @@ impl Provenance {
         for k in stale {
             self.paths.remove(&k);
         }
-        self.paths.insert(path.to_string(), file.to_path_buf());
-        if let Value::Mapping(map) = value {
-            for (k, v) in map {
-                self.record(&join(path, &key_string(k)), file, v);
-            }
-        }
+        self.paths.insert(path.to_string(), file.clone());
+    }
+
+    /// How many key paths are recorded.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
     }
 
     /// The file that set `path` or its nearest ancestor.
@@ -52,7 +62,7 @@ impl Provenance {
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return self.paths.get("").map(|f| f.as_path()),
+                None => return self.paths.get("").map(|f| &**f),
             }
         }
     }
@@ -142,33 +152,30 @@ fn strip_location(msg: &str) -> &str {
 }
 
 /// Deep merge: mappings merge key by key, anything else replaces.
+/// A mapping merged into keeps the provenance it had (the file that first
+/// set it); keys it gains are recorded as set by `file`.
 pub fn merge_into(
     dst: &mut Value,
     src: Value,
     path: &str,
-    file: &Path,
+    file: &Arc<Path>,
     provenance: &mut Provenance,
 ) {
     match (dst, src) {
         (Value::Mapping(d), Value::Mapping(s)) => {
-            if !path.is_empty() && !provenance.paths.contains_key(path) {
-                provenance
-                    .paths
-                    .insert(path.to_string(), file.to_path_buf());
-            }
             for (k, v) in s {
                 let child = join(path, &key_string(&k));
                 match d.get_mut(&k) {
                     Some(existing) => merge_into(existing, v, &child, file, provenance),
                     None => {
-                        provenance.record(&child, file, &v);
+                        provenance.record(&child, file);
                         d.insert(k, v);
                     }
                 }
             }
         }
         (d, s) => {
-            provenance.record(path, file, &s);
+            provenance.record(path, file);
             *d = s;
         }
     }
@@ -218,11 +225,12 @@ pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
             return Ok::<(), ConfigError>(());
         }
         let v = read_yaml(&path)?;
+        let file: Arc<Path> = Arc::from(path.as_path());
         if at.is_empty() {
             provenance
                 .paths
                 .entry(String::new())
-                .or_insert(path.clone());
+                .or_insert(file.clone());
         }
         let mut target = Value::Mapping(Mapping::new());
         // Place plugin files under their section and name.
@@ -241,7 +249,7 @@ pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
             *cur = v;
             target
         };
-        merge_into(root, value, "", &path, &mut provenance);
+        merge_into(root, value, "", &file, &mut provenance);
         files.push(path);
         Ok(())
     };
@@ -309,6 +317,46 @@ mod tests {
         serde_yaml_ng::from_str(s).unwrap()
     }
 
+    fn file(name: &str) -> Arc<Path> {
+        Arc::from(Path::new(name))
+    }
+
+    #[test]
+    fn keys_a_later_file_adds_name_it_and_old_keys_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("main.yaml"),
+            "open: [ping]\ninput: {ping: {count: 3, alarm: {a: 1}}}\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("input")).unwrap();
+        let mut targets = String::from("timeout: 1\nalarm: {b: 2}\ntarget:\n");
+        for i in 0..1000 {
+            targets.push_str(&format!("  T{i}: {{address: 127.0.0.{}}}\n", i % 250 + 1));
+        }
+        std::fs::write(dir.path().join("input/ping.yaml"), targets).unwrap();
+        let tree = load_tree(dir.path()).unwrap();
+        let main = dir.path().join("main.yaml");
+        let ping = dir.path().join("input/ping.yaml");
+        let p = &tree.provenance;
+        assert_eq!(p.file_of("open"), Some(main.as_path()));
+        assert_eq!(p.file_of("input.ping.count"), Some(main.as_path()));
+        assert_eq!(p.file_of("input.ping.alarm.a"), Some(main.as_path()));
+        assert_eq!(p.file_of("input.ping.alarm.b"), Some(ping.as_path()));
+        assert_eq!(p.file_of("input.ping.timeout"), Some(ping.as_path()));
+        assert_eq!(
+            p.file_of("input.ping.target.T999.address"),
+            Some(ping.as_path())
+        );
+        // A key nobody set is blamed on the file of its nearest parent.
+        assert_eq!(
+            p.file_of("input.ping.target.T5.missing"),
+            Some(ping.as_path())
+        );
+        // One entry per subtree a file added, not one per key.
+        assert!(p.len() < 20, "{} provenance entries", p.len());
+    }
+
     #[test]
     fn deep_merge_keeps_untouched_siblings() {
         let mut prov = Provenance::default();
@@ -317,7 +365,7 @@ mod tests {
             &mut dst,
             y("alarm: {percent: 90}"),
             "",
-            Path::new("b"),
+            &file("b"),
             &mut prov,
         );
         assert_eq!(dst, y("alarm: {percent: 90, comment: a}\ninterval: 5"));
@@ -328,14 +376,8 @@ mod tests {
     fn replaced_subtree_forgets_old_provenance() {
         let mut prov = Provenance::default();
         let mut dst = Value::Mapping(Mapping::new());
-        merge_into(
-            &mut dst,
-            y("a: {b: {c: 1}}"),
-            "",
-            Path::new("one"),
-            &mut prov,
-        );
-        merge_into(&mut dst, y("a: {b: 7}"), "", Path::new("two"), &mut prov);
+        merge_into(&mut dst, y("a: {b: {c: 1}}"), "", &file("one"), &mut prov);
+        merge_into(&mut dst, y("a: {b: 7}"), "", &file("two"), &mut prov);
         assert_eq!(prov.file_of("a.b.c"), Some(Path::new("two")));
         assert_eq!(prov.file_of("a.b"), Some(Path::new("two")));
     }

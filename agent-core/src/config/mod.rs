@@ -111,15 +111,48 @@ pub struct MainConfig {
     pub alarm: AlarmMain,
     #[serde(default)]
     pub log: LogConfig,
-    // The plugin sections are read by the planner, not here.
+    // The plugin sections are read from the tree by the planner; here they
+    // are only checked to be mappings (a copy of a thousand probe targets
+    // would stay in memory for nothing).
     #[serde(default)]
-    pub input: Mapping,
+    pub input: Section,
     #[serde(default)]
-    pub processor: Mapping,
+    pub processor: Section,
     #[serde(default)]
-    pub aggs: Mapping,
+    pub aggs: Section,
     #[serde(default)]
-    pub output: Mapping,
+    pub output: Section,
+}
+
+/// A plugin section of main.yaml (`input:`, `processor:`, ...): must be a
+/// mapping (or empty); its entries are not copied (see [`AgentConfig::section`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Section;
+
+impl<'de> Deserialize<'de> for Section {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Section;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a YAML mapping")
+            }
+            fn visit_unit<E>(self) -> Result<Section, E> {
+                Ok(Section)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Section, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Section)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +278,7 @@ impl AgentConfig {
         let root = load::parse_yaml(path, text)?;
         let mut provenance = Provenance::default();
         let mut merged = Value::Mapping(Mapping::new());
-        load::merge_into(&mut merged, root, "", path, &mut provenance);
+        load::merge_into(&mut merged, root, "", &Arc::from(path), &mut provenance);
         let tree = MergedTree {
             root: merged,
             provenance,
@@ -256,7 +289,7 @@ impl AgentConfig {
 
     pub fn from_tree(dir: &Path, tree: MergedTree) -> Result<Self, ConfigError> {
         let tree = Arc::new(tree);
-        let main: MainConfig = deserialize_at(&tree, "", tree.root.clone())?;
+        let main: MainConfig = deserialize_at(&tree, "", &tree.root)?;
         let err = |key: &str, reason: String| {
             ConfigError::new(file_of(&tree, key), key.to_string(), reason)
         };
@@ -322,20 +355,13 @@ impl AgentConfig {
 
     /// The merged config of one plugin section entry (`input.cpu`), as a
     /// [`PluginConfig`] whose errors name the right file.
+    /// It refers to the shared tree rather than copying the entry.
     pub fn section(&self, section: &str, name: &str) -> PluginConfig {
-        let value = self
-            .tree
-            .root
-            .get(section)
-            .and_then(|s| s.get(name))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let value = match value {
-            Value::Null => Value::Mapping(Mapping::new()),
-            v => v,
-        };
         PluginConfig {
-            value,
+            node: Node::InTree {
+                section: Str::new(section),
+                name: Str::new(name),
+            },
             path: format!("{section}.{name}"),
             tree: self.tree.clone(),
             instance: Str::new(name),
@@ -369,7 +395,7 @@ fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
 fn deserialize_at<T: DeserializeOwned>(
     tree: &MergedTree,
     base: &str,
-    value: Value,
+    value: &Value,
 ) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let sub = e.path().to_string();
@@ -455,7 +481,7 @@ fn discard_logger() -> slog::Logger {
 /// [`PluginConfig::parse`], whose errors carry the file and key path.
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
-    value: Value,
+    node: Node,
     path: String,
     tree: Arc<MergedTree>,
     /// The instance name (for inputs, the metric name).
@@ -469,6 +495,25 @@ pub struct PluginConfig {
     log: slog::Logger,
 }
 
+/// Where a [`PluginConfig`]'s value lives. Section entries stay in the
+/// shared tree: a plugin config is cloned for the plan, every actor and
+/// every rebuild, and an input with a thousand targets must not be copied
+/// each time.
+#[derive(Debug, Clone)]
+enum Node {
+    /// `tree.root[section][name]`; missing or null reads as an empty mapping.
+    InTree {
+        section: Str,
+        name: Str,
+    },
+    Owned(Arc<Value>),
+}
+
+fn empty_mapping() -> &'static Value {
+    static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Value::Mapping(Mapping::new()))
+}
+
 impl PluginConfig {
     /// A config not read from files: for tests and embedding programs.
     pub fn from_value(name: &str, value: Value) -> Self {
@@ -478,7 +523,7 @@ impl PluginConfig {
             files: Vec::new(),
         };
         PluginConfig {
-            value,
+            node: Node::Owned(Arc::new(value)),
             path: name.to_string(),
             tree: Arc::new(tree),
             instance: Str::new(name),
@@ -490,11 +535,22 @@ impl PluginConfig {
 
     /// Parses the whole config into the plugin's config struct.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        deserialize_at(&self.tree, &self.path, self.value.clone())
+        deserialize_at(&self.tree, &self.path, self.value())
     }
 
     pub fn value(&self) -> &Value {
-        &self.value
+        match &self.node {
+            Node::InTree { section, name } => match self
+                .tree
+                .root
+                .get(section.as_str())
+                .and_then(|s| s.get(name.as_str()))
+            {
+                Some(v) if !v.is_null() => v,
+                _ => empty_mapping(),
+            },
+            Node::Owned(v) => v,
+        }
     }
 
     /// Where the plugin logs (rate-limit repeated lines with
@@ -551,10 +607,10 @@ impl PluginConfig {
     /// The config of a nested key, e.g. `use_plugin_converter`.
     pub fn child(&self, key: &str, value: Value, instance: &str) -> PluginConfig {
         PluginConfig {
-            value: match value {
+            node: Node::Owned(Arc::new(match value {
                 Value::Null => Value::Mapping(Mapping::new()),
                 v => v,
-            },
+            })),
             path: load::join(&self.path, key),
             tree: self.tree.clone(),
             instance: Str::new(instance),

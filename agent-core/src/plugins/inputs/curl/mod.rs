@@ -3,7 +3,8 @@
 use crate::metric::{FieldValue, Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::registry::Registry;
-use futures::{AsyncReadExt, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::AsyncReadExt;
 use indexmap::IndexMap;
 use isahc::config::{CaCertificate, Configurable, Dialer, RedirectPolicy, SslOption};
 use isahc::error::ErrorKind;
@@ -429,34 +430,35 @@ async fn request_once(client: &HttpClient, t: &Target) -> Reply {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    // Read at most max_body_bytes (+1 to notice a larger body).
-    let mut buf = [0u8; 16 * 1024];
-    let mut read: u64 = 0;
-    loop {
-        match resp.body_mut().read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                read += n as u64;
-                let room = (t.max_body_bytes as usize).saturating_sub(reply.body.len());
-                reply.body.extend_from_slice(&buf[..n.min(room)]);
-                if read > t.max_body_bytes {
-                    reply.result = "body_too_large";
-                    reply.exception = Some(format!(
-                        "response body larger than max_body_bytes ({})",
-                        t.max_body_bytes
-                    ));
-                    break;
-                }
-            }
-            Err(e) => {
-                reply.result = if e.kind() == std::io::ErrorKind::TimedOut {
-                    "timeout"
-                } else {
-                    "connection_failed"
-                };
-                reply.exception = Some(format!("reading the body failed: {e}"));
-                break;
-            }
+    // Read at most max_body_bytes (+1 to notice a larger body) straight into
+    // the reply: no fixed read buffer in the request's future, which would
+    // count once per request waiting for a worker.
+    let limit = t.max_body_bytes.saturating_add(1);
+    reply
+        .body
+        .reserve(declared.unwrap_or(0).min(limit).min(64 << 10) as usize);
+    let outcome = (&mut *resp.body_mut())
+        .take(limit)
+        .read_to_end(&mut reply.body)
+        .await;
+    let read = reply.body.len() as u64;
+    match outcome {
+        Ok(_) if read > t.max_body_bytes => {
+            reply.body.truncate(t.max_body_bytes as usize);
+            reply.result = "body_too_large";
+            reply.exception = Some(format!(
+                "response body larger than max_body_bytes ({})",
+                t.max_body_bytes
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            reply.result = if e.kind() == std::io::ErrorKind::TimedOut {
+                "timeout"
+            } else {
+                "connection_failed"
+            };
+            reply.exception = Some(format!("reading the body failed: {e}"));
         }
     }
     reply.content_length = declared.unwrap_or(read);
@@ -570,45 +572,66 @@ impl Input for Curl {
         let Some(client) = self.client.as_ref() else {
             return Ok(());
         };
-        // Collected first: a lazy `map` closure here trips the Send check.
-        let checks: Vec<_> = self.targets.iter().map(|t| check(client, t)).collect();
-        let replies: Vec<(Reply, u32)> = futures::stream::iter(checks)
-            .buffered(self.worker_limit)
-            .collect()
-            .await;
-        for (t, (r, tries)) in self.targets.iter().zip(replies) {
-            let mut m = acc.metric();
-            m.fields.reserve(18);
-            m.push_field("tag", t.tag.as_str());
-            m.push_field("url", t.url.as_str());
-            m.push_field("method", t.method.as_str().to_ascii_lowercase());
-            m.push_field("host", t.host.as_str());
-            m.push_field(
-                "status",
-                r.status.map(i64::from).unwrap_or(NO_RESPONSE_STATUS),
-            );
-            let text = String::from_utf8_lossy(&r.body);
-            m.push_field("response", truncate(&text, self.response_max_bytes));
-            m.push_field("headers", serde_json::Value::Object(r.headers).to_string());
-            if let Some(e) = &r.exception {
-                m.push_field("exception", e.as_str());
+        // At most `worker_limit` checks exist at once (a check holds a
+        // request, its buffers and its body); each reply becomes its metric
+        // as soon as it arrives, kept in the targets' order.
+        let mut metrics: Vec<Option<Metric>> = Vec::new();
+        metrics.resize_with(self.targets.len(), || None);
+        let mut pending = self.targets.iter().enumerate();
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < self.worker_limit {
+                let Some((i, t)) = pending.next() else { break };
+                running.push(async move { (i, check(client, t).await) });
             }
-            m.push_field("content_length", r.content_length);
-            for (k, v) in ["dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms"]
-                .iter()
-                .zip(r.timings_ms)
-            {
-                m.push_field(*k, v);
-            }
-            m.push_field("result", r.result);
-            m.push_field("attempts", tries);
-            if t.merge_response && r.status.is_some() {
-                merge_json(&mut m, &r.body);
-            }
+            let Some((i, (reply, tries))) = running.next().await else {
+                break;
+            };
+            metrics[i] = Some(to_metric(
+                acc.metric(),
+                &self.targets[i],
+                reply,
+                tries,
+                self.response_max_bytes,
+            ));
+        }
+        for m in metrics.into_iter().flatten() {
             acc.add(m);
         }
         Ok(())
     }
+}
+
+/// One target's metric from its reply.
+fn to_metric(mut m: Metric, t: &Target, r: Reply, tries: u32, response_max_bytes: usize) -> Metric {
+    m.fields.reserve(18);
+    m.push_field("tag", t.tag.as_str());
+    m.push_field("url", t.url.as_str());
+    m.push_field("method", t.method.as_str().to_ascii_lowercase());
+    m.push_field("host", t.host.as_str());
+    m.push_field(
+        "status",
+        r.status.map(i64::from).unwrap_or(NO_RESPONSE_STATUS),
+    );
+    let text = String::from_utf8_lossy(&r.body);
+    m.push_field("response", truncate(&text, response_max_bytes));
+    m.push_field("headers", serde_json::Value::Object(r.headers).to_string());
+    if let Some(e) = &r.exception {
+        m.push_field("exception", e.as_str());
+    }
+    m.push_field("content_length", r.content_length);
+    for (k, v) in ["dns_ms", "connect_ms", "tls_ms", "ttfb_ms", "total_ms"]
+        .iter()
+        .zip(r.timings_ms)
+    {
+        m.push_field(*k, v);
+    }
+    m.push_field("result", r.result);
+    m.push_field("attempts", tries);
+    if t.merge_response && r.status.is_some() {
+        merge_json(&mut m, &r.body);
+    }
+    m
 }
 
 pub fn register(r: &mut Registry) {

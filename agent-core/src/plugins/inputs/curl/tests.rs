@@ -418,6 +418,48 @@ async fn worker_limit_bounds_concurrency_and_keeps_order() {
     }
 }
 
+/// A server whose every answer takes 30 ms; it records the most requests
+/// it had in hand at once.
+async fn serve_counting() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = most.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (now, most) = (now.clone(), most.clone());
+            tokio::spawn(async move {
+                while read_request(&mut s).await.is_some() {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    respond(&mut s, "200 OK", "", b"ok").await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[actix_rt::test]
+async fn at_most_worker_limit_requests_run_at_once() {
+    let (a, most) = serve_counting().await;
+    let mut yaml = String::from("worker_limit: 5\ntarget:\n");
+    for i in 0..40 {
+        yaml.push_str(&format!("  T{i}: {{url: 'http://{a}/n{i}'}}\n"));
+    }
+    let ms = gather(&yaml).await;
+    assert_eq!(ms.len(), 40);
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(text(m, "tag"), format!("T{i}"));
+        assert_eq!(text(m, "response"), "ok", "{m:?}");
+    }
+    let most = most.load(Ordering::SeqCst);
+    // Concurrent, but never more than worker_limit.
+    assert!((2..=5).contains(&most), "{most} requests at once");
+}
+
 #[test]
 fn config_errors_name_the_key() {
     for (yaml, key) in [

@@ -222,10 +222,14 @@ async fn converse(stream: &mut TcpStream, t: &Target) -> (&'static str, Option<S
     let Some(expect) = &t.expect else {
         return ("success", None);
     };
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
+    // Read into a heap buffer: a fixed array here would sit in every
+    // check's future, a thousand of them at once.
+    let mut got = Vec::with_capacity(4096);
     loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if got.len() == got.capacity() {
+            got.reserve(4096);
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut got)).await {
             Err(_) if got.is_empty() => {
                 return (
                     "timeout",
@@ -237,8 +241,7 @@ async fn converse(stream: &mut TcpStream, t: &Target) -> (&'static str, Option<S
             }
             Err(_) | Ok(Ok(0)) => break,
             Ok(Err(e)) => return ("connection_failed", Some(format!("reading failed: {e}"))),
-            Ok(Ok(n)) => {
-                got.extend_from_slice(&buf[..n]);
+            Ok(Ok(_)) => {
                 if String::from_utf8_lossy(&got).contains(expect.as_str()) {
                     return ("success", None);
                 }
