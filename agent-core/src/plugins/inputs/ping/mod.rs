@@ -6,6 +6,8 @@
 //! its output, as Telegraf's ping plugin does; `method: auto` tries native
 //! and falls back to exec when the raw socket cannot be opened.
 mod exec;
+#[cfg(target_os = "linux")]
+mod tune;
 
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
@@ -77,11 +79,25 @@ pub(crate) struct Params {
     pub resolve_timeout: Duration,
 }
 
+impl Params {
+    /// Echoes of one target outstanding at once.
+    pub(crate) fn in_flight(&self) -> usize {
+        if self.interval.is_zero() {
+            return self.count as usize;
+        }
+        let n = (self.timeout.as_secs_f64() / self.interval.as_secs_f64()).ceil() as usize;
+        n.clamp(1, self.count.max(1) as usize)
+    }
+}
+
 pub struct Ping {
     params: Params,
     method: Method,
     binary: String,
     targets: Vec<(String, String)>,
+    log: slog::Logger,
+    /// What the last socket tuning gave, logged when it changes.
+    tuned: Option<String>,
 }
 
 impl Ping {
@@ -113,6 +129,8 @@ impl Ping {
             method: c.method,
             binary: c.binary,
             targets,
+            log: cfg.log().clone(),
+            tuned: None,
         })
     }
 }
@@ -224,6 +242,51 @@ pub(crate) async fn open_pinger() -> Result<Pinger, String> {
     }
 }
 
+/// What was done to the pinger's sockets: on Linux each raw ICMP socket's
+/// receive buffer and filter (see `tune.rs`).
+#[cfg(target_os = "linux")]
+pub(crate) type Tuning = Vec<tune::Tuned>;
+#[cfg(not(target_os = "linux"))]
+pub(crate) type Tuning = ();
+
+/// One line saying what the tuning obtained.
+#[cfg(target_os = "linux")]
+fn describe(t: &Tuning) -> String {
+    if t.is_empty() {
+        return "could not find the raw ICMP sockets to tune".into();
+    }
+    t.iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+#[cfg(not(target_os = "linux"))]
+fn describe(_: &Tuning) -> String {
+    "default socket options".into()
+}
+
+/// Opens the shared raw sockets and, on Linux, gives them a receive buffer
+/// sized for `targets` targets with `p`'s echoes in flight and a filter
+/// passing only echo replies. Tuning failures are only reported in the
+/// returned [`Tuning`].
+pub(crate) async fn open_tuned_pinger(
+    targets: usize,
+    p: Params,
+) -> Result<(Pinger, Tuning), String> {
+    #[cfg(target_os = "linux")]
+    {
+        let before = tune::open_fds();
+        let pinger = open_pinger().await?;
+        let bytes = tune::rcvbuf_for(targets, p.in_flight());
+        Ok((pinger, tune::tune_new_sockets(&before, bytes)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (targets, p);
+        Ok((open_pinger().await?, ()))
+    }
+}
+
 /// Resolves `address` (an IP literal or a host name) under a timeout.
 pub(crate) async fn resolve(address: &str, timeout: Duration) -> Result<IpAddr, String> {
     let literal = address.trim_start_matches('[').trim_end_matches(']');
@@ -329,25 +392,35 @@ impl Input for Ping {
         let mut failure = None;
         let outcomes = match self.method {
             Method::Exec => self.gather_exec().await,
-            Method::Native | Method::Auto => match open_pinger().await {
-                Ok(pinger) => self.gather_native(&pinger).await,
-                Err(e) if self.method == Method::Auto => {
-                    let mut o = self.gather_exec().await;
-                    for x in &mut o {
-                        x.error
-                            .get_or_insert_with(|| format!("{e}; used the system ping"));
+            Method::Native | Method::Auto => {
+                match open_tuned_pinger(self.targets.len(), self.params).await {
+                    Ok((pinger, tuning)) => {
+                        // Logged once, and again only if it changes.
+                        let tuned = describe(&tuning);
+                        if self.tuned.as_ref() != Some(&tuned) {
+                            slog::debug!(self.log, "ping raw sockets: {tuned}");
+                            self.tuned = Some(tuned);
+                        }
+                        self.gather_native(&pinger).await
                     }
-                    o
+                    Err(e) if self.method == Method::Auto => {
+                        let mut o = self.gather_exec().await;
+                        for x in &mut o {
+                            x.error
+                                .get_or_insert_with(|| format!("{e}; used the system ping"));
+                        }
+                        o
+                    }
+                    Err(e) => {
+                        failure = Some(e.clone());
+                        let count = self.params.count;
+                        self.targets
+                            .iter()
+                            .map(|_| Outcome::failed(count, e.clone()))
+                            .collect()
+                    }
                 }
-                Err(e) => {
-                    failure = Some(e.clone());
-                    let count = self.params.count;
-                    self.targets
-                        .iter()
-                        .map(|_| Outcome::failed(count, e.clone()))
-                        .collect()
-                }
-            },
+            }
         };
         for ((tag, address), o) in self.targets.iter().zip(outcomes) {
             let s = o.stats();

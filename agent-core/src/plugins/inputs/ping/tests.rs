@@ -85,6 +85,35 @@ async fn native_loopback_v6_or_clear_error() {
     }
 }
 
+/// Both families in one gather, through the tuned sockets (on Linux only
+/// echo replies reach them).
+#[actix_rt::test]
+async fn native_gather_v4_and_v6_with_tuned_sockets() {
+    let mut p = plugin(
+        "count: 4\ntimeout: 0.7\ninterval_ping: 0.05\n\
+         target: {V4: {address: 127.0.0.1}, V6: {address: '::1'}}",
+    );
+    let (r, ms) = gather(&mut p).await;
+    r.unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_eq!(f(&ms[0], "loss"), 0.0, "{:?}", ms[0]);
+    assert!(ms[0].field("error").is_none(), "{:?}", ms[0]);
+    if ipv6_loopback_configured() {
+        assert_eq!(f(&ms[1], "loss"), 0.0, "{:?}", ms[1]);
+        assert!(ms[1].field("error").is_none(), "{:?}", ms[1]);
+    } else {
+        eprintln!("::1 not configured here: only IPv4 checked");
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let t = p.tuned.as_deref().unwrap_or_default();
+        assert!(
+            t.contains("ICMPv4 receive buffer") && t.contains("filter echo replies only"),
+            "{t}"
+        );
+    }
+}
+
 #[actix_rt::test]
 async fn dns_failure_is_per_target() {
     let bad = unresolvable();
@@ -361,4 +390,276 @@ fn config_defaults_and_errors() {
     }
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str("method: icmp").unwrap();
     assert!(Ping::from_config(&PluginConfig::from_value("ping", v)).is_err());
+}
+
+/// Raw-socket tuning (Linux): larger receive buffer, echo replies only.
+#[cfg(target_os = "linux")]
+mod tuning {
+    use super::super::tune::{self, Tuned};
+    use super::*;
+    use std::os::fd::RawFd;
+
+    /// PyAgent's defaults: 60 echoes 0.1 s apart, 0.7 s timeout.
+    fn defaults() -> Params {
+        Params {
+            count: 60,
+            timeout: Duration::from_millis(700),
+            interval: Duration::from_millis(100),
+            resolve_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// The pinger and its tuning, or `None` (with the reason printed) when
+    /// raw sockets cannot be opened here.
+    async fn tuned_pinger(targets: usize) -> Option<(Pinger, Vec<Tuned>)> {
+        match open_tuned_pinger(targets, defaults()).await {
+            Ok(x) => Some(x),
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    /// `(bytes queued, packets dropped)` of a socket, from /proc/net/raw{,6}.
+    fn queue_and_drops(fd: RawFd) -> (u64, u64) {
+        // SAFETY: `st` is written by fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        let ino = st.st_ino.to_string();
+        for file in ["/proc/net/raw", "/proc/net/raw6"] {
+            let text = std::fs::read_to_string(file).unwrap();
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.get(9) == Some(&ino.as_str()) {
+                    let rx = f[4].split(':').nth(1).unwrap();
+                    let rx = u64::from_str_radix(rx, 16).unwrap();
+                    return (rx, f.last().unwrap().parse().unwrap());
+                }
+            }
+        }
+        panic!("socket {fd} (inode {ino}) not in /proc/net/raw*");
+    }
+
+    /// A raw ICMPv4 socket of the test's own, to send echo requests from.
+    struct RawV4(RawFd);
+
+    impl RawV4 {
+        fn open() -> Self {
+            // SAFETY: plain socket(2) call.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            RawV4(fd)
+        }
+
+        /// Sends an echo request to 127.0.0.1.
+        fn echo(&self, ident: u16, seq: u16) {
+            let mut pkt = [0u8; 8 + 24];
+            pkt[0] = 8; // echo request
+            pkt[4..6].copy_from_slice(&ident.to_be_bytes());
+            pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+            pkt[8..].fill(0x5a);
+            let mut sum: u32 = pkt
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            pkt[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: `pkt` and `addr` are live for the call.
+            let n = unsafe {
+                libc::sendto(
+                    self.0,
+                    pkt.as_ptr().cast(),
+                    pkt.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(n, pkt.len() as isize, "{}", std::io::Error::last_os_error());
+        }
+
+        /// `n` echo requests, in slices of 100 with a pause (blocking the
+        /// thread) so loopback's backlog queue, shared with the other
+        /// tests' pings, never fills.
+        fn paced_echoes(&self, ident: u16, n: u16) {
+            for seq in 0..n {
+                self.echo(ident, seq);
+                if seq % 100 == 99 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+
+        /// Reads every queued packet (non-blocking): `(ICMP type, ident)`
+        /// of each, after the IPv4 header.
+        fn drain(&self) -> Vec<(u8, u16)> {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 2048];
+            loop {
+                // SAFETY: `buf` is valid for writes of its length.
+                let n = unsafe {
+                    libc::recv(
+                        self.0,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    return out;
+                }
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                let icmp = &buf[ihl..n as usize];
+                out.push((icmp[0], u16::from_be_bytes([icmp[4], icmp[5]])));
+            }
+        }
+    }
+
+    impl Drop for RawV4 {
+        fn drop(&mut self) {
+            // SAFETY: the fd is ours.
+            unsafe { libc::close(self.0) };
+        }
+    }
+
+    #[test]
+    fn rcvbuf_grows_with_targets_within_bounds() {
+        assert_eq!(tune::rcvbuf_for(0, 7), tune::MIN_RCVBUF);
+        assert_eq!(tune::rcvbuf_for(10, 7), tune::MIN_RCVBUF);
+        assert_eq!(
+            tune::rcvbuf_for(100, 7),
+            100 * 7 * 2 * tune::BYTES_PER_REPLY
+        );
+        assert_eq!(tune::rcvbuf_for(1000, 7), tune::MAX_RCVBUF);
+        assert_eq!(tune::rcvbuf_for(usize::MAX, usize::MAX), tune::MAX_RCVBUF);
+        assert_eq!(defaults().in_flight(), 7);
+        let one = Params {
+            count: 3,
+            timeout: Duration::from_secs(5),
+            ..defaults()
+        };
+        assert_eq!(one.in_flight(), 3, "never more than count");
+    }
+
+    #[actix_rt::test]
+    async fn pinger_sockets_get_large_buffer_and_echo_reply_filter() {
+        let Some((_pinger, tuned)) = tuned_pinger(1000).await else {
+            return;
+        };
+        let v4: Vec<&Tuned> = tuned.iter().filter(|t| !t.v6).collect();
+        assert!(!v4.is_empty(), "no ICMPv4 socket tuned: {tuned:?}");
+        for t in &tuned {
+            assert_eq!(tune::raw_icmp_family(t.fd), Some(t.v6), "{t:?}");
+            // Root: SO_RCVBUFFORCE gives the whole 4 MiB (the kernel
+            // reports twice the value asked for, i.e. the bytes usable).
+            // Without CAP_NET_ADMIN net.core.rmem_max caps it.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                assert_eq!(t.rcvbuf_how, "SO_RCVBUFFORCE", "{t:?}");
+                assert_eq!(tune::rcvbuf(t.fd).unwrap(), tune::MAX_RCVBUF, "{t:?}");
+            } else {
+                assert!(t.rcvbuf > tune::MIN_RCVBUF, "{t:?}");
+            }
+            assert_eq!(t.filter, Ok(()), "{t:?}");
+            if t.v6 {
+                let f = tune::icmp6_filter(t.fd).unwrap();
+                assert_eq!(f, tune::icmp6_echo_reply_only());
+                assert_eq!(f[4], !(1 << 1), "only type 129 passes");
+                assert!(f.iter().enumerate().all(|(i, w)| i == 4 || *w == u32::MAX));
+            } else {
+                assert_eq!(
+                    tune::icmp_filter(t.fd).unwrap(),
+                    !1u32,
+                    "only type 0 passes"
+                );
+            }
+        }
+        // The log line says what was obtained.
+        let line = describe(&tuned);
+        let v4 = v4[0];
+        let expect = format!(
+            "ICMPv4 receive buffer {} KiB ({}), filter echo replies only",
+            v4.rcvbuf / 1024,
+            v4.rcvbuf_how
+        );
+        assert!(line.contains(&expect), "{line}");
+    }
+
+    #[test]
+    fn filtered_socket_queues_only_echo_replies_and_a_burst_without_drops() {
+        let sender = RawV4::open();
+        let rx = RawV4::open();
+        let before = rx_default_rcvbuf(&rx);
+        let t = tune::tune(rx.0, false, tune::MAX_RCVBUF);
+        assert_eq!(t.filter, Ok(()));
+        assert!(t.rcvbuf > before, "{t:?} vs default {before}");
+        // 2,000 requests without reading: unfiltered, the socket would see
+        // 4,000 packets (~3.3 MB), far over the default buffer.
+        let ident: u16 = rand::random();
+        const N: u16 = 2000;
+        sender.paced_echoes(ident, N);
+        let (_, drops) = queue_and_drops(rx.0);
+        assert_eq!(drops, 0);
+        let got = rx.drain();
+        // Other tests' replies may be queued too; none is anything but a reply.
+        assert!(
+            got.iter().all(|(ty, _)| *ty == 0),
+            "non-reply packets queued"
+        );
+        let ours = got.iter().filter(|(_, id)| *id == ident).count();
+        assert_eq!(ours, N as usize, "every reply queued");
+    }
+
+    fn rx_default_rcvbuf(s: &RawV4) -> usize {
+        tune::rcvbuf(s.0).unwrap()
+    }
+
+    /// A burst of replies queued while the thread is busy is received in
+    /// full once the pinger's receiver runs (tokio-icmp-echo's receiver
+    /// drains its socket by recursing; tokio's cooperative budget bounds
+    /// that to 128 packets a poll, so a full buffer does not overflow the
+    /// stack: this test's thread has 2 MiB).
+    #[actix_rt::test]
+    async fn pinger_takes_a_queued_burst_without_drops() {
+        let Some((pinger, tuned)) = tuned_pinger(1000).await else {
+            return;
+        };
+        let v4 = tuned.iter().find(|t| !t.v6).unwrap().fd;
+        let sender = RawV4::open();
+        // Half the buffer (other tests' replies arrive here too), nine
+        // times what the default buffer holds.
+        let burst = (tune::MAX_RCVBUF / 2 / 900) as u16;
+        // No await: the receiver task cannot run meanwhile.
+        sender.paced_echoes(0x4242, burst);
+        let (queued, drops) = queue_and_drops(v4);
+        assert_eq!(drops, 0, "{queued} bytes queued");
+        assert!(queued > u64::from(burst) * 500, "{queued} bytes queued");
+        // Then it still works.
+        let o = ping_native(
+            &pinger,
+            "127.0.0.1".parse().unwrap(),
+            9,
+            Params {
+                count: 3,
+                interval: Duration::from_millis(20),
+                ..defaults()
+            },
+        )
+        .await;
+        assert_eq!(o.rtts_ms.len(), 3, "{o:?}");
+        let (queued, drops) = queue_and_drops(v4);
+        assert_eq!(drops, 0);
+        assert!(queued < 64 * 1024, "{queued} bytes still queued");
+    }
 }
