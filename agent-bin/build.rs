@@ -9,7 +9,10 @@
 //! - Not position-independent (`-no-pie`): the linker resolves every
 //!   address, so constant data (vtables, string tables, OpenSSL's method
 //!   tables) needs no relocation at start-up and stays clean, shared with
-//!   the page cache and loaded only when used.
+//!   the page cache and loaded only when used. The price is that the
+//!   binary's own code and data sit at fixed addresses (libraries, heap and
+//!   stacks are still randomised); `AGENT_PIE=1` at build time keeps it
+//!   position independent.
 //! - Functions that run every interval are laid out together
 //!   (`hot-symbols.txt`, written by benches/footprint/hot_symbols.sh), so
 //!   they fill a few pages instead of being spread over the whole text.
@@ -26,7 +29,11 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Wl,--wrap=curl_global_init");
         println!("cargo:rustc-link-arg-bins=-Wl,--wrap=OPENSSL_init_ssl");
         println!("cargo:rustc-cfg=lazy_tls");
-        println!("cargo:rustc-link-arg-bins=-no-pie");
+        // AGENT_PIE=1 keeps a position-independent executable (full ASLR)
+        // at the cost of relocated, private data (benches/footprint/README.md).
+        if std::env::var_os("AGENT_PIE").is_none_or(|v| v == "0") {
+            println!("cargo:rustc-link-arg-bins=-no-pie");
+        }
         // rustc links with its own lld on this target; other linkers do not
         // take an ordering file.
         let lld = std::env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu");
@@ -46,6 +53,7 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Wl,--strip-all");
     }
     println!("cargo:rerun-if-env-changed=AGENT_KEEP_SYMBOLS");
+    println!("cargo:rerun-if-env-changed=AGENT_PIE");
     println!("cargo::rustc-check-cfg=cfg(lazy_tls)");
     println!("cargo:rerun-if-changed=build.rs");
 }

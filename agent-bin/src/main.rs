@@ -214,8 +214,9 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
                 if released_at_attempt != Some(attempts) {
                     tokio::time::sleep(settle).await;
                     released_at_attempt = Some(attempts);
-                    let bytes = trim::release_settled_pages();
-                    slog::info!(trim_log, "settled pages released"; "mapped_bytes" => bytes);
+                    let pages = trim::SettledPages::find();
+                    slog::info!(trim_log, "settled pages released"; "mapped_bytes" => pages.mapped_bytes());
+                    pages.release();
                 }
                 // A lock and a compare every few seconds; reloads are rare.
                 tokio::time::sleep(Duration::from_secs(5)).await;

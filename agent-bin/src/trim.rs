@@ -15,61 +15,84 @@
 //! thread's stack below the caller's frame (less a 64 KiB margin) is
 //! released too: start-up's deep call chains (YAML parsing) leave a few
 //! hundred KB of dead frames resident there.
-#[cfg(target_os = "linux")]
-pub fn release_settled_pages() -> usize {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return 0;
-    };
-    let mut dropped = 0;
-    for (start, end) in clean_read_only_mappings(&smaps) {
-        // SAFETY: the range is a whole mapping of this process, read-only,
-        // file-backed and without private copies: MADV_DONTNEED only unmaps
-        // its pages, and the next access faults them back in from the file.
-        let rc =
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-        if rc == 0 {
-            dropped += end - start;
-        }
-    }
-    dropped += release_dead_main_stack(&smaps);
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    dropped
+//!
+//! Whatever code runs after the release faults its pages back and keeps
+//! them until the next release, so the caller logs first (with
+//! [`SettledPages::mapped_bytes`]) and [`SettledPages::release`] drops the
+//! file mappings as its very last step.
+#[derive(Debug, Default)]
+pub struct SettledPages {
+    /// Clean read-only file mappings.
+    files: Vec<(usize, usize)>,
+    /// Dead part of the main thread's stack.
+    stack: Option<(usize, usize)>,
 }
 
-#[cfg(not(target_os = "linux"))]
-pub fn release_settled_pages() -> usize {
-    0
+impl SettledPages {
+    /// What can be released now; nothing where `/proc/self/smaps` is not
+    /// readable (or off Linux).
+    pub fn find() -> Self {
+        #[cfg(target_os = "linux")]
+        if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") {
+            let marker = 0u8;
+            let sp = std::hint::black_box(&marker) as *const u8 as usize;
+            return Self {
+                files: clean_read_only_mappings(&smaps),
+                stack: dead_stack_range(&smaps, sp),
+            };
+        }
+        Self::default()
+    }
+
+    /// Bytes of address space covered (resident or not).
+    pub fn mapped_bytes(&self) -> usize {
+        self.files
+            .iter()
+            .chain(&self.stack)
+            .map(|(s, e)| e - s)
+            .sum()
+    }
+
+    /// Drops the pages: the dead stack, free heap, then the file mappings.
+    #[cfg(target_os = "linux")]
+    #[inline(never)]
+    pub fn release(self) {
+        if let Some((start, end)) = self.stack {
+            let marker = 0u8;
+            let sp = std::hint::black_box(&marker) as *const u8 as usize;
+            // Called from another frame than find(): keep the margin below
+            // this one.
+            let end = end.min(sp.saturating_sub(STACK_MARGIN) & !0xfff);
+            if end > start {
+                // SAFETY: [start, end) lies in this thread's own stack, more
+                // than STACK_MARGIN below its deepest live frame: no live
+                // data is there, and the next access gets zero-filled pages.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+        }
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only returns free heap memory to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        for &(start, end) in &self.files {
+            // SAFETY: a whole mapping of this process, read-only, file-backed
+            // and without private copies: MADV_DONTNEED only unmaps its
+            // pages, and the next access faults them back in from the file.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn release(self) {}
 }
 
 /// Frames below this much under the caller stay mapped: madvise's own call
 /// chain and any signal handler run there.
 #[cfg(any(target_os = "linux", test))]
 const STACK_MARGIN: usize = 64 << 10;
-
-/// Releases the main thread's stack pages below the current frame; nothing
-/// when called on another thread (its stack is not `[stack]`).
-#[cfg(target_os = "linux")]
-#[inline(never)]
-fn release_dead_main_stack(smaps: &str) -> usize {
-    let marker = 0u8;
-    let sp = std::hint::black_box(&marker) as *const u8 as usize;
-    let Some((start, end)) = dead_stack_range(smaps, sp) else {
-        return 0;
-    };
-    // SAFETY: [start, end) lies in this thread's own stack, below its
-    // deepest live frame by more than STACK_MARGIN: no live data is there,
-    // and MADV_DONTNEED gives back zero-filled pages on the next access.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    if rc == 0 {
-        end - start
-    } else {
-        0
-    }
-}
 
 /// The page-aligned part of the `[stack]` mapping in `smaps` that lies more
 /// than `STACK_MARGIN` below `sp`, if `sp` is in that mapping.
