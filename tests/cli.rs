@@ -3,7 +3,7 @@
 //! delivers everything gathered.
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn agent() -> Command {
@@ -21,6 +21,27 @@ fn run(args: &[&str], etc: &Path) -> Output {
         .arg(etc)
         .output()
         .expect("agent runs")
+}
+
+/// A temp folder with `etc/main.yaml` (and an empty `etc/input/`).
+fn temp_etc(main_yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("input")).unwrap();
+    std::fs::write(etc.join("main.yaml"), main_yaml).unwrap();
+    (dir, etc)
+}
+
+/// `agent run -c etc` in the background, stdout and stderr to `stdio()`.
+fn spawn_run(etc: &Path, stdio: fn() -> Stdio) -> Child {
+    agent()
+        .arg("run")
+        .arg("-c")
+        .arg(etc)
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -145,23 +166,11 @@ fn plugins_and_sample_config() {
 
 #[test]
 fn sigterm_delivers_everything_gathered() {
-    let dir = tempfile::tempdir().unwrap();
-    let etc = dir.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
     // Console flushes only at shutdown: every line printed proves the drain.
-    std::fs::write(
-        etc.join("main.yaml"),
+    let (_dir, etc) = temp_etc(
         "open: [demo]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 3600}\n",
-    )
-    .unwrap();
-    let mut child = agent()
-        .arg("run")
-        .arg("-c")
-        .arg(&etc)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    );
+    let mut child = spawn_run(&etc, Stdio::piped);
     std::thread::sleep(Duration::from_millis(800));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let start = Instant::now();
@@ -212,22 +221,9 @@ fn sigterm_delivers_everything_gathered() {
 /// `agent status` against a running agent; a SIGHUP after an edit reloads.
 #[test]
 fn status_shows_pipelines_and_sighup_reloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let etc = dir.path().join("etc");
-    std::fs::create_dir_all(etc.join("input")).unwrap();
-    std::fs::write(
-        etc.join("main.yaml"),
-        "open: [demo, mem]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\n",
-    )
-    .unwrap();
-    let mut child = agent()
-        .arg("run")
-        .arg("-c")
-        .arg(&etc)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (dir, etc) =
+        temp_etc("open: [demo, mem]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\n");
+    let mut child = spawn_run(&etc, Stdio::null);
     let status = |json: bool| {
         let mut cmd = agent();
         cmd.arg("status").arg("-c").arg(&etc);
@@ -281,22 +277,10 @@ fn status_shows_pipelines_and_sighup_reloads() {
 /// gathering and delivering exactly as before.
 #[test]
 fn keeps_running_after_startup_pages_are_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let etc = dir.path().join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(
-        etc.join("main.yaml"),
+    let (_dir, etc) = temp_etc(
         "debug: true\nopen: [demo, mem, cpu]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 0.1}\n",
-    )
-    .unwrap();
-    let mut child = agent()
-        .arg("run")
-        .arg("-c")
-        .arg(&etc)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    );
+    let mut child = spawn_run(&etc, Stdio::piped);
     // Drain both pipes while it runs: a full pipe would block the agent.
     let mut out_pipe = child.stdout.take().unwrap();
     let mut err_pipe = child.stderr.take().unwrap();

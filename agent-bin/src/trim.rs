@@ -64,12 +64,10 @@ impl SettledPages {
             // this one.
             let end = end.min(sp.saturating_sub(STACK_MARGIN) & !0xfff);
             if end > start {
-                // SAFETY: [start, end) lies in this thread's own stack, more
-                // than STACK_MARGIN below its deepest live frame: no live
-                // data is there, and the next access gets zero-filled pages.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
-                };
+                // [start, end) lies in this thread's own stack, more than
+                // STACK_MARGIN below its deepest live frame: no live data is
+                // there, and the next access gets zero-filled pages.
+                dont_need(start, end);
             }
         }
         #[cfg(target_env = "gnu")]
@@ -78,15 +76,33 @@ impl SettledPages {
             libc::malloc_trim(0);
         }
         for &(start, end) in &self.files {
-            // SAFETY: a whole mapping of this process, read-only, file-backed
-            // and without private copies: MADV_DONTNEED only unmaps its
-            // pages, and the next access faults them back in from the file.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+            // A whole mapping of this process, read-only, file-backed and
+            // without private copies: its pages fault back in from the file.
+            dont_need(start, end);
         }
     }
 
     #[cfg(not(target_os = "linux"))]
     pub fn release(self) {}
+}
+
+/// `MADV_DONTNEED` on `[start, end)`; the callers say why the range holds
+/// nothing that must survive.
+#[cfg(target_os = "linux")]
+fn dont_need(start: usize, end: usize) {
+    // SAFETY: the callers pass ranges of this process whose contents come
+    // back from the file, or are dead stack: unmapping them loses nothing.
+    unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+}
+
+/// The `start-end` hexadecimal range that opens a `/proc/<pid>/smaps` line.
+#[cfg(any(target_os = "linux", test))]
+fn parse_range(field: &str) -> Option<(usize, usize)> {
+    let (start, end) = field.split_once('-')?;
+    Some((
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    ))
 }
 
 /// Frames below this much under the caller stay mapped: madvise's own call
@@ -99,11 +115,7 @@ const STACK_MARGIN: usize = 64 << 10;
 #[cfg(any(target_os = "linux", test))]
 fn dead_stack_range(smaps: &str, sp: usize) -> Option<(usize, usize)> {
     let line = smaps.lines().find(|l| l.ends_with("[stack]"))?;
-    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-    let (start, end) = (
-        usize::from_str_radix(start, 16).ok()?,
-        usize::from_str_radix(end, 16).ok()?,
-    );
+    let (start, end) = parse_range(line.split_whitespace().next()?)?;
     if !(start..end).contains(&sp) {
         return None;
     }
@@ -137,14 +149,8 @@ fn clean_read_only_mappings(smaps: &str) -> Vec<(usize, usize)> {
         ) else {
             continue;
         };
-        let Some((start, end)) = range.split_once('-') else {
+        let Some((start, end)) = parse_range(range) else {
             continue; // a "Key: value" line
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
         };
         current = (matches!(perms, "r--p" | "r-xp") && inode != "0").then_some((start, end));
     }
@@ -209,18 +215,7 @@ Anonymous:             0 kB
         let text: Vec<(usize, usize)> = smaps
             .lines()
             .filter(|l| l.contains(" r-xp ") && l.ends_with(exe))
-            .map(|l| {
-                let (a, b) = l
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .split_once('-')
-                    .unwrap();
-                (
-                    usize::from_str_radix(a, 16).unwrap(),
-                    usize::from_str_radix(b, 16).unwrap(),
-                )
-            })
+            .map(|l| parse_range(l.split_whitespace().next().unwrap()).unwrap())
             .collect();
         assert!(!text.is_empty(), "{smaps}");
         let releasable = clean_read_only_mappings(&smaps);

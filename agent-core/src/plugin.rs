@@ -144,6 +144,17 @@ impl Accumulator {
         std::mem::take(&mut self.errors)
     }
 
+    /// Tests: the reported errors as one `Err` (joined with `; `), or `Ok`.
+    #[cfg(test)]
+    pub(crate) fn errors_as_result(&mut self) -> PluginResult {
+        let errors = self.take_errors();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(PluginError::msg(errors.join("; ")))
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.metrics.len()
     }

@@ -1,6 +1,15 @@
 # Agent configurations and the probe load shared by run.sh and
-# hot_symbols.sh (sourced). Expects $root (the repository), $tmp (a scratch
-# folder) and the array pids (background processes to stop at exit).
+# hot_symbols.sh (sourced). Expects $root (the repository) and $tmp (a
+# scratch folder); sets up the array pids, whose processes are stopped, and
+# $tmp removed, at exit.
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 agent_etc() { # DIR INTERVAL: cpu, mem, disk, network, process count only
   local d=$1/etc

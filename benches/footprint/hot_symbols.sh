@@ -21,13 +21,6 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 warm=${1:-25} window=${2:-70}
 tmp=$(mktemp -d /tmp/hot-symbols.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
 source "$here/agent_configs.sh"
 command -v valgrind >/dev/null || {
   apt-get update -qq

@@ -19,13 +19,9 @@ subjects=${5:-"agent collectd node_exporter netdata agent_etc agent_probes"}
 agent=${AGENT:-$root/target/release/agent}
 out=${OUT:-$here/results.tsv}
 tmp=$(mktemp -d /tmp/footprint.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+# pids, cleanup at exit; agent_etc, agent_shipped_etc, agent_probes_etc,
+# start_probe_targets
+source "$here/agent_configs.sh"
 
 # ---- peers from Debian; their own services stay stopped -------------------
 need=()
@@ -46,9 +42,6 @@ done
 [ -x "$agent" ] || (cd "$root" && cargo build --release -p agent-bin)
 
 # ---- configs ---------------------------------------------------------------
-# agent_etc, agent_shipped_etc, agent_probes_etc, start_probe_targets
-source "$here/agent_configs.sh"
-
 collectd_conf() { # DIR INTERVAL
   mkdir -p "$1/csv"
   cat > "$1/collectd.conf" <<EOF

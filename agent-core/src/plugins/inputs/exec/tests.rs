@@ -16,14 +16,7 @@ fn acc() -> Accumulator {
 async fn gather(e: &mut Exec) -> (Vec<crate::Metric>, PluginResult) {
     let mut a = acc();
     // Errors reported with `add_error` count as the gather's result here.
-    let r = e.gather(&mut a).await.and_then(|()| {
-        let errs = a.take_errors();
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::PluginError::msg(errs.join("; ")))
-        }
-    });
+    let r = e.gather(&mut a).await.and_then(|()| a.errors_as_result());
     (a.take(), r)
 }
 

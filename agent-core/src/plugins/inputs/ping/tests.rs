@@ -17,14 +17,10 @@ fn plugin(yaml: &str) -> Ping {
 async fn gather(p: &mut Ping) -> (PluginResult, Vec<Metric>) {
     let mut acc = Accumulator::new("ping", vec![].into());
     // Errors reported with `add_error` count as the gather's result here.
-    let r = p.gather(&mut acc).await.and_then(|()| {
-        let errs = acc.take_errors();
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(crate::PluginError::msg(errs.join("; ")))
-        }
-    });
+    let r = p
+        .gather(&mut acc)
+        .await
+        .and_then(|()| acc.errors_as_result());
     (r, acc.take())
 }
 
