@@ -55,7 +55,14 @@ fn top_level_keys_follow_the_same_order() {
         ("main/main.yaml", "reload_sec: 40\n"),
         ("host.yaml", "reload_sec: 50\n"),
     ]);
-    assert_eq!(AgentConfig::load(&etc).unwrap().main.reload_sec, 50);
+    assert_eq!(
+        AgentConfig::load(&etc)
+            .unwrap()
+            .main
+            .reload_sec
+            .as_secs_f64(),
+        50.0
+    );
 }
 
 #[test]
@@ -194,7 +201,7 @@ fn wrong_types_name_the_file_that_set_the_key() {
 #[test]
 fn out_of_range_values_are_rejected() {
     for (extra, key, words) in [
-        ("reload_sec: 5\n", "reload_sec", "at least 10"),
+        ("reload_sec: 5\n", "reload_sec", "between 10 and 86400"),
         ("delay_sec: 31\n", "delay_sec", "between 0 and 30"),
         ("interval: 0\n", "interval", "between 0.001 and 86400"),
         ("log: {rotation: huge}\n", "log.rotation", "size"),
@@ -213,6 +220,178 @@ fn out_of_range_values_are_rejected() {
         ("output/console.yaml", "batch_size: 100\nbuffer_limit: 10\n"),
     ]);
     assert_eq!(e.key, "output.console.buffer_limit");
+}
+
+/// Values that used to panic `validate` or pass it and break at run time:
+/// each is a config error naming its file, key and reason.
+#[test]
+fn hostile_values_are_config_errors() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "output/console.yaml",
+            "flush_interval: -1\n",
+            "output.console.flush_interval",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "flush_interval: .nan\n",
+            "output.console.flush_interval",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "flush_interval: .inf\n",
+            "output.console.flush_interval",
+            "inf",
+        ),
+        (
+            "output/console.yaml",
+            "interval: 0\n",
+            "output.console.interval",
+            "between 0.001",
+        ),
+        (
+            "output/console.yaml",
+            "flush_jitter: 1e300\n",
+            "output.console.flush_jitter",
+            "at most",
+        ),
+        (
+            "output/console.yaml",
+            "flush_jitter: 7200\n",
+            "output.console.flush_jitter",
+            "between 0 and 3600",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: .nan\n",
+            "output.console.retry_max_sec",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: -1\n",
+            "output.console.retry_max_sec",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: 0\n",
+            "output.console.retry_max_sec",
+            "above 0",
+        ),
+        (
+            "output/console.yaml",
+            "batch_size: 0\n",
+            "output.console.batch_size",
+            "between 1 and",
+        ),
+        (
+            "output/console.yaml",
+            "batch_size: 1.8446744073709552e19\n",
+            "output.console.batch_size",
+            "at most",
+        ),
+        (
+            "output/console.yaml",
+            "buffer_limit: -5\n",
+            "output.console.buffer_limit",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "disk_buffer: {path: x, max_bytes: -1}\n",
+            "output.console.disk_buffer.max_bytes",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "disk_buffer: {path: x, max_bytes: 0}\n",
+            "output.console.disk_buffer.max_bytes",
+            "positive size",
+        ),
+        ("main.yaml", "delay_sec: .nan\n", "delay_sec", "NaN"),
+        ("main.yaml", "interval: 1e300\n", "interval", "at most"),
+        (
+            "main.yaml",
+            "update_api_timeout: 0\n",
+            "update_api_timeout",
+            "above 0",
+        ),
+        (
+            "main.yaml",
+            "reload_sec: [1]\n",
+            "reload_sec",
+            "number of seconds",
+        ),
+        (
+            "main.yaml",
+            "log: {rotation: -1}\n",
+            "log.rotation",
+            "negative",
+        ),
+        (
+            "main.yaml",
+            "log: {rotation: 0}\n",
+            "log.rotation",
+            "above 0",
+        ),
+        (
+            "main.yaml",
+            "log: {retention: .nan}\n",
+            "log.retention",
+            "whole number",
+        ),
+        (
+            "input/demo.yaml",
+            "interval: .nan\n",
+            "input.demo.interval",
+            "NaN",
+        ),
+        (
+            "aggs/demo.yaml",
+            "use_plugin_basicstats: {period: 0}\n",
+            "aggs.demo.use_plugin_basicstats.period",
+            "above 0",
+        ),
+        (
+            "aggs/demo.yaml",
+            "use_plugin_basicstats: {period: .nan}\n",
+            "aggs.demo.use_plugin_basicstats.period",
+            "NaN",
+        ),
+        (
+            "aggs/demo.yaml",
+            "use_plugin_basicstats: {drop_original: 3}\n",
+            "aggs.demo.use_plugin_basicstats.drop_original",
+            "bool",
+        ),
+        (
+            "aggs/demo.yaml",
+            "alarm: {limit: .nan}\n",
+            "aggs.demo.alarm.limit",
+            "finite",
+        ),
+        (
+            "aggs/demo.yaml",
+            "alarm: {repeat_sec: 1e300}\n",
+            "aggs.demo.alarm.repeat_sec",
+            "at most",
+        ),
+    ];
+    for (file, text, key, words) in cases {
+        let (_d, etc) = if *file == "main.yaml" {
+            let main = format!("open: [demo]\ncommon_output: [console]\n{text}");
+            common::etc(&[("main.yaml", &main)])
+        } else {
+            common::etc(&[("main.yaml", MAIN), (file, text)])
+        };
+        let e = plan(&etc).expect_err(&format!("{file}: {text} accepted"));
+        assert_eq!(e.key, *key, "{file}: {text}: {e}");
+        assert!(e.reason.contains(words), "{file}: {text}: {e}");
+        assert!(e.file.ends_with(file), "{file}: {text}: {e}");
+    }
 }
 
 #[test]

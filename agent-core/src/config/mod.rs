@@ -3,9 +3,12 @@
 //! open input, each a chain of stages ending in outputs.
 pub mod load;
 mod plan;
+pub mod value;
 
 pub use load::{MergedTree, Provenance};
-pub use plan::{OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan};
+pub use plan::{
+    AggregatorSettings, OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan,
+};
 
 use crate::metric::Str;
 use serde::de::DeserializeOwned;
@@ -14,6 +17,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
 
 /// A configuration problem: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,20 +54,20 @@ impl ConfigError {
 fn d_true() -> bool {
     true
 }
-fn d_reload() -> u64 {
-    300
+fn d_reload() -> Seconds {
+    Seconds::from_secs(300)
 }
-fn d_delay() -> f64 {
-    1.0
+fn d_delay() -> Seconds {
+    Seconds::from_secs(1)
 }
-fn d_interval() -> f64 {
-    60.0
+fn d_interval() -> Seconds {
+    Seconds::from_secs(60)
 }
 fn d_key_env() -> String {
     "AGENT_API_KEY".into()
 }
-fn d_update_timeout() -> f64 {
-    10.0
+fn d_update_timeout() -> Seconds {
+    Seconds::from_secs(10)
 }
 fn d_control_socket() -> String {
     "run/agent.sock".into()
@@ -78,7 +82,7 @@ pub struct MainConfig {
     #[serde(default)]
     pub debug: bool,
     #[serde(default = "d_reload")]
-    pub reload_sec: u64,
+    pub reload_sec: Seconds,
     #[serde(default)]
     pub update_api: Option<String>,
     /// Environment variable that holds the update_api key.
@@ -89,18 +93,18 @@ pub struct MainConfig {
     pub update_api_key_file: Option<String>,
     /// Seconds the whole update_api request may take.
     #[serde(default = "d_update_timeout")]
-    pub update_api_timeout: f64,
+    pub update_api_timeout: Seconds,
     /// Unix socket of the status endpoint (`agent status`), relative to the
     /// folder holding etc/.
     #[serde(default = "d_control_socket")]
     pub control_socket: String,
     #[serde(default = "d_delay")]
-    pub delay_sec: f64,
+    pub delay_sec: Seconds,
     #[serde(default)]
     pub info: Mapping,
     pub open: Vec<String>,
     #[serde(default = "d_interval")]
-    pub interval: f64,
+    pub interval: Seconds,
     #[serde(default)]
     pub common_output: Vec<String>,
     #[serde(default)]
@@ -179,11 +183,11 @@ pub struct LogConfig {
     pub file: String,
     /// Size at which the file rotates: `50 MB`, `500 KB`, or bytes.
     #[serde(default = "LogConfig::d_rotation")]
-    pub rotation: Value,
+    pub rotation: Size,
     /// How many rotated files to keep: a count, or loguru's `10 days`
     /// (read as 10 files: one rotation a day is the usual case).
-    #[serde(default = "LogConfig::d_retention")]
-    pub retention: Value,
+    #[serde(default)]
+    pub retention: Retention,
     #[serde(default)]
     pub compression: Option<String>,
     #[serde(default)]
@@ -197,11 +201,8 @@ impl LogConfig {
     fn d_file() -> String {
         "log/agent.log".into()
     }
-    fn d_rotation() -> Value {
-        Value::String("50 MB".into())
-    }
-    fn d_retention() -> Value {
-        Value::Number(10.into())
+    fn d_rotation() -> Size {
+        Size::from_bytes(50 << 20)
     }
 }
 
@@ -212,43 +213,10 @@ impl Default for LogConfig {
             colorize: true,
             file: Self::d_file(),
             rotation: Self::d_rotation(),
-            retention: Self::d_retention(),
+            retention: Retention::default(),
             compression: None,
             format: None,
         }
-    }
-}
-
-/// Parses a size such as `50 MB`, `10MiB`, `512 kb` or a plain number of bytes.
-pub fn parse_size(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let num: f64 = num.trim().parse().ok()?;
-            let mult = match unit.trim().to_ascii_lowercase().as_str() {
-                "" | "b" => 1.0,
-                "k" | "kb" | "kib" => 1024.0,
-                "m" | "mb" | "mib" => 1024.0 * 1024.0,
-                "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-                _ => return None,
-            };
-            Some((num * mult) as u64)
-        }
-        _ => None,
-    }
-}
-
-/// Parses a retention: a count, or `N days` / `N files`.
-pub fn parse_count(v: &Value) -> Option<usize> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|n| n as usize),
-        Value::String(s) => s.split_whitespace().next()?.parse().ok(),
-        _ => None,
     }
 }
 
@@ -293,29 +261,20 @@ impl AgentConfig {
         let err = |key: &str, reason: String| {
             ConfigError::new(file_of(&tree, key), key.to_string(), reason)
         };
-        if main.reload_sec < 10 {
-            return Err(err(
-                "reload_sec",
-                format!("must be at least 10 seconds, got {}", main.reload_sec),
-            ));
-        }
-        if !(0.0..=30.0).contains(&main.delay_sec) {
-            return Err(err(
-                "delay_sec",
-                format!("must be between 0 and 30 seconds, got {}", main.delay_sec),
-            ));
-        }
+        main.reload_sec
+            .within(10.0, 86_400.0, false)
+            .map_err(|r| err("reload_sec", r))?;
+        main.delay_sec
+            .within(0.0, 30.0, false)
+            .map_err(|r| err("delay_sec", r))?;
         check_interval(main.interval).map_err(|r| err("interval", r))?;
-        if parse_size(&main.log.rotation).is_none() {
+        main.update_api_timeout
+            .within(0.0, 300.0, true)
+            .map_err(|r| err("update_api_timeout", r))?;
+        if main.log.rotation.bytes() == 0 {
             return Err(err(
                 "log.rotation",
-                "expected a size such as `50 MB` or a number of bytes".into(),
-            ));
-        }
-        if parse_count(&main.log.retention).is_none() {
-            return Err(err(
-                "log.retention",
-                "expected a number of files such as `10` or `10 days`".into(),
+                "must be a size above 0 such as `50 MB`".into(),
             ));
         }
         let info = resolve_info(&main.info).map_err(|(k, r)| err(&format!("info.{k}"), r))?;
@@ -373,14 +332,8 @@ impl AgentConfig {
 }
 
 /// Intervals are seconds, fractional allowed, from 1 ms to a day.
-pub fn check_interval(secs: f64) -> Result<Duration, String> {
-    if secs.is_finite() && (0.001..=86_400.0).contains(&secs) {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!(
-            "must be a number of seconds between 0.001 and 86400, got {secs}"
-        ))
-    }
+pub fn check_interval(secs: Seconds) -> Result<Duration, String> {
+    secs.within(0.001, 86_400.0, false)
 }
 
 fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
@@ -592,16 +545,14 @@ impl PluginConfig {
         ConfigError::new(file_of(&self.tree, &full), full, reason)
     }
 
-    /// A timeout or period `v` (seconds, fractions allowed) read from `key`:
-    /// above 0 and at most an hour.
-    pub fn seconds(&self, key: &str, v: f64) -> Result<Duration, ConfigError> {
-        if !v.is_finite() || v <= 0.0 || v > 3600.0 {
-            return Err(self.error(
-                key,
-                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
-            ));
-        }
-        Ok(Duration::from_secs_f64(v))
+    /// A timeout or period `v` read from `key`: above 0 and at most an hour.
+    pub fn seconds(&self, key: &str, v: Seconds) -> Result<Duration, ConfigError> {
+        v.within(0.0, 3600.0, true).map_err(|r| self.error(key, r))
+    }
+
+    /// A count `v` read from `key`, between `min` and `max`.
+    pub fn count(&self, key: &str, v: Count, min: u64, max: u64) -> Result<Count, ConfigError> {
+        v.within(min, max).map_err(|r| self.error(key, r))
     }
 
     /// The config of a nested key, e.g. `use_plugin_converter`.
@@ -626,20 +577,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_counts() {
-        assert_eq!(parse_size(&Value::String("50 MB".into())), Some(50 << 20));
-        assert_eq!(parse_size(&Value::String("1.5KB".into())), Some(1536));
-        assert_eq!(parse_size(&Value::Number(10.into())), Some(10));
-        assert_eq!(parse_size(&Value::String("lots".into())), None);
-        assert_eq!(parse_count(&Value::String("10 days".into())), Some(10));
-        assert_eq!(parse_count(&Value::Number(3.into())), Some(3));
-    }
-
-    #[test]
     fn interval_range() {
-        assert!(check_interval(0.5).is_ok());
-        assert!(check_interval(0.0).is_err());
-        assert!(check_interval(f64::NAN).is_err());
-        assert!(check_interval(100_000.0).is_err());
+        let s = |v: f64| Seconds::new(v).unwrap();
+        assert!(check_interval(s(0.5)).is_ok());
+        assert!(check_interval(s(0.0)).is_err());
+        assert!(check_interval(s(100_000.0)).is_err());
+        assert!(Seconds::new(f64::NAN).is_err());
     }
 }

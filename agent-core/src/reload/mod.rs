@@ -100,7 +100,7 @@ impl ConfigReloader {
             watcher: None,
             pending: None,
             first_event: None,
-            reload_every: Duration::from_secs(config.main.reload_sec),
+            reload_every: config.main.reload_sec.as_duration(),
             timer: None,
             remote: remote::RemoteSettings::from_config(config),
         }
@@ -202,7 +202,7 @@ impl ConfigReloader {
             }
         };
         self.applied_fingerprint = fingerprint;
-        let new_every = Duration::from_secs(config.main.reload_sec);
+        let new_every = config.main.reload_sec.as_duration();
         self.remote = remote::RemoteSettings::from_config(&config);
         if new_every != self.reload_every {
             self.reload_every = new_every;
