@@ -142,6 +142,75 @@ fn config_errors_exit_2_with_file_and_key() {
     assert!(text(&out.stderr).contains("main.yaml"));
 }
 
+/// The hostile values: each exits 2 naming file, key and reason
+/// (they used to panic `validate`, or pass it and break at run time).
+#[test]
+fn hostile_values_exit_2_with_file_key_and_reason() {
+    let cases = [
+        (
+            "output/console.yaml",
+            "flush_interval: -1\n",
+            "output.console.flush_interval",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "flush_interval: .nan\n",
+            "output.console.flush_interval",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "flush_jitter: 1e300\n",
+            "output.console.flush_jitter",
+            "at most",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: .nan\n",
+            "output.console.retry_max_sec",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: -1\n",
+            "output.console.retry_max_sec",
+            "negative",
+        ),
+        (
+            "input/telnet.yaml",
+            "worker_limit: 0\n",
+            "input.telnet.worker_limit",
+            "between 1 and",
+        ),
+        (
+            "input/curl.yaml",
+            "worker_limit: 0\n",
+            "input.curl.worker_limit",
+            "between 1 and",
+        ),
+        (
+            "aggs/mem.yaml",
+            "alarm: {percent: .nan}\n",
+            "aggs.mem.alarm.percent",
+            "finite",
+        ),
+    ];
+    for (file, body, key, reason) in cases {
+        let (dir, etc) = temp_etc("open: [mem, telnet, curl]\ncommon_output: [console]\n");
+        std::fs::create_dir_all(etc.join(file).parent().unwrap()).unwrap();
+        std::fs::write(etc.join(file), body).unwrap();
+        let out = run(&["validate"], &etc);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {body}: {err}");
+        let expected = format!("{}: key `{key}`: ", etc.join(file).display());
+        assert!(err.contains(&expected), "{file}: {body}: {err}");
+        assert!(err.contains(reason), "{file}: {body}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        drop(dir);
+    }
+}
+
 #[test]
 fn plugins_and_sample_config() {
     let out = agent().arg("plugins").output().unwrap();
