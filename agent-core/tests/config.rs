@@ -428,3 +428,113 @@ fn common_processor_and_aggs_apply_to_every_input() {
     assert!(e.file.ends_with("processor/shared.yaml"), "{e}");
     assert_eq!(e.key, "processor.shared.use_plugin_zzz");
 }
+
+fn warnings(etc: &Path) -> Vec<String> {
+    plan(etc)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// A misspelled key is a warning with file, key and the nearest known key;
+/// keys read by any parse of the same node, and PyAgent's own, are known.
+#[test]
+fn unknown_keys_are_warnings_with_a_suggestion() {
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", "open: [demo]\ncommon_output: [console]\nintervall: 5\n"),
+        ("output/console.yaml", "flush_intervall: 1\nbatch_size: 5\ntarget: stdout\n"),
+        ("input/demo.yaml", "interval: 5\ncolour: blue\n"),
+        (
+            "aggs/demo.yaml",
+            "befor: {use_plugin_rename: {fields: {a: b}}}\nuse_plugin_basicstats: {period: 10, stat: [count]}\nalarm: {limit: 5, comment: x, limt: 3}\nafterwards: 1\n",
+        ),
+    ]);
+    let w = warnings(&etc);
+    let file = |f: &str| etc.join(f).display().to_string();
+    let expected = [
+        format!(
+            "{}: key `intervall`: unknown key; did you mean `interval`?",
+            file("main.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.afterwards`: unknown key",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.alarm.limt`: unknown key; did you mean `limit`?",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.use_plugin_basicstats.stat`: unknown key; did you mean `stats`?",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `input.demo.colour`: unknown key",
+            file("input/demo.yaml")
+        ),
+        format!(
+            "{}: key `output.console.flush_intervall`: unknown key; did you mean `flush_interval`?",
+            file("output/console.yaml")
+        ),
+    ];
+    for e in &expected {
+        assert!(w.contains(e), "missing {e}\nin {w:#?}");
+    }
+    assert_eq!(w.len(), expected.len(), "{w:#?}");
+}
+
+/// Every registered plugin's sample, placed where it belongs, plans without
+/// a single unknown-key warning; so do the shipped etc/ and the examples.
+#[test]
+fn samples_and_shipped_configs_have_no_unknown_keys() {
+    let registry = Registry::with_builtins();
+    for p in registry.list() {
+        let (main, file) = match p.kind {
+            agent_core::PluginKind::Input => (
+                format!("open: [{}]\ncommon_output: [console]\n", p.name),
+                format!("input/{}.yaml", p.name),
+            ),
+            agent_core::PluginKind::Output => (
+                format!("open: [demo]\ncommon_output: [{}]\n", p.name),
+                format!("output/{}.yaml", p.name),
+            ),
+            // Processor and aggregator samples say where they go in their
+            // first lines (`etc/processor/<input>.yaml`, `etc/aggs/...`).
+            _ => {
+                let section = if p.sample.contains("etc/aggs/") {
+                    "aggs"
+                } else {
+                    "processor"
+                };
+                (
+                    "open: [cpu]\ncommon_output: [console]\n".to_string(),
+                    format!("{section}/cpu.yaml"),
+                )
+            }
+        };
+        let (_d, etc) = common::etc(&[("main.yaml", &main), (&file, p.sample)]);
+        let cfg = AgentConfig::load(&etc).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        match Plan::new(&cfg, &registry) {
+            Ok(plan) => assert!(plan.warnings.is_empty(), "{}: {:#?}", p.name, plan.warnings),
+            Err(e) => panic!("sample of {} {}: {e}", p.kind, p.name),
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs = vec![root.join("etc")];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = e.unwrap().path();
+        if path.join("main.yaml").is_file() {
+            dirs.push(path);
+        }
+    }
+    for dir in dirs {
+        assert!(
+            warnings(&dir).is_empty(),
+            "{}: {:#?}",
+            dir.display(),
+            warnings(&dir)
+        );
+    }
+}

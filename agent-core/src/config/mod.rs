@@ -3,6 +3,7 @@
 //! open input, each a chain of stages ending in outputs.
 pub mod load;
 mod plan;
+mod unknown;
 pub mod value;
 
 pub use load::{MergedTree, Provenance};
@@ -17,6 +18,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+pub use unknown::ConfigWarning;
 pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
 
 /// A configuration problem: which file, which key, and why.
@@ -148,10 +150,9 @@ impl<'de> Deserialize<'de> for Section {
                 self,
                 mut m: A,
             ) -> Result<Section, A::Error> {
-                while m
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+                // Keys are read (not ignored) so the unknown-key walk sees
+                // plain keys; the plugin entries themselves are skipped.
+                while m.next_entry::<Value, serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Section)
             }
         }
@@ -229,6 +230,9 @@ pub struct AgentConfig {
     /// `info` as tags, with `node_ip` and `host_name` filled in.
     pub info: InfoTags,
     pub tree: Arc<MergedTree>,
+    /// Unknown keys of main.yaml itself (the plugin sections' are found by
+    /// [`Plan::new`], which also repeats these in [`Plan::warnings`]).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl AgentConfig {
@@ -257,7 +261,15 @@ impl AgentConfig {
 
     pub fn from_tree(dir: &Path, tree: MergedTree) -> Result<Self, ConfigError> {
         let tree = Arc::new(tree);
+        let collecting = unknown::Collecting::start();
         let main: MainConfig = deserialize_at(&tree, "", &tree.root)?;
+        // The plugin sections are nodes of their own, checked by the planner.
+        let unknown_keys = collecting.finish().into_iter().filter(|(key, _)| {
+            !load::SECTIONS
+                .iter()
+                .any(|s| key.strip_prefix(s).is_some_and(|r| r.starts_with('.')))
+        });
+        let warnings = warnings_for(&tree, unknown_keys);
         let err = |key: &str, reason: String| {
             ConfigError::new(file_of(&tree, key), key.to_string(), reason)
         };
@@ -283,6 +295,7 @@ impl AgentConfig {
             main,
             info,
             tree,
+            warnings,
         })
     }
 
@@ -343,14 +356,47 @@ fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("main.yaml"))
 }
 
+/// Warnings for unknown keys (key path, nearest known key).
+fn warnings_for(
+    tree: &MergedTree,
+    unknown_keys: impl IntoIterator<Item = (String, Option<String>)>,
+) -> Vec<ConfigWarning> {
+    unknown_keys
+        .into_iter()
+        .map(|(key, near)| ConfigWarning {
+            file: file_of(tree, &key).display().to_string(),
+            message: match near {
+                Some(k) => format!("unknown key; did you mean `{k}`?"),
+                None => "unknown key".to_string(),
+            },
+            key,
+        })
+        .collect()
+}
+
 /// Deserializes `value` (found at `base` in the tree) into `T`; errors name
-/// the full key path and the file that set it.
+/// the full key path and the file that set it. While a plan is built, the
+/// keys `T` skipped are recorded (see [`unknown`]).
 fn deserialize_at<T: DeserializeOwned>(
     tree: &MergedTree,
     base: &str,
     value: &Value,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let result = if unknown::is_collecting() {
+        let mut skipped = std::collections::BTreeSet::new();
+        let mut on_skip = |p: serde_ignored::Path| {
+            skipped.insert(unknown::path_string(&p));
+        };
+        let d = serde_ignored::Deserializer::new(value, &mut on_skip);
+        let result = serde_path_to_error::deserialize(d);
+        if result.is_ok() {
+            unknown::record_parse(base, skipped, unknown::struct_fields::<T>());
+        }
+        result
+    } else {
+        serde_path_to_error::deserialize(value)
+    };
+    result.map_err(|e| {
         let sub = e.path().to_string();
         let key = match (base.is_empty(), sub.as_str()) {
             (_, ".") => base.to_string(),
@@ -553,6 +599,13 @@ impl PluginConfig {
     /// A count `v` read from `key`, between `min` and `max`.
     pub fn count(&self, key: &str, v: Count, min: u64, max: u64) -> Result<Count, ConfigError> {
         v.within(min, max).map_err(|r| self.error(key, r))
+    }
+
+    /// Declares the keys of a block read by hand (a trailing `*` matches a
+    /// prefix): while a plan is built, its other keys are reported unknown
+    /// unless a parse of the same block reads them.
+    pub fn declare_keys(&self, keys: &[&str]) {
+        unknown::record_declared(&self.path, self.value(), keys);
     }
 
     /// The config of a nested key, e.g. `use_plugin_converter`.

@@ -10,7 +10,7 @@
 //! registered processor or aggregator, in order; other keys are left to the
 //! block's owner.
 use super::value::{Count, Seconds, Size};
-use super::{check_interval, AgentConfig, ConfigError, PluginConfig};
+use super::{check_interval, unknown, AgentConfig, ConfigError, ConfigWarning, PluginConfig};
 use crate::metric::Str;
 use crate::registry::{build_error, PluginKind, Registry};
 use serde::Deserialize;
@@ -174,6 +174,10 @@ pub struct Plan {
     pub outputs: Vec<OutputPlan>,
     /// Delay between starting two inputs (`delay_sec`).
     pub start_delay: Duration,
+    /// Unknown keys (main.yaml's and every planned plugin's), probably
+    /// typos: `agent validate` prints them, `--strict` refuses them, `agent
+    /// run` logs them at start and on every reload.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 #[derive(Deserialize, Default)]
@@ -203,6 +207,7 @@ impl Plan {
     /// Resolves and validates every pipeline: plugin names exist, every
     /// plugin's config parses and builds.
     pub fn new(config: &AgentConfig, registry: &Registry) -> Result<Plan, ConfigError> {
+        let collecting = unknown::Collecting::start();
         let main = &config.main;
         let mut outputs: Vec<OutputPlan> = Vec::new();
         let mut pipelines = Vec::new();
@@ -275,10 +280,13 @@ impl Plan {
                 outputs: out_names,
             });
         }
+        let mut warnings = config.warnings.clone();
+        warnings.extend(super::warnings_for(&config.tree, collecting.finish()));
         Ok(Plan {
             pipelines,
             outputs,
             start_delay: main.delay_sec.as_duration(),
+            warnings,
         })
     }
 }
@@ -382,6 +390,7 @@ fn stage_block(
     let Value::Mapping(map) = block.value() else {
         return Err(block.error("", "expected a mapping of `use_plugin_<name>` keys"));
     };
+    block.declare_keys(&["use_plugin_*"]);
     for (k, v) in map {
         let key = super::load::key_string(k);
         let Some(plugin) = key.strip_prefix("use_plugin_") else {
@@ -445,6 +454,14 @@ fn aggs_block(
     let Value::Mapping(map) = block.value() else {
         return Err(block.error("", "expected a mapping"));
     };
+    block.declare_keys(&[
+        "befor",
+        "before",
+        "after",
+        "alarm",
+        "threshold",
+        "use_plugin_*",
+    ]);
     for hook in ["befor", "before"] {
         if let Some(v) = map.get(hook) {
             stage_block(&block.child(hook, v.clone(), hook), registry, stages)?;

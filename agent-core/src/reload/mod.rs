@@ -201,6 +201,9 @@ impl ConfigReloader {
                 return;
             }
         };
+        for w in &plan.warnings {
+            slog::warn!(self.log, "config warning: {}", w);
+        }
         self.applied_fingerprint = fingerprint;
         let new_every = config.main.reload_sec.as_duration();
         self.remote = remote::RemoteSettings::from_config(&config);
