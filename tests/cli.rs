@@ -211,6 +211,69 @@ fn hostile_values_exit_2_with_file_key_and_reason() {
     }
 }
 
+/// A misspelled key is a warning naming file, key and the nearest known
+/// key; `validate --strict` refuses it; `run` logs it. The shipped etc/ and
+/// the sample main.yaml have none.
+#[test]
+fn unknown_keys_warn_and_strict_refuses_them() {
+    let out = run(&["validate", "--strict"], &shipped_etc());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (dir, etc) = temp_etc("open: [demo]\ncommon_output: [console]\n");
+    std::fs::create_dir_all(etc.join("output")).unwrap();
+    std::fs::write(etc.join("output/console.yaml"), "flush_intervall: 1\n").unwrap();
+    let expected = format!(
+        "warning: {}: key `output.console.flush_intervall`: unknown key; did you mean `flush_interval`?",
+        etc.join("output/console.yaml").display()
+    );
+    let out = run(&["validate"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["validate", "--strict"], &etc);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `run` logs it at WARNING at start (the log file is under the folder
+    // that holds etc/).
+    let mut child = spawn_run(&etc, Stdio::null);
+    let log = dir.path().join("log/agent.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut logged = String::new();
+    while Instant::now() < deadline {
+        logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if logged.contains("flush_intervall") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("flush_intervall"))
+        .unwrap_or_else(|| panic!("not logged: {logged}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("did you mean `flush_interval`"), "{line}");
+
+    let sample = agent().arg("sample-config").output().unwrap();
+    let (_d2, etc2) = temp_etc(&text(&sample.stdout));
+    let out = run(&["validate", "--strict"], &etc2);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn plugins_and_sample_config() {
     let out = agent().arg("plugins").output().unwrap();
