@@ -274,6 +274,38 @@ fn unknown_keys_warn_and_strict_refuses_them() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// Environment overrides reach the CLI: a bad one exits 2 naming the
+/// variable and the key, a good one is taken over the files.
+#[test]
+fn environment_overrides_with_provenance() {
+    let (_dir, etc) = temp_etc("open: [demo]\ncommon_output: [console]\n");
+    let validate = |name: &str, value: &str| {
+        agent()
+            .args(["validate", "-c"])
+            .arg(&etc)
+            .env(name, value)
+            .output()
+            .unwrap()
+    };
+    let out = validate("AGENT__INPUT__DEMO__INTERVAL", ".nan");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("env AGENT__INPUT__DEMO__INTERVAL: key `input.demo.interval`: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = validate("AGENT__OPEN", "demo,mem");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(2 inputs, 1 outputs)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Single underscore: not an override.
+    let out = validate("AGENT_INTERVAL", "-1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn plugins_and_sample_config() {
     let out = agent().arg("plugins").output().unwrap();

@@ -538,3 +538,87 @@ fn samples_and_shipped_configs_have_no_unknown_keys() {
         );
     }
 }
+
+fn plan_with_env(etc: &Path, env: &[(&str, &str)]) -> Result<Plan, ConfigError> {
+    let cfg = AgentConfig::load_with_env(etc, env.iter().copied())?;
+    Plan::new(&cfg, &Registry::with_builtins())
+}
+
+/// `AGENT__<SECTION>__<NAME>__<KEY>` overrides every file; single-underscore
+/// variables are not taken.
+#[test]
+fn environment_overrides_are_the_last_layer() {
+    let (_d, etc) = common::etc(&[
+        (
+            "main.yaml",
+            "open: [demo]\ninterval: 60\ncommon_output: [console]\n",
+        ),
+        ("input/demo.yaml", "interval: 3\n"),
+        ("host.yaml", "input:\n  demo: {interval: 4}\n"),
+        ("output/console.yaml", "batch_size: 10\n"),
+    ]);
+    let plan = plan_with_env(
+        &etc,
+        &[
+            ("AGENT__INPUT__DEMO__INTERVAL", "7"),
+            ("AGENT__OUTPUT__CONSOLE__FLUSH_INTERVAL", "0.5"),
+            ("AGENT__OUTPUT__CONSOLE__BATCH_SIZE", "20"),
+            ("AGENT_API_KEY", "secret"),
+            ("AGENT_INTERVAL", "1"),
+            ("PATH", "/bin"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(plan.pipelines[0].interval, Duration::from_secs(7));
+    let out = &plan.outputs[0].settings;
+    assert_eq!(out.flush_every(), Duration::from_millis(500));
+    assert_eq!(out.batch_size, 20);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+    // main.yaml keys, and lists given comma-separated.
+    let cfg = AgentConfig::load_with_env(
+        &etc,
+        [("AGENT__INTERVAL", "30"), ("AGENT__OPEN", "demo,mem")],
+    )
+    .unwrap();
+    assert_eq!(cfg.main.interval.as_secs_f64(), 30.0);
+    assert_eq!(cfg.main.open, vec!["demo".to_string(), "mem".to_string()]);
+    // Without overrides the files decide.
+    assert_eq!(
+        plan_with_env(&etc, &[]).unwrap().pipelines[0].interval,
+        Duration::from_secs(4)
+    );
+}
+
+/// A bad override is an error naming the variable, the key and the reason;
+/// so is an unknown key set from the environment (a warning).
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let (_d, etc) = common::etc(&[("main.yaml", MAIN)]);
+    let e = plan_with_env(&etc, &[("AGENT__INPUT__DEMO__INTERVAL", "-1")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "env AGENT__INPUT__DEMO__INTERVAL: key `input.demo.interval`: must not be negative, got -1"
+    );
+    let e = plan_with_env(&etc, &[("AGENT__OUTPUT__CONSOLE__FLUSH_JITTER", "nan")]).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "env AGENT__OUTPUT__CONSOLE__FLUSH_JITTER: key `output.console.flush_jitter`: "
+        ),
+        "{e}"
+    );
+    let e = plan_with_env(&etc, &[("AGENT__RELOAD_SEC", "often")]).unwrap_err();
+    assert_eq!(e.file, "env AGENT__RELOAD_SEC");
+    assert_eq!(e.key, "reload_sec");
+    let e = plan_with_env(&etc, &[("AGENT____X", "1")]).unwrap_err();
+    assert_eq!(e.file, "env AGENT____X");
+    let plan = plan_with_env(&etc, &[("AGENT__OUTPUT__CONSOLE__FLUSH_INTERVALL", "1")]).unwrap();
+    let w: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        vec![
+            "env AGENT__OUTPUT__CONSOLE__FLUSH_INTERVALL: key `output.console.flush_intervall`: unknown key; did you mean `flush_interval`?"
+                .to_string()
+        ]
+    );
+}

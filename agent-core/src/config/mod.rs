@@ -238,8 +238,24 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Reads, merges and checks `dir`. Plugin names and plugin keys are
     /// checked by [`Plan::new`], which needs the registry.
+    /// Environment overrides (`AGENT__INPUT__PING__TIMEOUT=2`) are applied
+    /// last.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let tree = load::load_tree(dir)?;
+        Self::from_tree(dir, tree)
+    }
+
+    /// [`AgentConfig::load`] with the environment given as a list instead
+    /// of the process's (tests, embedding programs).
+    pub fn load_with_env<K, V>(
+        dir: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        let tree = load::load_tree_with_env(dir, env)?;
         Self::from_tree(dir, tree)
     }
 
