@@ -296,6 +296,9 @@ impl AgentConfig {
             .within(0.0, 30.0, false)
             .map_err(|r| err("delay_sec", r))?;
         check_interval(main.interval).map_err(|r| err("interval", r))?;
+        if let Some(url) = main.update_api.as_deref().filter(|u| !u.trim().is_empty()) {
+            Url::parse(url).map_err(|r| err("update_api", r))?;
+        }
         main.update_api_timeout
             .within(0.0, 300.0, true)
             .map_err(|r| err("update_api_timeout", r))?;

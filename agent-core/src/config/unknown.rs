@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn struct_fields_are_probed() {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         #[allow(dead_code)]
         struct S {
             alpha: u32,
