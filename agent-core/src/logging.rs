@@ -5,7 +5,7 @@
 //! `PlainSyncDecorator` around the file): an agent logs a few lines a
 //! minute, and slog-async's default strategy drops records under a flood,
 //! which is exactly when they matter.
-use crate::config::{parse_count, parse_size, AgentConfig};
+use crate::config::AgentConfig;
 use slog::{o, Drain, Level, Logger};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -30,8 +30,8 @@ impl LogSettings {
             level: parse_level(&cfg.main.log.level).unwrap_or(Level::Info),
             debug: cfg.main.debug,
             file: Some(cfg.log_file()),
-            rotate_bytes: parse_size(&cfg.main.log.rotation).unwrap_or(50 << 20),
-            keep: parse_count(&cfg.main.log.retention).unwrap_or(10),
+            rotate_bytes: cfg.main.log.rotation.bytes(),
+            keep: cfg.main.log.retention.files(),
         }
     }
 
