@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// How long shutdown may take to drain pipelines and flush outputs.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the exit waits for queued log records to be written.
+const LOG_FLUSH_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -127,6 +129,9 @@ fn main() -> ExitCode {
                 Command::Test { input } => run_test(config, plan, registry, input),
                 _ => run(config, plan, registry),
             };
+            // Log records still queued reach stderr and the log file, unless
+            // stderr is stuck (then the exit does not wait for it).
+            logging::flush(LOG_FLUSH_DEADLINE);
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -188,6 +193,11 @@ fn logger(config: &AgentConfig) -> Logger {
 
 /// Panics inside plugins are caught and restarted by the core; log them as
 /// one line instead of the default multi-line stderr dump.
+///
+/// A panic inside the hook would abort the process, so the hook logs only
+/// through a logger that cannot panic or block: it formats into memory and
+/// queues for the logging thread; a full queue or a failed write is counted
+/// (`agent status`), never a panic (see agent_core::logging).
 fn install_panic_hook(log: Logger) {
     std::panic::set_hook(Box::new(move |info| {
         let location = info
@@ -345,6 +355,15 @@ fn status(config: &AgentConfig, json: bool) -> Result<()> {
         reload["generation"],
         reload["last_result"].as_str().unwrap_or("-")
     );
+    let logging = &answer.logging;
+    if logging.log_errors > 0 || logging.log_dropped > 0 {
+        println!(
+            "logging: {} failed writes, {} records dropped; last error: {}",
+            logging.log_errors,
+            logging.log_dropped,
+            logging.last_error.as_deref().unwrap_or("-")
+        );
+    }
     println!(
         "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  last error",
         "kind", "name", "alive", "calls", "errors", "restarts", "in", "out", "last_ok"

@@ -16,6 +16,9 @@ pub struct ControlAnswer {
     pub pid: u32,
     pub status: serde_json::Value,
     pub reload: serde_json::Value,
+    /// Log write errors and dropped log records.
+    #[serde(default)]
+    pub logging: crate::logging::LogStats,
 }
 
 /// Serves status on `path` until the returned handle is dropped or the
@@ -58,6 +61,7 @@ pub fn serve(
                 pid: std::process::id(),
                 status: serde_json::to_value(status).unwrap_or_default(),
                 reload: serde_json::to_value(reload_state).unwrap_or_default(),
+                logging: crate::logging::stats(),
             };
             let body = serde_json::to_vec_pretty(&answer).unwrap_or_default();
             let _ =

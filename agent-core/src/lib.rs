@@ -11,6 +11,7 @@
 //! Embedding: build a [`Registry`] (add your own plugins), load an
 //! [`AgentConfig`], make a [`Plan`], start a [`PipelineSupervisor`] inside an
 //! actix `System`; see `examples/embed.rs`.
+pub(crate) mod blocking;
 pub mod config;
 #[cfg(unix)]
 pub mod control;

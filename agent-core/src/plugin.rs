@@ -189,6 +189,17 @@ pub trait Input: Send + 'static {
 /// before the metric that raised them.
 pub trait Processor: Send + 'static {
     fn apply(&mut self, batch: &mut Vec<Metric>) -> PluginResult;
+
+    /// Whether `apply` may block its thread for long: it waits on a child
+    /// process, the network or a lock held elsewhere. The core then calls
+    /// it on a thread of its own, one batch at a time and in order (later
+    /// batches wait in a bounded queue), so it cannot stall other actors;
+    /// such an `apply` should still bound its own wait (execd has
+    /// `batch_timeout`). The default, `false`, means `apply` only computes
+    /// and returns quickly: it runs on the event loop, with no thread hop.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// An aggregator sees every metric of a period and emits summaries.

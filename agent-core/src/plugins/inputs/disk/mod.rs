@@ -5,11 +5,23 @@
 //! types from `/proc/filesystems` (types not marked `nodev`, as psutil does)
 //! and the sizes from one `statvfs` per mount, so no sysinfo `System`/`Disks`
 //! is kept. Other systems use sysinfo's `Disks`.
+//!
+//! `statvfs` can block for minutes (a dead NFS server, a stalled disk), so
+//! it runs on a prober thread ([`StatvfsProber`]) with a per-mount timeout,
+//! never on the event loop.
+#[cfg(unix)]
+use crate::blocking::{Worker, WorkerError};
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::plugins::inputs::mem::{human_bytes, round_to};
 use crate::registry::Registry;
 use serde::Deserialize;
+#[cfg(unix)]
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+#[cfg(unix)]
+use std::sync::Mutex;
+#[cfg(unix)]
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DiskConfig {}
@@ -181,7 +193,136 @@ fn push_metric(acc: &mut Accumulator, p: &Partition, usage: Result<Usage, String
     acc.add(m);
 }
 
+/// How long one mount's `statvfs` may take (normally microseconds). Kept
+/// well under the shortest gather interval (1 s), so even a gather that
+/// meets a newly hung mount finishes in time.
+#[cfg(unix)]
+pub const STATVFS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `statvfs` calls that have not returned yet: call id, mount, start.
+/// Shared by every disk input and kept across plugin rebuilds, so a hung
+/// mount is probed by one stuck thread at a time, never one more per gather.
+#[cfg(unix)]
+static IN_PROGRESS: Mutex<Vec<(u64, String, Instant)>> = Mutex::new(Vec::new());
+
+#[cfg(unix)]
+fn in_progress() -> std::sync::MutexGuard<'static, Vec<(u64, String, Instant)>> {
+    // Only plain pushes and removals happen under the lock.
+    IN_PROGRESS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes its call from [`IN_PROGRESS`] when dropped: when the call
+/// returns, and also when it never runs (refused or cancelled).
+#[cfg(unix)]
+struct CallDone(u64);
+
+#[cfg(unix)]
+impl Drop for CallDone {
+    fn drop(&mut self) {
+        in_progress().retain(|(i, ..)| *i != self.0);
+    }
+}
+
+/// Runs `statvfs` on a thread of its own, one mount at a time, with
+/// [`STATVFS_TIMEOUT`] per mount. A call that times out keeps its thread
+/// (which ends when the call returns) and the prober starts a new thread
+/// for the other mounts; the hung mount is reported as an error and
+/// skipped until its call returns. So a hung mount costs one thread, not
+/// every gather.
+#[cfg(unix)]
+pub struct StatvfsProber {
+    worker: Option<Worker<()>>,
+    thread_name: &'static str,
+    probe: fn(&str) -> std::io::Result<Usage>,
+    timeout: Duration,
+}
+
+#[cfg(unix)]
+impl StatvfsProber {
+    pub fn new() -> Self {
+        StatvfsProber {
+            worker: None,
+            thread_name: "statvfs",
+            probe: statvfs_usage,
+            timeout: STATVFS_TIMEOUT,
+        }
+    }
+
+    /// Tests: another probe function (standing in for a hung mount), its
+    /// own thread name and timeout.
+    #[cfg(test)]
+    fn with_probe(
+        probe: fn(&str) -> std::io::Result<Usage>,
+        thread_name: &'static str,
+        timeout: Duration,
+    ) -> Self {
+        StatvfsProber {
+            worker: None,
+            thread_name,
+            probe,
+            timeout,
+        }
+    }
+
+    /// The usage of the filesystem mounted at `mount`, or why there is none.
+    pub async fn usage(&mut self, mount: &str) -> Result<Usage, String> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, Relaxed);
+        {
+            let mut calls = in_progress();
+            // A call younger than the timeout is just running (another disk
+            // input); an older one is stuck.
+            let stuck = calls
+                .iter()
+                .find(|(_, m, since)| m == mount && since.elapsed() >= self.timeout);
+            if let Some((.., since)) = stuck {
+                return Err(format!(
+                    "statvfs has not returned for {:.0}s (hung mount?); skipped",
+                    since.elapsed().as_secs_f64()
+                ));
+            }
+            calls.push((id, mount.to_string(), Instant::now()));
+        }
+        let done = CallDone(id);
+        let worker = match self.worker.take() {
+            Some(w) => w,
+            None => match Worker::spawn(self.thread_name, 1, ()) {
+                Ok(w) => w,
+                Err(e) => return Err(e.to_string()),
+            },
+        };
+        let (probe, path) = (self.probe, mount.to_string());
+        let call = move |_: &mut ()| {
+            let _done = done;
+            probe(&path)
+        };
+        let reply = worker.submit(call).map_err(|e| e.to_string())?;
+        match reply.wait(self.timeout).await {
+            Ok(r) => {
+                self.worker = Some(worker);
+                r.map_err(|e| format!("statvfs: {e}"))
+            }
+            // The worker stays inside the call: let it go (it ends when the
+            // call returns); the next mount gets a new thread.
+            Err(WorkerError::TimedOut(..)) => Err(format!(
+                "statvfs did not return within {:.1}s (hung mount?)",
+                self.timeout.as_secs_f64()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Default for StatvfsProber {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct Disk {
+    #[cfg(unix)]
+    prober: StatvfsProber,
     #[cfg(not(target_os = "linux"))]
     disks: Option<sysinfo::Disks>,
 }
@@ -189,8 +330,19 @@ pub struct Disk {
 impl Disk {
     pub fn new(_config: DiskConfig) -> Self {
         Disk {
+            #[cfg(unix)]
+            prober: StatvfsProber::new(),
             #[cfg(not(target_os = "linux"))]
             disks: None,
+        }
+    }
+
+    /// One metric per partition, sizes from the prober.
+    #[cfg(unix)]
+    async fn gather_partitions(&mut self, acc: &mut Accumulator, partitions: &[Partition]) {
+        for p in partitions {
+            let usage = self.prober.usage(&p.mountpoint).await;
+            push_metric(acc, p, usage);
         }
     }
 }
@@ -203,10 +355,8 @@ impl Input for Disk {
             .map_err(|e| PluginError::context("reading /proc/self/mounts", e))?;
         let filesystems = std::fs::read_to_string("/proc/filesystems")
             .map_err(|e| PluginError::context("reading /proc/filesystems", e))?;
-        for p in writable_partitions(&mounts, &real_fstypes(&filesystems)) {
-            let usage = statvfs_usage(&p.mountpoint).map_err(|e| format!("statvfs: {e}"));
-            push_metric(acc, &p, usage);
-        }
+        let partitions = writable_partitions(&mounts, &real_fstypes(&filesystems));
+        self.gather_partitions(acc, &partitions).await;
         Ok(())
     }
 
@@ -233,7 +383,7 @@ impl Input for Disk {
                 opts: "rw".into(),
             };
             #[cfg(unix)]
-            let usage = statvfs_usage(&p.mountpoint).map_err(|e| format!("statvfs: {e}"));
+            let usage = self.prober.usage(&p.mountpoint).await;
             #[cfg(not(unix))]
             let usage = {
                 let total = d.total_space();
@@ -368,6 +518,98 @@ mod tests {
         } else {
             // Only acceptable when "/" itself is not a writable real fs.
             assert!(!expected.iter().any(|m| m == "/"));
+        }
+    }
+
+    /// Stands in for statvfs: `/test/hung` blocks until [`release_hung`].
+    fn probe_with_hung_mount(path: &str) -> std::io::Result<Usage> {
+        if path == "/test/hung" {
+            let (lock, cv) = &HUNG_GATE;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+        Ok(Usage::from_blocks(4096, 1000, 300, 250, 255))
+    }
+
+    static HUNG_GATE: (Mutex<bool>, std::sync::Condvar) =
+        (Mutex::new(false), std::sync::Condvar::new());
+
+    fn release_hung() {
+        *HUNG_GATE.0.lock().unwrap() = true;
+        HUNG_GATE.1.notify_all();
+    }
+
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    /// Per partition of one gather: (mountpoint, `total=..` or the error).
+    async fn outcomes(disk: &mut Disk, parts: &[Partition]) -> Vec<(String, String)> {
+        let mut acc = Accumulator::new("disk", vec![].into());
+        disk.gather_partitions(&mut acc, parts).await;
+        acc.take()
+            .into_iter()
+            .map(|m| {
+                let mount = m.tag("mountpoint").unwrap().to_string();
+                let outcome = match (m.field("total"), m.field("error")) {
+                    (Some(t), None) => format!("total={}", t.as_f64().unwrap()),
+                    (None, Some(e)) => e.as_str().unwrap().to_string(),
+                    other => panic!("{other:?}"),
+                };
+                (mount, outcome)
+            })
+            .collect()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[actix_rt::test]
+    async fn a_hung_mount_costs_one_thread_and_is_skipped_until_it_returns() {
+        let part = |m: &str| Partition {
+            device: "/dev/test".into(),
+            mountpoint: m.into(),
+            fstype: "ext4".into(),
+            opts: "rw".into(),
+        };
+        let parts = [part("/test/ok1"), part("/test/hung"), part("/test/ok2")];
+        let mut disk = Disk::new(DiskConfig::default());
+        disk.prober = StatvfsProber::with_probe(
+            probe_with_hung_mount,
+            "statvfs-test",
+            Duration::from_secs(1),
+        );
+        // The hung call times out; the gather goes on (the probe is still
+        // blocked, so returning at all shows the loop did not wait for it).
+        let first = outcomes(&mut disk, &parts).await;
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[0].1, "total=4096000");
+        assert!(first[1].1.contains("did not return"), "{first:?}");
+        assert_eq!(first[2].1, "total=4096000");
+        // One thread stuck in the hung call, one serving the other mounts.
+        assert_eq!(threads_named("statvfs-test"), 2);
+        // Later gathers skip the hung mount: no new thread per gather.
+        for _ in 0..3 {
+            let again = outcomes(&mut disk, &parts).await;
+            assert!(again[1].1.contains("has not returned"), "{again:?}");
+            assert_eq!(again[2].1, "total=4096000");
+            assert_eq!(threads_named("statvfs-test"), 2);
+        }
+        // When the call returns, the mount is probed again and the stuck
+        // thread ends.
+        release_hung();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = outcomes(&mut disk, &parts).await;
+            if now[1].1 == "total=4096000" && threads_named("statvfs-test") == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{now:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `internal`: the agent's own metrics, like Telegraf's `internal` input:
 //! per plugin actor its calls, errors, restarts and metrics in/out, per
-//! output its buffer, drops and write time, the process's RSS and CPU, and
-//! the reload counters.
+//! output its buffer, drops and write time, the process's RSS, CPU and
+//! logging problems (failed log writes, dropped log records), and the
+//! reload counters.
 use crate::metric::Metric;
 use crate::pipeline::directory;
 use crate::plugin::{Accumulator, Input, PluginResult};
@@ -84,6 +85,9 @@ impl Input for Internal {
             m.push_field("cpu_seconds", cpu);
             m.push_field("threads", threads);
             m.push_field("pid", std::process::id());
+            let log = crate::logging::stats();
+            m.push_field("log_errors", log.log_errors);
+            m.push_field("log_dropped", log.log_dropped);
             acc.add(m);
         }
         if let Some(r) = crate::reload::current_state() {

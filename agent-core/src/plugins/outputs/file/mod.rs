@@ -1,5 +1,6 @@
 //! `file`: JSON lines or InfluxDB line protocol to a file (rotated by size)
 //! or to stdout.
+use crate::blocking::{write_std_stream, StdStream, Worker, WorkerError};
 use crate::config::Size;
 use crate::format::{json, line_protocol};
 use crate::metric::Metric;
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,11 +51,16 @@ pub struct FileOutput {
     format: Format,
     max_bytes: u64,
     keep: usize,
-    file: Option<File>,
-    size: u64,
+    /// The file's writer thread (started at the first use); `None` for stdout.
+    writer: Option<Worker<FileSink>>,
     json: json::Encoder,
     buf: String,
 }
+
+/// How long one file operation (open, a batch's write, fsync at close) may
+/// take before the write fails and the core retries it: a hung NFS mount or
+/// a disk stalled under load holds only the writer thread.
+const FILE_OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl FileOutput {
     pub fn new(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
@@ -79,14 +86,44 @@ impl FileOutput {
             format: c.format,
             max_bytes,
             keep: c.rotate_keep,
-            file: None,
-            size: 0,
+            writer: None,
             json: json::Encoder::new(true),
             buf: String::new(),
         })
     }
 
-    fn open(&mut self, path: &Path) -> PluginResult {
+    /// The writer thread of the file, started on first use.
+    fn writer(&mut self, path: &Path) -> PluginResult<&Worker<FileSink>> {
+        if self.writer.is_none() {
+            let sink = FileSink {
+                path: path.to_path_buf(),
+                file: None,
+                size: 0,
+                max_bytes: self.max_bytes,
+                keep: self.keep,
+            };
+            let w = Worker::spawn("file-writer", 1, sink)
+                .map_err(|e| PluginError::context("file output", e))?;
+            self.writer = Some(w);
+        }
+        self.writer
+            .as_ref()
+            .ok_or_else(|| PluginError::msg("file writer not started"))
+    }
+}
+
+/// The open file, owned by the writer thread.
+struct FileSink {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+impl FileSink {
+    fn open(&mut self) -> PluginResult {
+        let path = &self.path;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -101,8 +138,9 @@ impl FileOutput {
     }
 
     /// `path` → `path.1` → … → `path.keep` (the oldest is deleted).
-    fn rotate(&mut self, path: &Path) -> PluginResult {
+    fn rotate(&mut self) -> PluginResult {
         self.file = None;
+        let path = &self.path;
         let numbered = |n: usize| {
             let mut s = path.as_os_str().to_owned();
             s.push(format!(".{n}"));
@@ -120,67 +158,91 @@ impl FileOutput {
             }
             std::fs::rename(path, numbered(1))?;
         }
-        self.open(path)
-    }
-}
-
-impl Output for FileOutput {
-    async fn connect(&mut self) -> PluginResult {
-        if let Some(p) = self.path.clone() {
-            self.open(&p)?;
-        }
-        Ok(())
+        self.open()
     }
 
-    async fn write(&mut self, batch: &[Metric]) -> PluginResult {
-        self.buf.clear();
-        match self.format {
-            Format::Json => {
-                for m in batch {
-                    self.json.write_object(m, &mut self.buf);
-                    self.buf.push('\n');
-                }
-            }
-            Format::Influx => {
-                line_protocol::write_batch(
-                    batch,
-                    &line_protocol::Options::default(),
-                    &mut self.buf,
-                );
-            }
-        }
-        let Some(path) = self.path.clone() else {
-            let mut out = std::io::stdout().lock();
-            out.write_all(self.buf.as_bytes())?;
-            out.flush()?;
-            return Ok(());
-        };
+    fn write(&mut self, text: &str) -> PluginResult {
         if self.file.is_none() {
-            self.open(&path)?;
+            self.open()?;
         }
-        if self.max_bytes > 0 && self.size > 0 && self.size + self.buf.len() as u64 > self.max_bytes
-        {
-            self.rotate(&path)?;
+        if self.max_bytes > 0 && self.size > 0 && self.size + text.len() as u64 > self.max_bytes {
+            self.rotate()?;
         }
         let f = self
             .file
             .as_mut()
             .ok_or_else(|| PluginError::msg("file not open"))?;
-        if let Err(e) = f.write_all(self.buf.as_bytes()) {
+        if let Err(e) = f.write_all(text.as_bytes()) {
             // Reopen next time: the file may have been removed or the disk filled.
             self.file = None;
             return Err(PluginError::context(
-                format!("cannot write {}", path.display()),
+                format!("cannot write {}", self.path.display()),
                 e,
             ));
         }
-        self.size += self.buf.len() as u64;
+        self.size += text.len() as u64;
+        Ok(())
+    }
+
+    fn close(&mut self) -> PluginResult {
+        if let Some(f) = self.file.take() {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+fn worker_error(e: WorkerError) -> PluginError {
+    PluginError::context("file output", e)
+}
+
+impl Output for FileOutput {
+    async fn connect(&mut self) -> PluginResult {
+        if let Some(p) = self.path.clone() {
+            self.writer(&p)?
+                .call(FILE_OP_TIMEOUT, |sink: &mut FileSink| sink.open())
+                .await
+                .map_err(worker_error)??;
+        }
+        Ok(())
+    }
+
+    /// Formats here, writes on the file's writer thread (or the shared
+    /// stdout writer), so a slow or stuck disk never blocks the actors.
+    async fn write(&mut self, batch: &[Metric]) -> PluginResult {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        match self.format {
+            Format::Json => {
+                for m in batch {
+                    self.json.write_object(m, &mut buf);
+                    buf.push('\n');
+                }
+            }
+            Format::Influx => {
+                line_protocol::write_batch(batch, &line_protocol::Options::default(), &mut buf);
+            }
+        }
+        let Some(path) = self.path.clone() else {
+            self.buf = write_std_stream(StdStream::Stdout, buf, true).await?;
+            return Ok(());
+        };
+        let written = self
+            .writer(&path)?
+            .call(FILE_OP_TIMEOUT, move |sink: &mut FileSink| {
+                sink.write(&buf).map(|()| buf)
+            })
+            .await
+            .map_err(worker_error)??;
+        self.buf = written;
         Ok(())
     }
 
     async fn close(&mut self) -> PluginResult {
-        if let Some(f) = self.file.take() {
-            f.sync_data()?;
+        if let Some(w) = self.writer.as_ref() {
+            w.call(FILE_OP_TIMEOUT, |sink: &mut FileSink| sink.close())
+                .await
+                .map_err(worker_error)??;
         }
         Ok(())
     }

@@ -136,6 +136,11 @@ impl ExecdProcessor {
 }
 
 impl Processor for ExecdProcessor {
+    /// Each exchange waits for the program's answer (up to `batch_timeout`).
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, batch: &mut Vec<Metric>) -> PluginResult {
         if batch.is_empty() {
             return Ok(());
