@@ -322,8 +322,8 @@ fn status(config: &AgentConfig, json: bool) -> Result<()> {
         reload["last_result"].as_str().unwrap_or("-")
     );
     println!(
-        "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  last error",
-        "kind", "name", "alive", "calls", "errors", "restarts", "in", "out", "last_ok"
+        "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>8} {:>10} {:>10} {:>9}  last error",
+        "kind", "name", "alive", "calls", "errors", "restarts", "actor_rs", "in", "out", "last_ok"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -341,13 +341,14 @@ fn status(config: &AgentConfig, json: bool) -> Result<()> {
             "-".into()
         };
         println!(
-            "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  {}",
+            "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>8} {:>10} {:>10} {:>9}  {}",
             a.kind,
             name,
             if a.alive { "yes" } else { "NO" },
             a.stats.calls,
             a.stats.errors,
             a.stats.restarts,
+            a.stats.actor_restarts,
             a.stats.metrics_in,
             a.stats.metrics_out,
             last_ok,

@@ -5,7 +5,9 @@ pub mod load;
 mod plan;
 
 pub use load::{MergedTree, Provenance};
-pub use plan::{OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan};
+pub use plan::{
+    DiskBufferSettings, OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan,
+};
 
 use crate::metric::Str;
 use serde::de::DeserializeOwned;

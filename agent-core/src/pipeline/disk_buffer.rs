@@ -66,6 +66,13 @@ pub struct ReadBatch {
     counts: Vec<(u64, u64)>,
 }
 
+impl ReadBatch {
+    /// True when the read consumed no record at all.
+    pub fn counts_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiskBufferError {
     #[error("disk buffer {path}: {source}")]

@@ -4,7 +4,9 @@
 //! minute) and the batch goes on; a panic drops the plugin, and until it is
 //! rebuilt (after a backoff delay) batches pass through unprocessed rather
 //! than being lost.
-use super::{panic_message, Backoff, Batch, Drain, PluginStats, RateLimit, Reconfigure, Sink};
+use super::{
+    panic_message, Backoff, Batch, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink,
+};
 use crate::config::{ConfigError, PluginConfig, StageKind};
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Aggregator, PluginError, Processor};
@@ -52,6 +54,9 @@ pub(crate) struct StageActor {
     backoff: Backoff,
     retry_at: Option<Instant>,
     error_log: RateLimit,
+    pub(crate) guard: DeathGuard,
+    /// The aggregator's push timer (replaced when `period` changes).
+    push_timer: Option<SpawnHandle>,
 }
 
 impl StageActor {
@@ -62,6 +67,7 @@ impl StageActor {
         next: Sink,
         stats: Arc<PluginStats>,
         log: Logger,
+        guard: DeathGuard,
     ) -> Self {
         StageActor {
             input: config.input.clone(),
@@ -79,13 +85,8 @@ impl StageActor {
             backoff: Backoff::default(),
             retry_at: None,
             error_log: RateLimit::default(),
-        }
-    }
-
-    pub(crate) fn kind(&self) -> StageKind {
-        match self.entry {
-            StageEntry::Processor(_) => StageKind::Processor,
-            StageEntry::Aggregator(_) => StageKind::Aggregator,
+            guard,
+            push_timer: None,
         }
     }
 
@@ -207,10 +208,29 @@ impl Actor for StageActor {
                     error!(self.log, "bad aggregator settings, using defaults"; "error" => %e)
                 }
             }
-            let period = Duration::from_secs_f64(self.settings.period.max(0.001));
-            ctx.run_interval(period, |act, _| act.push_aggregates());
+            self.start_push_timer(ctx);
         }
         self.ensure_plugin();
+    }
+}
+
+impl StageActor {
+    /// Aggregators push every `period`; a new period restarts the timer.
+    fn start_push_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.push_timer.take() {
+            ctx.cancel_future(h);
+        }
+        let period = self.settings.period_duration();
+        self.push_timer = Some(ctx.run_interval(period, |act, _| act.push_aggregates()));
+    }
+}
+
+impl AggregatorSettings {
+    /// The period as a duration; a value no duration can hold (negative,
+    /// NaN, huge) falls back to the default rather than panicking.
+    fn period_duration(&self) -> Duration {
+        Duration::try_from_secs_f64(self.period.max(0.001))
+            .unwrap_or(Duration::from_secs(30))
     }
 }
 
@@ -236,7 +256,11 @@ impl Handler<Drain> for StageActor {
 impl Handler<Reconfigure> for StageActor {
     type Result = Result<(), ConfigError>;
 
-    fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) -> Self::Result {
+        let settings = match self.entry {
+            StageEntry::Aggregator(_) => Some(msg.0.parse::<AggregatorSettings>()?),
+            StageEntry::Processor(_) => None,
+        };
         let plugin = self.build(&msg.0).map_err(|e| build_error(&msg.0, e))?;
         // Aggregates of the old config are emitted, not lost.
         self.push_aggregates();
@@ -244,6 +268,22 @@ impl Handler<Reconfigure> for StageActor {
         self.config = msg.0;
         self.retry_at = None;
         self.backoff.reset();
+        if let Some(settings) = settings {
+            let period_changed = settings.period_duration() != self.settings.period_duration();
+            self.settings = settings;
+            if period_changed {
+                self.start_push_timer(ctx);
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::PanicNow> for StageActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::PanicNow, _: &mut Context<Self>) {
+        panic!("injected panic in the stage actor of {}", self.input);
     }
 }

@@ -67,6 +67,7 @@ impl Input for Internal {
                 m.push_field("errors", s.errors);
                 m.push_field("panics", s.panics);
                 m.push_field("restarts", s.restarts);
+                m.push_field("actor_restarts", s.actor_restarts);
                 m.push_field("metrics_in", s.metrics_in);
                 m.push_field("metrics_out", s.metrics_out);
                 m.push_field("dropped", s.dropped);
