@@ -7,7 +7,7 @@
 use super::{
     panic_message, Backoff, Batch, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink,
 };
-use crate::config::{ConfigError, PluginConfig, StageKind};
+use crate::config::{ConfigError, PluginConfig};
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Aggregator, PluginError, Processor};
 use crate::registry::{build_error, AggregatorEntry, ProcessorEntry};

@@ -819,3 +819,46 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
         MessageResult(report)
     }
 }
+
+/// Test hook: make one actor panic in its own handler code. `kind` is
+/// `input`, `processor`, `aggregator` or `output`; `name` the input, stage
+/// plugin or output name.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct PanicActor {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+#[cfg(test)]
+impl Handler<PanicActor> for PipelineSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: PanicActor, _: &mut Context<Self>) -> bool {
+        use super::PanicNow;
+        for p in &self.pipelines {
+            if msg.kind == "input" && p.plan.name == msg.name.as_str() {
+                p.input.do_send(PanicNow);
+                return true;
+            }
+            for s in &p.stages {
+                let kind = match s.kind {
+                    StageKind::Processor => "processor",
+                    StageKind::Aggregator => "aggregator",
+                };
+                if kind == msg.kind && s.plugin == msg.name {
+                    s.slot.addr().do_send(PanicNow);
+                    return true;
+                }
+            }
+        }
+        for o in &self.outputs {
+            if msg.kind == "output" && o.plan.name == msg.name {
+                o.slot.addr().do_send(PanicNow);
+                return true;
+            }
+        }
+        false
+    }
+}

@@ -10,7 +10,7 @@
 //! file + rename) with the previous version kept as `*.bak`; the API key
 //! comes from an environment variable or a key file, never from the config
 //! itself, and the token is never logged.
-use crate::config::{load, AgentConfig, ConfigError, Plan};
+use crate::config::{load, AgentConfig, ConfigError};
 use crate::registry::Registry;
 use futures::AsyncReadExt;
 use isahc::config::Configurable;
@@ -226,8 +226,8 @@ fn validate_in_scratch(
             }
             std::fs::write(&to, text).map_err(|e| RemoteError::Write(to.clone(), e))?;
         }
-        let config = AgentConfig::load(&scratch_etc)?;
-        Plan::new(&config, registry)?;
+        // Under catch_unwind: a panic while evaluating is a rejected answer.
+        super::load_and_plan(&scratch_etc, registry)?;
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&scratch);
