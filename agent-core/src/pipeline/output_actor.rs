@@ -62,14 +62,11 @@ impl OutputBuffers {
         Arc::new(Mutex::new(OutputBuffers::default()))
     }
 
-    /// Metrics waiting, the batch in flight included.
+    /// Metrics waiting to be written: in memory, and in the disk log
+    /// (which counts its records until they are acknowledged). A batch in
+    /// flight from memory is not counted (as `buffered` always showed).
     fn pending(&self) -> usize {
-        let in_flight_memory = match &self.in_flight {
-            Some(f) if f.from_disk.is_none() => f.batch.len(),
-            _ => 0,
-        };
-        // The disk log counts its in-flight records until acknowledged.
-        self.memory.len() + in_flight_memory + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
+        self.memory.len() + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
     }
 
     /// Takes up to `max` metrics to write, the disk log first; they stay
@@ -659,7 +656,8 @@ async fn final_flush(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while lock(&buffers).pending() > 0 && Instant::now() < deadline {
         let Some(batch) = lock(&buffers).begin(batch_size) else {
-            continue;
+            // Nothing readable although something is pending (unreadable log).
+            break;
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let result = AssertUnwindSafe(tokio::time::timeout(remaining, async {
