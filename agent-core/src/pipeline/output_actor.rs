@@ -745,11 +745,22 @@ fn park_on_disk(buffers: &SharedBuffers, log: &Logger) -> usize {
     d.pending() as usize
 }
 
-impl Handler<Reconfigure> for OutputActor {
+/// A new config for a running output, with its settings as the plan
+/// validated and resolved them (a relative `disk_buffer.path` is taken
+/// from the folder that holds `etc/`, not from the working directory).
+#[derive(Message)]
+#[rtype(result = "Result<(), ConfigError>")]
+pub(crate) struct ReconfigureOutput {
+    pub config: PluginConfig,
+    pub settings: OutputSettings,
+}
+
+impl Handler<ReconfigureOutput> for OutputActor {
     type Result = Result<(), ConfigError>;
 
-    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) -> Self::Result {
-        let settings: OutputSettings = msg.0.parse()?;
+    fn handle(&mut self, msg: ReconfigureOutput, ctx: &mut Context<Self>) -> Self::Result {
+        let settings = msg.settings;
+        let msg = Reconfigure(msg.config);
         let plugin = self.build(&msg.0).map_err(|e| build_error(&msg.0, e))?;
         // A write in flight returns the old plugin, which is then dropped.
         self.plugin = Some(plugin);

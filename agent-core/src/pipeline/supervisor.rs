@@ -2,7 +2,7 @@
 //! addresses and counters, drains them in order on shutdown, and reports
 //! their state.
 use super::input_actor::{GatherNow, InputSpec};
-use super::output_actor::{FlushAndClose, OutputBuffers, SharedBuffers};
+use super::output_actor::{FlushAndClose, OutputBuffers, ReconfigureOutput, SharedBuffers};
 use super::stage_actor::StageEntry;
 use super::{
     ActorDied, Backoff, DeathGuard, Drain, InputActor, OutputActor, OutputSlot, PluginStats,
@@ -717,7 +717,10 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
             match msg.plan.outputs.iter().find(|o| o.name == old.plan.name) {
                 Some(new) if new.plugin == old.plan.plugin => {
                     if new.config.value() != old.plan.config.value() {
-                        old.slot.addr().do_send(super::Reconfigure(new.config.clone()));
+                        old.slot.addr().do_send(ReconfigureOutput {
+                            config: new.config.clone(),
+                            settings: new.settings.clone(),
+                        });
                         report.reconfigured.push(format!("output:{}", new.name));
                     }
                     kept.push(RunningOutput {
