@@ -6,9 +6,9 @@
 mod common;
 
 use actix::prelude::*;
-use agent_core::pipeline::{ApplyConfig, Status, StatsSnapshot};
+use agent_core::pipeline::{ApplyConfig, StatsSnapshot, Status};
 use agent_core::{
-    Accumulator, Aggregator, AgentConfig, Input, Metric, Output, PipelineSupervisor, Plan,
+    Accumulator, AgentConfig, Aggregator, Input, Metric, Output, PipelineSupervisor, Plan,
     PluginError, PluginResult, Processor, Registry, Shutdown,
 };
 use common::etc;
@@ -219,7 +219,11 @@ async fn observe(seen: &Seen, sup: &Addr<PipelineSupervisor>, root: &Path, since
     let gathers = seen.gathers.lock().unwrap().clone();
     let delivered = seen.delivered.lock().unwrap().clone();
     let batches = seen.batches.lock().unwrap().clone();
-    let writes: Vec<Instant> = batches.iter().map(|b| b.0).filter(|t| *t >= since).collect();
+    let writes: Vec<Instant> = batches
+        .iter()
+        .map(|b| b.0)
+        .filter(|t| *t >= since)
+        .collect();
     Obs {
         gathers: gathers.iter().filter(|t| **t >= since).count(),
         delivered: delivered
@@ -467,7 +471,11 @@ async fn run_row(row: &Row) {
     let window = Instant::now();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let before = observe(&seen, &sup, dir.path(), window).await;
-    assert!(!(row.check)(&before), "{}: seen before the change", row.name);
+    assert!(
+        !(row.check)(&before),
+        "{}: seen before the change",
+        row.name
+    );
 
     write_setup(&etc, &row.after);
     let cfg = AgentConfig::load(&etc).unwrap();

@@ -1,9 +1,7 @@
 //! Runs one input: ticks every interval, gathers under a timeout and
 //! `catch_unwind`, forwards the metrics, rebuilds the plugin with backoff
 //! after a panic, an error or a hang.
-use super::{
-    panic_message, Backoff, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink,
-};
+use super::{panic_message, Backoff, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink};
 use crate::config::{ConfigError, PluginConfig};
 use crate::metric::{now_ns, Str};
 use crate::plugin::{Accumulator, DynInput, PluginError};

@@ -16,9 +16,9 @@ mod input_actor;
 mod output_actor;
 mod stage_actor;
 pub mod stats;
-mod supervisor;
 #[cfg(test)]
 mod supervision_tests;
+mod supervisor;
 
 pub use stats::{directory, PluginStats, StatsSnapshot};
 pub use supervisor::{

@@ -370,10 +370,7 @@ impl OutputActor {
         let n = metrics.len();
         let disk_result = {
             let mut b = self.bufs();
-            match b.disk.as_mut() {
-                Some(d) => Some(d.append(&metrics)),
-                None => None,
-            }
+            b.disk.as_mut().map(|d| d.append(&metrics))
         };
         match disk_result {
             Some(Ok(())) => PluginStats::add(&self.stats.metrics_in, n as u64),

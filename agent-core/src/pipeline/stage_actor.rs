@@ -229,8 +229,7 @@ impl AggregatorSettings {
     /// The period as a duration; a value no duration can hold (negative,
     /// NaN, huge) falls back to the default rather than panicking.
     fn period_duration(&self) -> Duration {
-        Duration::try_from_secs_f64(self.period.max(0.001))
-            .unwrap_or(Duration::from_secs(30))
+        Duration::try_from_secs_f64(self.period.max(0.001)).unwrap_or(Duration::from_secs(30))
     }
 }
 

@@ -6,8 +6,8 @@ use super::{PipelineSupervisor, Shutdown, Status, StatusReport};
 use crate::config::{AgentConfig, Plan};
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Aggregator, Input, Output, PluginResult, Processor};
-use crate::reload::{ConfigReloader, Reload, ReloaderHandle};
 use crate::registry::Registry;
+use crate::reload::{ConfigReloader, Reload, ReloaderHandle};
 use actix::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -201,7 +201,11 @@ async fn back_after(sup: &Addr<PipelineSupervisor>, kind: &str, name: &str) -> D
 
 /// Waits for the actor to be seen dead, panics it, returns the time to
 /// be back.
-async fn panic_and_wait(sup: &Addr<PipelineSupervisor>, kind: &'static str, name: &str) -> Duration {
+async fn panic_and_wait(
+    sup: &Addr<PipelineSupervisor>,
+    kind: &'static str,
+    name: &str,
+) -> Duration {
     let sent = sup
         .send(PanicActor {
             kind,
@@ -295,7 +299,10 @@ async fn aggregator_actor_panic_is_restarted_and_loses_nothing() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let took = panic_and_wait(&sup, "aggregator", "tally").await;
     eprintln!("aggregator actor back after {took:?}");
-    assert!(took < Duration::from_secs(1), "aggregator back after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "aggregator back after {took:?}"
+    );
     let tallies_at_restart = recorded.named("tally").len();
     tokio::time::sleep(Duration::from_millis(800)).await;
     // The new incarnation aggregates: new periods are pushed.
@@ -324,11 +331,16 @@ async fn output_actor_panic_keeps_buffered_and_in_flight_metrics() {
     let start_wait = Instant::now();
     loop {
         let report = status(&sup).await;
-        let buffered = report.find("output", "slow").map_or(0, |a| a.stats.buffered);
+        let buffered = report
+            .find("output", "slow")
+            .map_or(0, |a| a.stats.buffered);
         if recorded.writing.load(SeqCst) && buffered >= 3 {
             break;
         }
-        assert!(start_wait.elapsed() < Duration::from_secs(10), "no write in flight");
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(10),
+            "no write in flight"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let delivered_before = recorded.all().len();
@@ -357,7 +369,10 @@ async fn wait_reload_state(
         if ok(&state) {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: {state:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: {state:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -399,7 +414,10 @@ async fn reloader_survives_a_panic_in_loading_and_in_its_own_handler() {
     }
     let took = start.elapsed();
     eprintln!("reloader back after {took:?}");
-    assert!(took < Duration::from_secs(1), "reloader back after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "reloader back after {took:?}"
+    );
 
     // 4. ... and the next edit (SIGHUP-equivalent Reload) applies.
     std::fs::write(etc.join("main.yaml"), one).unwrap();

@@ -5,10 +5,10 @@ use super::input_actor::{GatherNow, InputSpec};
 use super::output_actor::{FlushAndClose, OutputBuffers, ReconfigureOutput, SharedBuffers};
 use super::stage_actor::StageEntry;
 use super::{
-    ActorDied, Backoff, DeathGuard, Drain, InputActor, OutputActor, OutputSlot, PluginStats,
-    Sink, Slot, StageActor, StageSlot, StatsSnapshot,
+    ActorDied, Backoff, DeathGuard, Drain, InputActor, OutputActor, OutputSlot, PluginStats, Sink,
+    Slot, StageActor, StageSlot, StatsSnapshot,
 };
-use crate::config::{AgentConfig, OutputPlan, PipelinePlan, PluginConfig, Plan, StageKind};
+use crate::config::{AgentConfig, OutputPlan, PipelinePlan, Plan, PluginConfig, StageKind};
 
 use crate::registry::Registry;
 use actix::prelude::*;
@@ -238,9 +238,14 @@ impl PipelineSupervisor {
         let mut stages = Vec::new();
         for stage in plan.stages.iter().rev() {
             let stats = Arc::new(PluginStats::default());
-            let Some((id, addr)) =
-                self.stage_actor(plan, stage.kind, &stage.plugin, &stage.config, &next, &stats)
-            else {
+            let Some((id, addr)) = self.stage_actor(
+                plan,
+                stage.kind,
+                &stage.plugin,
+                &stage.config,
+                &next,
+                &stats,
+            ) else {
                 continue;
             };
             let kind_name = match stage.kind {
@@ -797,7 +802,10 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
                 for (stage, plan) in pairs {
                     if stage.config.value() != plan.config.value() {
                         stage.config = plan.config.clone();
-                        stage.slot.addr().do_send(super::Reconfigure(plan.config.clone()));
+                        stage
+                            .slot
+                            .addr()
+                            .do_send(super::Reconfigure(plan.config.clone()));
                         report
                             .reconfigured
                             .push(format!("stage:{}/{}", new.name, plan.plugin));

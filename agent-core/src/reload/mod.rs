@@ -17,8 +17,8 @@ use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use serde::Serialize;
 use slog::{debug, error, info, warn, Logger};
-use std::path::{Path, PathBuf};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -346,11 +346,13 @@ impl ConfigReloader {
                     "error" => %e, "reason" => reason);
                 self.with_state(|s| s.last_result = e.to_string());
                 // Do not report the same broken files again on every event.
-                self.applied_fingerprint.store(fingerprint, Ordering::Relaxed);
+                self.applied_fingerprint
+                    .store(fingerprint, Ordering::Relaxed);
                 return;
             }
         };
-        self.applied_fingerprint.store(fingerprint, Ordering::Relaxed);
+        self.applied_fingerprint
+            .store(fingerprint, Ordering::Relaxed);
         let new_every = Duration::from_secs(config.main.reload_sec);
         self.remote = remote::RemoteSettings::from_config(&config);
         if new_every != self.reload_every {
