@@ -199,6 +199,11 @@ impl DiskBuffer {
         }
     }
 
+    /// A new size limit, enforced from the next append on.
+    pub fn set_max_bytes(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
+    }
+
     /// Records appended and not yet acknowledged.
     pub fn pending(&self) -> u64 {
         self.pending

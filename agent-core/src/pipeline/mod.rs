@@ -12,6 +12,7 @@
 //! plugin code goes through `catch_unwind`; a failed plugin is dropped and
 //! rebuilt from its factory with exponential backoff, inside its actor.
 pub mod disk_buffer;
+mod disk_worker;
 mod input_actor;
 mod output_actor;
 mod stage_actor;

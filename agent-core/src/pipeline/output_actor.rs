@@ -17,7 +17,8 @@
 //! handed to each incarnation of the actor: a batch leaves it only when the
 //! backend acknowledged the write (begin/commit/rollback), so an actor that
 //! dies mid-write loses nothing; its successor sends the batch again.
-use super::disk_buffer::{DiskBuffer, ReadBatch};
+use super::disk_buffer::ReadBatch;
+use super::disk_worker::DiskWorker;
 use super::{panic_message, Backoff, DeathGuard, Deliver, PluginStats, RateLimit, Reconfigure};
 use crate::config::{ConfigError, DiskBufferSettings, OutputSettings, PluginConfig};
 use crate::metric::{now_ns, Metric};
@@ -48,7 +49,8 @@ struct InFlight {
 #[derive(Default)]
 pub(crate) struct OutputBuffers {
     memory: VecDeque<Metric>,
-    disk: Option<DiskBuffer>,
+    /// The disk log, on its own thread.
+    disk: Option<DiskWorker>,
     /// The settings the open disk log was opened with.
     disk_settings: Option<DiskBufferSettings>,
     in_flight: Option<InFlight>,
@@ -69,29 +71,11 @@ impl OutputBuffers {
         self.memory.len() + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
     }
 
-    /// Takes up to `max` metrics to write, the disk log first; they stay
-    /// here (in flight) until [`commit`](Self::commit) or
-    /// [`rollback`](Self::rollback).
-    fn begin(&mut self, max: usize) -> Option<Arc<Vec<Metric>>> {
+    /// Takes up to `max` metrics from memory to write; they stay here (in
+    /// flight) until [`commit`](Self::commit) or [`rollback`](Self::rollback).
+    fn begin_memory(&mut self, max: usize) -> Option<Arc<Vec<Metric>>> {
         if self.in_flight.is_some() {
             return None;
-        }
-        if let Some(disk) = self.disk.as_mut() {
-            if disk.pending() > 0 {
-                let mut read = disk.read_batch(max);
-                let metrics = std::mem::take(&mut read.metrics);
-                if metrics.is_empty() {
-                    // A batch of only corrupt records is still consumed.
-                    disk.ack(&read);
-                } else {
-                    let batch = Arc::new(metrics);
-                    self.in_flight = Some(InFlight {
-                        batch: batch.clone(),
-                        from_disk: Some(read),
-                    });
-                    return Some(batch);
-                }
-            }
         }
         let n = max.min(self.memory.len());
         if n == 0 {
@@ -105,6 +89,37 @@ impl OutputBuffers {
         Some(batch)
     }
 
+    /// A read from the disk log arrived: it becomes the batch in flight.
+    fn begin_disk(&mut self, mut read: ReadBatch) -> Option<Arc<Vec<Metric>>> {
+        let metrics = std::mem::take(&mut read.metrics);
+        let disk = self.disk.as_ref()?;
+        if self.in_flight.is_some() {
+            disk.rewind(read);
+            return None;
+        }
+        if metrics.is_empty() {
+            // A batch of only corrupt records is still consumed.
+            if !read.counts_empty() {
+                disk.ack(read);
+            }
+            return None;
+        }
+        let batch = Arc::new(metrics);
+        self.in_flight = Some(InFlight {
+            batch: batch.clone(),
+            from_disk: Some(read),
+        });
+        Some(batch)
+    }
+
+    /// Asks the disk log for a batch when it has metrics.
+    fn read_disk(&self, max: usize) -> Option<oneshot::Receiver<ReadBatch>> {
+        self.disk
+            .as_ref()
+            .filter(|d| d.pending() > 0)
+            .map(|d| d.read(max))
+    }
+
     /// The backend took the batch in flight.
     fn commit(&mut self) {
         if let Some(InFlight {
@@ -112,8 +127,8 @@ impl OutputBuffers {
             ..
         }) = self.in_flight.take()
         {
-            if let Some(disk) = self.disk.as_mut() {
-                disk.ack(&read);
+            if let Some(disk) = self.disk.as_ref() {
+                disk.ack(read);
             }
         }
     }
@@ -123,8 +138,8 @@ impl OutputBuffers {
         let Some(f) = self.in_flight.take() else {
             return;
         };
-        match (f.from_disk, self.disk.as_mut()) {
-            (Some(read), Some(disk)) => disk.rewind(&read),
+        match (f.from_disk, self.disk.as_ref()) {
+            (Some(read), Some(disk)) => disk.rewind(read),
             _ => {
                 let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
                 for m in batch.into_iter().rev() {
@@ -141,82 +156,68 @@ impl OutputBuffers {
         excess
     }
 
-    /// Opens, moves or closes the disk log to match `wanted`, moving every
-    /// pending metric along (to the new log, or to memory when the log is
-    /// removed). Call only with nothing in flight.
-    fn set_disk(&mut self, wanted: Option<&DiskBufferSettings>) -> Result<(), String> {
+    /// Opens, moves or closes the disk log to match `wanted`. Metrics in
+    /// memory move into a new log; what an old log holds comes back through
+    /// the returned receiver (its thread reads it out), for the new log or
+    /// memory. Call only with nothing in flight.
+    fn set_disk(
+        &mut self,
+        wanted: Option<&DiskBufferSettings>,
+    ) -> Result<Option<oneshot::Receiver<Vec<Metric>>>, String> {
         if self.disk_settings.as_ref() == wanted && (wanted.is_none() || self.disk.is_some()) {
-            return Ok(());
+            return Ok(None);
         }
         self.rollback();
-        let same_dir = matches!((wanted, self.disk_settings.as_ref()),
-            (Some(w), Some(old)) if w.path == old.path);
-        let mut old = self.disk.take();
-        if same_dir {
-            // Only max_bytes changed: reopen the same log (one owner at a time).
-            if let Some(mut d) = old.take() {
-                d.close();
+        if let (Some(w), Some(old), Some(disk)) =
+            (wanted, self.disk_settings.as_ref(), self.disk.as_ref())
+        {
+            if w.path == old.path {
+                // Same log, new size limit.
+                disk.set_max_bytes(w.max_bytes().unwrap_or(256 << 20));
+                self.disk_settings = Some(w.clone());
+                return Ok(None);
             }
         }
         let new = match wanted {
-            Some(w) => {
-                let max = w.max_bytes().unwrap_or(256 << 20);
-                match DiskBuffer::open(&w.path, max) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        // Keep the log we had.
-                        self.disk = old;
-                        if self.disk.is_none() {
-                            self.disk_settings = None;
-                        }
-                        return Err(e.to_string());
+            // Opening scans the folder: once per start or reconfigure.
+            Some(w) => match DiskWorker::open(&w.path, w.max_bytes().unwrap_or(256 << 20)) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    if self.disk.is_none() {
+                        self.disk_settings = None;
                     }
+                    // Keep the log we had.
+                    return Err(e.to_string());
                 }
-            }
+            },
             None => None,
         };
-        self.disk = new;
+        let old = std::mem::replace(&mut self.disk, new);
         self.disk_settings = wanted.cloned();
-        self.disk_dropped_seen = self.disk.as_ref().map_or(0, |d| d.dropped());
-        if let Some(mut from) = old {
-            // Migrate what the old log still holds, in order.
-            let mut moved: Vec<Metric> = Vec::new();
-            while from.pending() > 0 {
-                let read = from.read_batch(10_000);
-                if read.counts_empty() {
-                    break;
-                }
-                moved.extend(read.metrics.iter().cloned());
-                from.ack(&read);
-            }
-            match self.disk.as_mut() {
-                Some(to) => {
-                    if let Err(e) = to.append(&moved) {
-                        // The new log refused them: keep them in memory.
-                        self.memory.extend(moved);
-                        from.close();
-                        return Err(e.to_string());
-                    }
-                }
-                None => {
-                    // Removed log: its metrics go before what memory holds.
-                    for m in moved.into_iter().rev() {
-                        self.memory.push_front(m);
-                    }
-                }
-            }
-            from.close();
-        }
-        // Metrics that were waiting in memory move into the new log too.
-        if let Some(to) = self.disk.as_mut() {
+        self.disk_dropped_seen = 0;
+        if let Some(to) = self.disk.as_ref() {
             if !self.memory.is_empty() {
-                let rest: Vec<Metric> = self.memory.iter().cloned().collect();
-                if to.append(&rest).is_ok() {
-                    self.memory.clear();
+                to.append(Arc::new(self.memory.drain(..).collect()));
+            }
+        }
+        // The old thread reads its log out, closes it and ends.
+        Ok(old.map(|from| from.empty()))
+    }
+
+    /// Metrics read out of an old log after a `disk_buffer` change: into
+    /// the log now in use, or to the front of memory.
+    fn take_migrated(&mut self, moved: Vec<Metric>) {
+        if moved.is_empty() {
+            return;
+        }
+        match self.disk.as_ref() {
+            Some(to) => to.append(Arc::new(moved)),
+            None => {
+                for m in moved.into_iter().rev() {
+                    self.memory.push_front(m);
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -291,15 +292,30 @@ impl OutputActor {
         self.buffers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn apply_disk_settings(&mut self) {
+    fn apply_disk_settings(&mut self, ctx: &mut Context<Self>) {
         let wanted = self.settings.disk_buffer.clone();
         let result = self.bufs().set_disk(wanted.as_ref());
         match result {
-            Ok(()) => {
+            Ok(migrating) => {
                 let pending = self.bufs().disk.as_ref().map_or(0, |d| d.pending());
                 if let (Some(w), true) = (wanted.as_ref(), pending > 0) {
                     info!(self.log, "disk buffer: undelivered metrics to send";
                         "pending" => pending, "path" => %w.path.display());
+                }
+                if let Some(rx) = migrating {
+                    let buffers = self.buffers.clone();
+                    ctx.spawn(
+                        async move {
+                            if let Ok(moved) = rx.await {
+                                lock(&buffers).take_migrated(moved);
+                            }
+                        }
+                        .into_actor(self)
+                        .map(|(), act, ctx| {
+                            act.update_buffered();
+                            act.flush(ctx);
+                        }),
+                    );
                 }
             }
             Err(e) => {
@@ -311,20 +327,27 @@ impl OutputActor {
         self.log_disk_reports();
     }
 
+    /// Logs what the disk thread reported, counts its drops, and keeps in
+    /// memory the metrics it could not write.
     fn log_disk_reports(&mut self) {
         let (reports, newly) = {
             let mut b = self.bufs();
             let b = &mut *b;
-            let Some(disk) = b.disk.as_mut() else {
+            let Some(disk) = b.disk.as_ref() else {
                 return;
             };
-            let reports = disk.take_reports();
-            let newly = disk.dropped().saturating_sub(b.disk_dropped_seen);
-            b.disk_dropped_seen = disk.dropped();
+            let (reports, dropped, refused) = disk.take_news();
+            let newly = dropped.saturating_sub(b.disk_dropped_seen);
+            b.disk_dropped_seen = dropped;
+            for batch in refused {
+                b.memory.extend(batch.iter().cloned());
+            }
             (reports, newly)
         };
         for r in reports {
-            error!(self.log, "disk buffer problem"; "detail" => r);
+            if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
+                error!(self.log, "disk buffer problem"; "detail" => r, "similar_messages_suppressed" => held);
+            }
         }
         PluginStats::add(&self.stats.dropped, newly);
     }
@@ -367,21 +390,20 @@ impl OutputActor {
     }
 
     fn accept(&mut self, metrics: Arc<Vec<Metric>>) {
-        let n = metrics.len();
-        let disk_result = {
-            let mut b = self.bufs();
-            b.disk.as_mut().map(|d| d.append(&metrics))
-        };
-        match disk_result {
-            Some(Ok(())) => PluginStats::add(&self.stats.metrics_in, n as u64),
-            Some(Err(e)) => {
-                if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
-                    error!(self.log, "disk buffer append failed; keeping metrics in memory"; "error" => %e,
-                        "similar_messages_suppressed" => held);
+        let n = metrics.len() as u64;
+        let to_memory = {
+            let b = self.bufs();
+            match b.disk.as_ref() {
+                Some(d) => {
+                    d.append(metrics);
+                    None
                 }
-                self.push_memory(metrics);
+                None => Some(metrics),
             }
-            None => self.push_memory(metrics),
+        };
+        match to_memory {
+            Some(m) => self.push_memory(m),
+            None => PluginStats::add(&self.stats.metrics_in, n),
         }
         self.log_disk_reports();
         self.update_buffered();
@@ -431,39 +453,55 @@ impl OutputActor {
                 }
             }
         }
-        let batch = self.bufs().begin(self.settings.batch_size);
-        self.log_disk_reports();
-        let Some(batch) = batch else {
-            return;
-        };
         let Some(plugin) = self.plugin.take() else {
-            self.bufs().rollback();
             return;
         };
         self.writing = true;
+        let max = self.settings.batch_size;
+        let read = self.bufs().read_disk(max);
+        let buffers = self.buffers.clone();
         let connected = self.connected;
-        let started = Instant::now();
-        ctx.spawn(write_batch(plugin, batch, connected).into_actor(self).map(
-            move |(plugin, n, result), act, ctx| {
-                act.writing = false;
-                act.stats
-                    .last_duration_us
-                    .store(started.elapsed().as_micros() as u64, Relaxed);
-                act.after_write(plugin, n, result);
-                if let Some(change) = act.disk_change.take() {
-                    act.settings.disk_buffer = change;
-                    act.apply_disk_settings();
-                }
-                if !act.closing && act.pending() >= act.settings.batch_size {
-                    act.flush(ctx);
-                }
-                if !act.writing {
-                    for w in act.idle_waiters.drain(..) {
-                        let _ = w.send(());
+        let write = async move {
+            let Some(batch) = take_batch(&buffers, read, max).await else {
+                return (plugin, None);
+            };
+            let started = Instant::now();
+            let (plugin, n, result) = write_batch(plugin, batch, connected).await;
+            (plugin, Some((n, result, started.elapsed())))
+        };
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |(plugin, outcome), act, ctx| {
+                    act.writing = false;
+                    match outcome {
+                        Some((n, result, took)) => {
+                            act.stats
+                                .last_duration_us
+                                .store(took.as_micros() as u64, Relaxed);
+                            act.after_write(plugin, n, result);
+                        }
+                        // Nothing to write after all.
+                        None => {
+                            if act.plugin.is_none() {
+                                act.plugin = Some(plugin);
+                            }
+                        }
                     }
-                }
-            },
-        ));
+                    if let Some(change) = act.disk_change.take() {
+                        act.settings.disk_buffer = change;
+                        act.apply_disk_settings(ctx);
+                    }
+                    if !act.closing && act.pending() >= act.settings.batch_size {
+                        act.flush(ctx);
+                    }
+                    if !act.writing {
+                        for w in act.idle_waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                }),
+        );
     }
 
     fn after_write(&mut self, plugin: Box<dyn DynOutput>, n: usize, result: WriteResult) {
@@ -523,6 +561,23 @@ impl OutputActor {
     }
 }
 
+/// The next batch to write: from the disk log when a read was asked for
+/// and brought metrics, else from memory.
+async fn take_batch(
+    buffers: &SharedBuffers,
+    read: Option<oneshot::Receiver<ReadBatch>>,
+    max: usize,
+) -> Option<Arc<Vec<Metric>>> {
+    if let Some(rx) = read {
+        if let Ok(read) = rx.await {
+            if let Some(batch) = lock(buffers).begin_disk(read) {
+                return Some(batch);
+            }
+        }
+    }
+    lock(buffers).begin_memory(max)
+}
+
 async fn write_batch(
     mut plugin: Box<dyn DynOutput>,
     batch: Arc<Vec<Metric>>,
@@ -551,7 +606,7 @@ impl Actor for OutputActor {
             Ok(p) => self.plugin = Some(p),
             Err(e) => self.write_failed(format!("build failed: {e}")),
         }
-        self.apply_disk_settings();
+        self.apply_disk_settings(ctx);
         self.update_buffered();
         self.start_flush_timer(ctx);
         // Replay what an earlier run (or incarnation) left as soon as the actor runs.
@@ -644,7 +699,7 @@ async fn final_flush(
     stats: Arc<PluginStats>,
 ) -> usize {
     let Some(mut plugin) = plugin else {
-        let left = park_on_disk(&buffers, &log);
+        let left = park_on_disk(&buffers, &log).await;
         if left > 0 {
             error!(log, "output has no working plugin at shutdown"; "undelivered" => left);
         }
@@ -652,7 +707,8 @@ async fn final_flush(
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while lock(&buffers).pending() > 0 && Instant::now() < deadline {
-        let Some(batch) = lock(&buffers).begin(batch_size) else {
+        let read = lock(&buffers).read_disk(batch_size);
+        let Some(batch) = take_batch(&buffers, read, batch_size).await else {
             // Nothing readable although something is pending (unreadable log).
             break;
         };
@@ -688,7 +744,7 @@ async fn final_flush(
             }
         }
     }
-    let left = park_on_disk(&buffers, &log);
+    let left = park_on_disk(&buffers, &log).await;
     stats.buffered.store(left as u64, Relaxed);
     if let Err(e) = AssertUnwindSafe(tokio::time::timeout(
         deadline
@@ -718,28 +774,36 @@ async fn final_flush(
     left
 }
 
-/// Moves what is left in memory to the disk log (when there is one);
-/// returns how many metrics are undelivered in total.
-fn park_on_disk(buffers: &SharedBuffers, log: &Logger) -> usize {
-    let mut b = lock(buffers);
-    b.rollback();
-    let b = &mut *b;
-    let Some(d) = b.disk.as_mut() else {
-        return b.memory.len();
-    };
-    if !b.memory.is_empty() {
-        let rest: Vec<Metric> = b.memory.iter().cloned().collect();
-        if let Err(e) = d.append(&rest) {
-            error!(log, "metrics could not be kept in the disk buffer"; "error" => %e, "lost" => rest.len());
-            return d.pending() as usize + rest.len();
+/// Moves what is left in memory to the disk log (when there is one) and
+/// closes the log; returns how many metrics are undelivered in total.
+async fn park_on_disk(buffers: &SharedBuffers, log: &Logger) -> usize {
+    let closed = {
+        let mut b = lock(buffers);
+        b.rollback();
+        let b = &mut *b;
+        let Some(d) = b.disk.as_ref() else {
+            return b.memory.len();
+        };
+        if !b.memory.is_empty() {
+            d.append(Arc::new(b.memory.drain(..).collect()));
         }
-        b.memory.clear();
+        d.close()
+    };
+    let left = closed.await.unwrap_or(0) as usize;
+    let mut b = lock(buffers);
+    if let Some(d) = b.disk.as_ref() {
+        let (reports, _, refused) = d.take_news();
+        for r in reports {
+            error!(log, "disk buffer problem"; "detail" => r);
+        }
+        let lost: usize = refused.iter().map(|r| r.len()).sum();
+        if lost > 0 {
+            error!(log, "metrics could not be kept in the disk buffer"; "undelivered" => lost);
+            b.memory
+                .extend(refused.iter().flat_map(|r| r.iter().cloned()));
+        }
     }
-    d.close();
-    for r in d.take_reports() {
-        error!(log, "disk buffer problem"; "detail" => r);
-    }
-    d.pending() as usize
+    left + b.memory.len()
 }
 
 /// A new config for a running output, with its settings as the plan
@@ -783,7 +847,7 @@ impl Handler<ReconfigureOutput> for OutputActor {
                 self.disk_change = Some(self.settings.disk_buffer.clone());
                 self.settings.disk_buffer = old_disk;
             } else {
-                self.apply_disk_settings();
+                self.apply_disk_settings(ctx);
             }
         }
         let limit = self.settings.buffer_limit;

@@ -318,12 +318,21 @@ async fn aggregator_actor_panic_is_restarted_and_loses_nothing() {
 
 #[actix_rt::test]
 async fn output_actor_panic_keeps_buffered_and_in_flight_metrics() {
+    output_panic("{flush_interval: 0.05, batch_size: 1000}").await;
+}
+
+#[actix_rt::test]
+async fn output_actor_panic_keeps_disk_buffered_and_in_flight_metrics() {
+    output_panic("{flush_interval: 0.05, batch_size: 1000, disk_buffer: {path: buf}}").await;
+}
+
+async fn output_panic(settings: &str) {
     let h = harness();
-    let (_d, etc) = write_etc(&[(
-        "main.yaml",
+    let main = format!(
         "open: [seq]\ninterval: 0.05\ndelay_sec: 0\ncommon_output: [slow]\n\
-         output:\n  slow: {flush_interval: 0.05, batch_size: 1000}\n",
-    )]);
+         output:\n  slow: {settings}\n"
+    );
+    let (_d, etc) = write_etc(&[("main.yaml", main.as_str())]);
     let recorded = h.recorded.clone();
     let emitted = h.emitted.clone();
     let sup = start(h.registry, &etc);
