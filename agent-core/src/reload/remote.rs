@@ -142,7 +142,20 @@ pub async fn pull_and_write(
     if body.len() as u64 > MAX_RESPONSE_BYTES {
         return Err(RemoteError::TooLarge);
     }
-    apply_answer(&body, dir, registry)
+    // Evaluating the answer may run any config code: a panic there is a
+    // rejected answer, never a dead reloader.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        apply_answer(&body, dir, registry)
+    }))
+    .unwrap_or_else(|p| {
+        Err(RemoteError::Invalid(ConfigError::file(
+            "update_api answer",
+            format!(
+                "evaluating it panicked: {}",
+                crate::pipeline::panic_message(&*p)
+            ),
+        )))
+    })
 }
 
 /// Validates an answer and writes it. `Ok(false)`: nothing to change.

@@ -94,6 +94,7 @@ impl Input for Internal {
             m.push_field("attempts", r.attempts);
             m.push_field("unchanged", r.unchanged);
             m.push_field("file_events", r.file_events);
+            m.push_field("reloader_restarts", r.reloader_restarts);
             m.push_field("last_ok", r.last_result == "ok");
             acc.add(m);
         }
