@@ -2,7 +2,7 @@
 use actix::prelude::*;
 use agent_core::logging::{self, LogSettings};
 use agent_core::pipeline::{ActorStatus, Shutdown, StatusReport};
-use agent_core::reload::{ConfigReloader, Reload};
+use agent_core::reload::{ConfigReloader, ReloaderHandle};
 use agent_core::{AgentConfig, ConfigError, GatherOnce, PipelineSupervisor, Plan, Registry};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -229,7 +229,8 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let sup = PipelineSupervisor::new(config.clone(), plan, registry.clone(), log.new(o!())).start();
         let reloader = ConfigReloader::new(&config, registry, sup.clone(), log.new(o!("component" => "reload")));
         let reload_state = reloader.state();
-        let reloader = reloader.start();
+        // Supervised: a reloader that dies is restarted, and SIGHUP reaches the new one.
+        let reloader = reloader.start_supervised();
         #[cfg(unix)]
         if let Err(e) = agent_core::control::serve(socket.clone(), sup.clone(), Some(reload_state.clone()), log.clone()) {
             error!(log, "status endpoint unavailable"; "socket" => %socket.display(), "error" => %e);
@@ -312,7 +313,7 @@ fn run_test(
 
 /// Waits for SIGINT/SIGTERM; SIGHUP reloads the configuration meanwhile.
 #[cfg(unix)]
-async fn wait_for_stop(reloader: &Addr<ConfigReloader>) -> Result<&'static str> {
+async fn wait_for_stop(reloader: &ReloaderHandle) -> Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -321,13 +322,13 @@ async fn wait_for_stop(reloader: &Addr<ConfigReloader>) -> Result<&'static str> 
         tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = int.recv() => return Ok("SIGINT"),
-            _ = hup.recv() => reloader.do_send(Reload { reason: "SIGHUP" }),
+            _ = hup.recv() => reloader.reload("SIGHUP"),
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_: &Addr<ConfigReloader>) -> Result<&'static str> {
+async fn wait_for_stop(_: &ReloaderHandle) -> Result<&'static str> {
     tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
     Ok("Ctrl-C")
 }
@@ -365,8 +366,8 @@ fn status(config: &AgentConfig, json: bool) -> Result<()> {
         );
     }
     println!(
-        "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  last error",
-        "kind", "name", "alive", "calls", "errors", "restarts", "in", "out", "last_ok"
+        "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>8} {:>10} {:>10} {:>9}  last error",
+        "kind", "name", "alive", "calls", "errors", "restarts", "actor_rs", "in", "out", "last_ok"
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -384,13 +385,14 @@ fn status(config: &AgentConfig, json: bool) -> Result<()> {
             "-".into()
         };
         println!(
-            "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>10} {:>10} {:>9}  {}",
+            "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>8} {:>10} {:>10} {:>9}  {}",
             a.kind,
             name,
             if a.alive { "yes" } else { "NO" },
             a.stats.calls,
             a.stats.errors,
             a.stats.restarts,
+            a.stats.actor_restarts,
             a.stats.metrics_in,
             a.stats.metrics_out,
             last_ok,

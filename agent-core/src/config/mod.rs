@@ -8,7 +8,8 @@ pub mod value;
 
 pub use load::{MergedTree, Provenance};
 pub use plan::{
-    AggregatorSettings, OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan,
+    AggregatorSettings, DiskBufferSettings, OutputPlan, OutputSettings, PipelinePlan, Plan,
+    StageKind, StagePlan,
 };
 
 use crate::metric::Str;

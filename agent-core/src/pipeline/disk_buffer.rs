@@ -66,6 +66,13 @@ pub struct ReadBatch {
     counts: Vec<(u64, u64)>,
 }
 
+impl ReadBatch {
+    /// True when the read consumed no record at all.
+    pub fn counts_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiskBufferError {
     #[error("disk buffer {path}: {source}")]
@@ -190,6 +197,11 @@ impl DiskBuffer {
             (Some(Ok(segment)), Some(Ok(offset))) => Position { segment, offset },
             _ => Position::default(),
         }
+    }
+
+    /// A new size limit, enforced from the next append on.
+    pub fn set_max_bytes(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
     }
 
     /// Records appended and not yet acknowledged.

@@ -1,7 +1,7 @@
 //! Runs one input: ticks every interval, gathers under a timeout and
 //! `catch_unwind`, forwards the metrics, rebuilds the plugin with backoff
 //! after a panic, an error or a hang.
-use super::{panic_message, Backoff, Drain, PluginStats, RateLimit, Reconfigure, Sink};
+use super::{panic_message, Backoff, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink};
 use crate::config::{ConfigError, PluginConfig};
 use crate::metric::{now_ns, Str};
 use crate::plugin::{Accumulator, DynInput, PluginError};
@@ -38,6 +38,7 @@ pub(crate) struct InputActor {
     generation: u64,
     idle_waiters: Vec<oneshot::Sender<()>>,
     error_log: RateLimit,
+    pub(crate) guard: DeathGuard,
 }
 
 pub(crate) struct InputSpec {
@@ -51,6 +52,7 @@ pub(crate) struct InputSpec {
     pub next: Sink,
     pub stats: Arc<PluginStats>,
     pub log: Logger,
+    pub guard: DeathGuard,
 }
 
 impl InputActor {
@@ -74,6 +76,7 @@ impl InputActor {
             generation: 0,
             idle_waiters: Vec::new(),
             error_log: RateLimit::default(),
+            guard: s.guard,
         }
     }
 
@@ -355,5 +358,14 @@ impl Handler<SetInfo> for InputActor {
 
     fn handle(&mut self, msg: SetInfo, _: &mut Context<Self>) {
         self.info = msg.0;
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::PanicNow> for InputActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::PanicNow, _: &mut Context<Self>) {
+        panic!("injected panic in the input actor {}", self.name);
     }
 }

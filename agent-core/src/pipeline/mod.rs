@@ -26,10 +26,13 @@
 //! exhausted by as many stuck calls as it has threads; a thread per
 //! resource costs one thread per stuck resource and keeps its order.
 pub mod disk_buffer;
+mod disk_worker;
 mod input_actor;
 mod output_actor;
 mod stage_actor;
 pub mod stats;
+#[cfg(test)]
+mod supervision_tests;
 mod supervisor;
 
 pub use stats::{directory, PluginStats, StatsSnapshot};
@@ -73,8 +76,8 @@ pub struct Reconfigure(pub crate::config::PluginConfig);
 /// Where a stage sends its metrics.
 #[derive(Clone)]
 pub(crate) enum Sink {
-    Stage(Addr<StageActor>),
-    Outputs(Arc<[Addr<OutputActor>]>),
+    Stage(Arc<StageSlot>),
+    Outputs(Arc<[Arc<OutputSlot>]>),
 }
 
 impl Sink {
@@ -83,11 +86,11 @@ impl Sink {
             return;
         }
         match self {
-            Sink::Stage(a) => a.do_send(Batch(batch)),
+            Sink::Stage(slot) => slot.send(Batch(batch)),
             Sink::Outputs(outs) => {
                 let shared = Arc::new(batch);
                 for o in outs.iter() {
-                    o.do_send(Deliver(shared.clone()));
+                    o.send(Deliver(shared.clone()));
                 }
             }
         }
@@ -96,11 +99,133 @@ impl Sink {
     /// Resolves when every stage downstream has drained. Outputs are
     /// flushed by the supervisor once all pipelines have drained.
     pub(crate) async fn drain(self) {
-        if let Sink::Stage(a) = self {
-            let _ = a.send(Drain).await;
+        if let Sink::Stage(slot) = self {
+            let _ = slot.addr().send(Drain).await;
         }
     }
 }
+
+/// Metrics parked while their actor is dead, at most this many batches per
+/// slot (then the oldest go, counted as dropped).
+const PARK_LIMIT: usize = 1024;
+
+/// The current address of an actor that the supervisor may replace (after
+/// the actor died). Every sender goes through the slot, so one `replace`
+/// re-wires them all; what is sent while the actor is dead is parked here
+/// and handed to the next incarnation instead of being dropped.
+pub(crate) struct Slot<A: Actor, M> {
+    inner: std::sync::Mutex<SlotInner<A, M>>,
+    stats: Arc<PluginStats>,
+}
+
+struct SlotInner<A: Actor, M> {
+    addr: Addr<A>,
+    parked: std::collections::VecDeque<M>,
+}
+
+pub(crate) type StageSlot = Slot<StageActor, Batch>;
+pub(crate) type OutputSlot = Slot<OutputActor, Deliver>;
+
+impl<A, M> Slot<A, M>
+where
+    A: Actor + Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: Message<Result = ()> + Send + 'static,
+{
+    pub(crate) fn new(addr: Addr<A>, stats: Arc<PluginStats>) -> Arc<Self> {
+        Arc::new(Slot {
+            inner: std::sync::Mutex::new(SlotInner {
+                addr,
+                parked: std::collections::VecDeque::new(),
+            }),
+            stats,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotInner<A, M>> {
+        // Nothing in the slot can be left half-changed by a panic.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn addr(&self) -> Addr<A> {
+        self.lock().addr.clone()
+    }
+
+    pub(crate) fn connected(&self) -> bool {
+        self.lock().addr.connected()
+    }
+
+    pub(crate) fn send(&self, msg: M) {
+        let mut g = self.lock();
+        // While messages are parked the actor is being restarted: keep order.
+        if !g.parked.is_empty() {
+            Self::park(&mut g, &self.stats, msg);
+            return;
+        }
+        match g.addr.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full(m)) => g.addr.do_send(m),
+            Err(SendError::Closed(m)) => Self::park(&mut g, &self.stats, m),
+        }
+    }
+
+    fn park(g: &mut SlotInner<A, M>, stats: &PluginStats, msg: M) {
+        if g.parked.len() >= PARK_LIMIT {
+            g.parked.pop_front();
+            PluginStats::add(&stats.dropped, 1);
+        }
+        g.parked.push_back(msg);
+    }
+
+    /// Points every sender at a new incarnation and hands it what was
+    /// parked, in order.
+    pub(crate) fn replace(&self, addr: Addr<A>) {
+        let mut g = self.lock();
+        g.addr = addr;
+        while let Some(m) = g.parked.pop_front() {
+            g.addr.do_send(m);
+        }
+    }
+}
+
+/// Lives in every plugin actor; when the actor is dropped for any reason
+/// (a stop or a panic in its own handler code, which drops the actor
+/// without calling `stopped()`), it tells the supervisor, unless the
+/// supervisor ordered the stop (then it was disarmed).
+pub(crate) struct DeathGuard {
+    id: u64,
+    notify: Option<Recipient<ActorDied>>,
+}
+
+/// An actor with this id died without being told to stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ActorDied(pub u64);
+
+impl DeathGuard {
+    pub(crate) fn new(id: u64, notify: Option<Recipient<ActorDied>>) -> Self {
+        DeathGuard { id, notify }
+    }
+
+    /// The stop is ordered: no restart.
+    pub(crate) fn disarm(&mut self) {
+        self.notify = None;
+    }
+}
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        if let Some(n) = self.notify.take() {
+            n.do_send(ActorDied(self.id));
+        }
+    }
+}
+
+/// Test hook: panic inside the actor's own handler (not its plugin).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicNow;
 
 /// Exponential backoff: 100 ms doubling to a cap of 30 s.
 #[derive(Debug, Clone)]
@@ -131,6 +256,11 @@ impl Backoff {
 
     pub(crate) fn reset(&mut self) {
         self.next = self.start;
+    }
+
+    /// The longest delay this backoff gives.
+    pub(crate) fn cap(&self) -> Duration {
+        self.cap
     }
 }
 

@@ -11,9 +11,16 @@
 //! after a successful write, and what an earlier run left is replayed first.
 //! The memory buffer then only holds metrics the log could not take (a disk
 //! error), so they are still delivered.
-use super::disk_buffer::{DiskBuffer, ReadBatch};
-use super::{panic_message, Backoff, Deliver, PluginStats, RateLimit, Reconfigure};
-use crate::config::{ConfigError, OutputSettings, PluginConfig};
+//!
+//! Everything accepted and not yet delivered (memory buffer, disk log, the
+//! batch in flight) lives in [`OutputBuffers`], owned by the supervisor and
+//! handed to each incarnation of the actor: a batch leaves it only when the
+//! backend acknowledged the write (begin/commit/rollback), so an actor that
+//! dies mid-write loses nothing; its successor sends the batch again.
+use super::disk_buffer::ReadBatch;
+use super::disk_worker::DiskWorker;
+use super::{panic_message, Backoff, DeathGuard, Deliver, PluginStats, RateLimit, Reconfigure};
+use crate::config::{ConfigError, DiskBufferSettings, OutputSettings, PluginConfig};
 use crate::metric::{now_ns, Metric};
 use crate::plugin::{DynOutput, PluginError};
 use crate::registry::{build_error, OutputEntry};
@@ -23,12 +30,196 @@ use slog::{error, info, warn, Logger};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// No single write may take longer than this, whatever the plugin does.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The batch being written: it stays owned by the buffers until the write
+/// is acknowledged.
+struct InFlight {
+    batch: Arc<Vec<Metric>>,
+    /// Log positions when the batch came from the disk log.
+    from_disk: Option<ReadBatch>,
+}
+
+/// What an output accepted and has not delivered. Outlives the actor.
+#[derive(Default)]
+pub(crate) struct OutputBuffers {
+    memory: VecDeque<Metric>,
+    /// The disk log, on its own thread.
+    disk: Option<DiskWorker>,
+    /// The settings the open disk log was opened with.
+    disk_settings: Option<DiskBufferSettings>,
+    in_flight: Option<InFlight>,
+    disk_dropped_seen: u64,
+}
+
+pub(crate) type SharedBuffers = Arc<Mutex<OutputBuffers>>;
+
+impl OutputBuffers {
+    pub(crate) fn shared() -> SharedBuffers {
+        Arc::new(Mutex::new(OutputBuffers::default()))
+    }
+
+    /// Metrics waiting to be written: in memory, and in the disk log
+    /// (which counts its records until they are acknowledged). A batch in
+    /// flight from memory is not counted (as `buffered` always showed).
+    fn pending(&self) -> usize {
+        self.memory.len() + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
+    }
+
+    /// Takes up to `max` metrics from memory to write; they stay here (in
+    /// flight) until [`commit`](Self::commit) or [`rollback`](Self::rollback).
+    fn begin_memory(&mut self, max: usize) -> Option<Arc<Vec<Metric>>> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let n = max.min(self.memory.len());
+        if n == 0 {
+            return None;
+        }
+        let batch = Arc::new(self.memory.drain(..n).collect::<Vec<_>>());
+        self.in_flight = Some(InFlight {
+            batch: batch.clone(),
+            from_disk: None,
+        });
+        Some(batch)
+    }
+
+    /// A read from the disk log arrived: it becomes the batch in flight.
+    fn begin_disk(&mut self, mut read: ReadBatch) -> Option<Arc<Vec<Metric>>> {
+        let metrics = std::mem::take(&mut read.metrics);
+        let disk = self.disk.as_ref()?;
+        if self.in_flight.is_some() {
+            disk.rewind(read);
+            return None;
+        }
+        if metrics.is_empty() {
+            // A batch of only corrupt records is still consumed.
+            if !read.counts_empty() {
+                disk.ack(read);
+            }
+            return None;
+        }
+        let batch = Arc::new(metrics);
+        self.in_flight = Some(InFlight {
+            batch: batch.clone(),
+            from_disk: Some(read),
+        });
+        Some(batch)
+    }
+
+    /// Asks the disk log for a batch when it has metrics.
+    fn read_disk(&self, max: usize) -> Option<oneshot::Receiver<ReadBatch>> {
+        self.disk
+            .as_ref()
+            .filter(|d| d.pending() > 0)
+            .map(|d| d.read(max))
+    }
+
+    /// The backend took the batch in flight.
+    fn commit(&mut self) {
+        if let Some(InFlight {
+            from_disk: Some(read),
+            ..
+        }) = self.in_flight.take()
+        {
+            if let Some(disk) = self.disk.as_ref() {
+                disk.ack(read);
+            }
+        }
+    }
+
+    /// The batch in flight was not delivered: back to the front, in order.
+    fn rollback(&mut self) {
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
+        match (f.from_disk, self.disk.as_ref()) {
+            (Some(read), Some(disk)) => disk.rewind(read),
+            _ => {
+                let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
+                for m in batch.into_iter().rev() {
+                    self.memory.push_front(m);
+                }
+            }
+        }
+    }
+
+    /// Drops the oldest metrics in memory above `limit`; returns how many.
+    fn enforce_limit(&mut self, limit: usize) -> usize {
+        let excess = self.memory.len().saturating_sub(limit);
+        self.memory.drain(..excess);
+        excess
+    }
+
+    /// Opens, moves or closes the disk log to match `wanted`. Metrics in
+    /// memory move into a new log; what an old log holds comes back through
+    /// the returned receiver (its thread reads it out), for the new log or
+    /// memory. Call only with nothing in flight.
+    fn set_disk(
+        &mut self,
+        wanted: Option<&DiskBufferSettings>,
+    ) -> Result<Option<oneshot::Receiver<Vec<Metric>>>, String> {
+        if self.disk_settings.as_ref() == wanted && (wanted.is_none() || self.disk.is_some()) {
+            return Ok(None);
+        }
+        self.rollback();
+        if let (Some(w), Some(old), Some(disk)) =
+            (wanted, self.disk_settings.as_ref(), self.disk.as_ref())
+        {
+            if w.path == old.path {
+                // Same log, new size limit.
+                disk.set_max_bytes(w.max_bytes().unwrap_or(256 << 20));
+                self.disk_settings = Some(w.clone());
+                return Ok(None);
+            }
+        }
+        let new = match wanted {
+            // Opening scans the folder: once per start or reconfigure.
+            Some(w) => match DiskWorker::open(&w.path, w.max_bytes().unwrap_or(256 << 20)) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    if self.disk.is_none() {
+                        self.disk_settings = None;
+                    }
+                    // Keep the log we had.
+                    return Err(e.to_string());
+                }
+            },
+            None => None,
+        };
+        let old = std::mem::replace(&mut self.disk, new);
+        self.disk_settings = wanted.cloned();
+        self.disk_dropped_seen = 0;
+        if let Some(to) = self.disk.as_ref() {
+            if !self.memory.is_empty() {
+                to.append(Arc::new(self.memory.drain(..).collect()));
+            }
+        }
+        // The old thread reads its log out, closes it and ends.
+        Ok(old.map(|from| from.empty()))
+    }
+
+    /// Metrics read out of an old log after a `disk_buffer` change: into
+    /// the log now in use, or to the front of memory.
+    fn take_migrated(&mut self, moved: Vec<Metric>) {
+        if moved.is_empty() {
+            return;
+        }
+        match self.disk.as_ref() {
+            Some(to) => to.append(Arc::new(moved)),
+            None => {
+                for m in moved.into_iter().rev() {
+                    self.memory.push_front(m);
+                }
+            }
+        }
+    }
+}
 
 pub(crate) struct OutputActor {
     entry: OutputEntry,
@@ -36,8 +227,9 @@ pub(crate) struct OutputActor {
     settings: OutputSettings,
     plugin: Option<Box<dyn DynOutput>>,
     connected: bool,
-    buffer: VecDeque<Metric>,
-    in_flight: bool,
+    buffers: SharedBuffers,
+    /// A write of this incarnation is running.
+    writing: bool,
     closing: bool,
     backoff: Backoff,
     retry_at: Option<Instant>,
@@ -46,10 +238,9 @@ pub(crate) struct OutputActor {
     drop_log: RateLimit,
     idle_waiters: Vec<oneshot::Sender<()>>,
     flush_timer: Option<SpawnHandle>,
-    disk: Option<DiskBuffer>,
-    /// Log positions of the batch in flight when it came from the disk.
-    disk_in_flight: Option<ReadBatch>,
-    disk_dropped_seen: u64,
+    /// A `disk_buffer` change waiting for the write in flight to end.
+    disk_change: Option<Option<DiskBufferSettings>>,
+    pub(crate) guard: DeathGuard,
 }
 
 type WriteResult = Result<
@@ -57,77 +248,118 @@ type WriteResult = Result<
     Box<dyn std::any::Any + Send>,
 >;
 
+fn retry_backoff(settings: &OutputSettings) -> Backoff {
+    // The planner keeps retry_max_sec within (0, 1 day].
+    let cap = settings
+        .retry_max_sec
+        .as_duration()
+        .max(Duration::from_millis(100));
+    Backoff::new(Duration::from_millis(500).min(cap), cap)
+}
+
 impl OutputActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         entry: OutputEntry,
         config: PluginConfig,
         settings: OutputSettings,
+        buffers: SharedBuffers,
         stats: Arc<PluginStats>,
         log: Logger,
+        guard: DeathGuard,
     ) -> Self {
-        let retry_cap = settings
-            .retry_max_sec
-            .as_duration()
-            .max(Duration::from_millis(100));
         OutputActor {
             entry,
             config,
+            backoff: retry_backoff(&settings),
             settings,
             plugin: None,
             connected: false,
-            buffer: VecDeque::new(),
-            in_flight: false,
+            buffers,
+            writing: false,
             closing: false,
-            backoff: Backoff::new(Duration::from_millis(500), retry_cap),
             retry_at: None,
             stats,
             log,
             drop_log: RateLimit::default(),
             idle_waiters: Vec::new(),
             flush_timer: None,
-            disk: None,
-            disk_in_flight: None,
-            disk_dropped_seen: 0,
+            disk_change: None,
+            guard,
         }
     }
 
-    fn open_disk_buffer(&mut self) {
-        let Some(settings) = self.settings.disk_buffer.clone() else {
-            return;
-        };
-        let max = settings.max_bytes().unwrap_or(256 << 20);
-        match DiskBuffer::open(&settings.path, max) {
-            Ok(disk) => {
-                if disk.pending() > 0 {
-                    info!(self.log, "disk buffer: replaying undelivered metrics";
-                        "pending" => disk.pending(), "path" => %settings.path.display());
+    fn bufs(&self) -> MutexGuard<'_, OutputBuffers> {
+        // The buffers hold no invariant a panic elsewhere could break.
+        self.buffers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply_disk_settings(&mut self, ctx: &mut Context<Self>) {
+        let wanted = self.settings.disk_buffer.clone();
+        let result = self.bufs().set_disk(wanted.as_ref());
+        match result {
+            Ok(migrating) => {
+                let pending = self.bufs().disk.as_ref().map_or(0, |d| d.pending());
+                if let (Some(w), true) = (wanted.as_ref(), pending > 0) {
+                    info!(self.log, "disk buffer: undelivered metrics to send";
+                        "pending" => pending, "path" => %w.path.display());
                 }
-                self.disk = Some(disk);
-                self.log_disk_reports();
+                if let Some(rx) = migrating {
+                    let buffers = self.buffers.clone();
+                    ctx.spawn(
+                        async move {
+                            if let Ok(moved) = rx.await {
+                                lock(&buffers).take_migrated(moved);
+                            }
+                        }
+                        .into_actor(self)
+                        .map(|(), act, ctx| {
+                            act.update_buffered();
+                            act.flush(ctx);
+                        }),
+                    );
+                }
             }
             Err(e) => {
                 PluginStats::add(&self.stats.errors, 1);
-                self.stats.set_error(e.to_string());
-                error!(self.log, "disk buffer cannot be opened; buffering in memory only"; "error" => %e);
+                self.stats.set_error(e.clone());
+                error!(self.log, "disk buffer cannot be opened; buffering in memory"; "error" => %e);
             }
         }
+        self.log_disk_reports();
     }
 
+    /// Logs what the disk thread reported, counts its drops, and keeps in
+    /// memory the metrics it could not write.
     fn log_disk_reports(&mut self) {
-        let Some(disk) = self.disk.as_mut() else {
-            return;
+        let (reports, newly) = {
+            let mut b = self.bufs();
+            let b = &mut *b;
+            let Some(disk) = b.disk.as_ref() else {
+                return;
+            };
+            let (reports, dropped, refused) = disk.take_news();
+            let newly = dropped.saturating_sub(b.disk_dropped_seen);
+            b.disk_dropped_seen = dropped;
+            for batch in refused {
+                b.memory.extend(batch.iter().cloned());
+            }
+            (reports, newly)
         };
-        for r in disk.take_reports() {
-            error!(self.log, "disk buffer problem"; "detail" => r);
+        for r in reports {
+            if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
+                error!(self.log, "disk buffer problem"; "detail" => r, "similar_messages_suppressed" => held);
+            }
         }
-        let newly = disk.dropped() - self.disk_dropped_seen;
-        self.disk_dropped_seen = disk.dropped();
         PluginStats::add(&self.stats.dropped, newly);
     }
 
-    /// Metrics waiting: on disk and in memory.
     fn pending(&self) -> usize {
-        self.buffer.len() + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
+        self.bufs().pending()
+    }
+
+    fn update_buffered(&self) {
+        self.stats.buffered.store(self.pending() as u64, Relaxed);
     }
 
     fn build(&self, config: &PluginConfig) -> Result<Box<dyn DynOutput>, PluginError> {
@@ -160,45 +392,50 @@ impl OutputActor {
         self.flush_timer = Some(ctx.add_stream(ticks));
     }
 
-    fn push_disk(&mut self, metrics: &[Metric]) {
-        let result = match self.disk.as_mut() {
-            Some(d) => d.append(metrics),
-            None => Ok(()),
-        };
-        match result {
-            Ok(()) => PluginStats::add(&self.stats.metrics_in, metrics.len() as u64),
-            Err(e) => {
-                if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
-                    error!(self.log, "disk buffer append failed; keeping metrics in memory"; "error" => %e,
-                        "similar_messages_suppressed" => held);
+    fn accept(&mut self, metrics: Arc<Vec<Metric>>) {
+        let n = metrics.len() as u64;
+        let to_memory = {
+            let b = self.bufs();
+            match b.disk.as_ref() {
+                Some(d) => {
+                    d.append(metrics);
+                    None
                 }
-                self.push(metrics.iter().cloned());
+                None => Some(metrics),
             }
+        };
+        match to_memory {
+            Some(m) => self.push_memory(m),
+            None => PluginStats::add(&self.stats.metrics_in, n),
         }
         self.log_disk_reports();
-        self.stats.buffered.store(self.pending() as u64, Relaxed);
+        self.update_buffered();
     }
 
-    fn push(&mut self, metrics: impl IntoIterator<Item = Metric>) {
-        let before = self.buffer.len();
-        self.buffer.extend(metrics);
-        PluginStats::add(&self.stats.metrics_in, (self.buffer.len() - before) as u64);
+    fn push_memory(&mut self, metrics: Arc<Vec<Metric>>) {
         let limit = self.settings.buffer_limit;
-        if self.buffer.len() > limit {
-            let excess = self.buffer.len() - limit;
-            self.buffer.drain(..excess);
-            PluginStats::add(&self.stats.dropped, excess as u64);
+        let n = metrics.len();
+        let dropped = {
+            let mut b = self.bufs();
+            match Arc::try_unwrap(metrics) {
+                Ok(v) => b.memory.extend(v),
+                Err(shared) => b.memory.extend(shared.iter().cloned()),
+            }
+            b.enforce_limit(limit)
+        };
+        PluginStats::add(&self.stats.metrics_in, n as u64);
+        if dropped > 0 {
+            PluginStats::add(&self.stats.dropped, dropped as u64);
             if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
                 warn!(self.log, "output buffer full: oldest metrics dropped";
-                    "dropped" => excess, "buffer_limit" => limit, "similar_messages_suppressed" => held);
+                    "dropped" => dropped, "buffer_limit" => limit, "similar_messages_suppressed" => held);
             }
         }
-        self.stats.buffered.store(self.pending() as u64, Relaxed);
     }
 
     /// Starts a write of up to `batch_size` metrics when allowed.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.pending() == 0 || self.closing {
+        if self.writing || self.closing || self.pending() == 0 {
             return;
         }
         if matches!(self.retry_at, Some(t) if Instant::now() < t) {
@@ -222,51 +459,55 @@ impl OutputActor {
         let Some(plugin) = self.plugin.take() else {
             return;
         };
-        let mut batch: Vec<Metric> = Vec::new();
-        if let Some(disk) = self.disk.as_mut() {
-            if disk.pending() > 0 {
-                let mut read = disk.read_batch(self.settings.batch_size);
-                batch = std::mem::take(&mut read.metrics);
-                // A batch of only corrupt records is still consumed.
-                if batch.is_empty() {
-                    disk.ack(&read);
-                } else {
-                    self.disk_in_flight = Some(read);
-                }
-            }
-        }
-        self.log_disk_reports();
-        if batch.is_empty() {
-            let n = self.settings.batch_size.min(self.buffer.len());
-            batch = self.buffer.drain(..n).collect();
-        }
-        if batch.is_empty() {
-            self.plugin = Some(plugin);
-            return;
-        }
-        self.in_flight = true;
+        self.writing = true;
+        let max = self.settings.batch_size;
+        let read = self.bufs().read_disk(max);
+        let buffers = self.buffers.clone();
         let connected = self.connected;
-        let started = Instant::now();
-        ctx.spawn(write_batch(plugin, batch, connected).into_actor(self).map(
-            move |(plugin, batch, result), act, ctx| {
-                act.in_flight = false;
-                act.stats
-                    .last_duration_us
-                    .store(started.elapsed().as_micros() as u64, Relaxed);
-                act.after_write(plugin, batch, result);
-                if !act.closing && act.pending() >= act.settings.batch_size {
-                    act.flush(ctx);
-                }
-                if !act.in_flight {
-                    for w in act.idle_waiters.drain(..) {
-                        let _ = w.send(());
+        let write = async move {
+            let Some(batch) = take_batch(&buffers, read, max).await else {
+                return (plugin, None);
+            };
+            let started = Instant::now();
+            let (plugin, n, result) = write_batch(plugin, batch, connected).await;
+            (plugin, Some((n, result, started.elapsed())))
+        };
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |(plugin, outcome), act, ctx| {
+                    act.writing = false;
+                    match outcome {
+                        Some((n, result, took)) => {
+                            act.stats
+                                .last_duration_us
+                                .store(took.as_micros() as u64, Relaxed);
+                            act.after_write(plugin, n, result);
+                        }
+                        // Nothing to write after all.
+                        None => {
+                            if act.plugin.is_none() {
+                                act.plugin = Some(plugin);
+                            }
+                        }
                     }
-                }
-            },
-        ));
+                    if let Some(change) = act.disk_change.take() {
+                        act.settings.disk_buffer = change;
+                        act.apply_disk_settings(ctx);
+                    }
+                    if !act.closing && act.pending() >= act.settings.batch_size {
+                        act.flush(ctx);
+                    }
+                    if !act.writing {
+                        for w in act.idle_waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                    }
+                }),
+        );
     }
 
-    fn after_write(&mut self, plugin: Box<dyn DynOutput>, batch: Vec<Metric>, result: WriteResult) {
+    fn after_write(&mut self, plugin: Box<dyn DynOutput>, n: usize, result: WriteResult) {
         let failure = match result {
             Ok(Ok(Ok(()))) => None,
             Ok(Ok(Err(e))) => Some(format!("write failed: {e}")),
@@ -281,8 +522,9 @@ impl OutputActor {
         };
         match failure {
             None => {
+                self.bufs().commit();
                 PluginStats::add(&self.stats.calls, 1);
-                PluginStats::add(&self.stats.metrics_out, batch.len() as u64);
+                PluginStats::add(&self.stats.metrics_out, n as u64);
                 self.stats.last_ok_ns.store(now_ns(), Relaxed);
                 self.connected = true;
                 // A reconfigure during the write already installed a new plugin.
@@ -291,36 +533,25 @@ impl OutputActor {
                 }
                 self.backoff.reset();
                 self.retry_at = None;
-                if let (Some(disk), Some(read)) = (self.disk.as_mut(), self.disk_in_flight.take()) {
-                    disk.ack(&read);
-                }
             }
             Some(msg) => {
-                if let (Some(disk), Some(read)) = (self.disk.as_mut(), self.disk_in_flight.take()) {
-                    // Still in the log: read again on the next try.
-                    disk.rewind(&read);
-                } else {
-                    // Back to the front, in order; the buffer limit still holds.
-                    for m in batch.into_iter().rev() {
-                        self.buffer.push_front(m);
-                    }
-                }
+                let limit = self.settings.buffer_limit;
+                let dropped = {
+                    let mut b = self.bufs();
+                    b.rollback();
+                    b.enforce_limit(limit)
+                };
+                PluginStats::add(&self.stats.dropped, dropped as u64);
                 let panicked = msg.starts_with("write panicked");
                 if !panicked && self.plugin.is_none() {
                     self.plugin = Some(plugin);
                 }
                 self.connected = false;
                 self.write_failed(msg);
-                let limit = self.settings.buffer_limit;
-                if self.buffer.len() > limit {
-                    let excess = self.buffer.len() - limit;
-                    self.buffer.drain(..excess);
-                    PluginStats::add(&self.stats.dropped, excess as u64);
-                }
             }
         }
         self.log_disk_reports();
-        self.stats.buffered.store(self.pending() as u64, Relaxed);
+        self.update_buffered();
     }
 
     fn write_failed(&mut self, msg: String) {
@@ -333,11 +564,28 @@ impl OutputActor {
     }
 }
 
+/// The next batch to write: from the disk log when a read was asked for
+/// and brought metrics, else from memory.
+async fn take_batch(
+    buffers: &SharedBuffers,
+    read: Option<oneshot::Receiver<ReadBatch>>,
+    max: usize,
+) -> Option<Arc<Vec<Metric>>> {
+    if let Some(rx) = read {
+        if let Ok(read) = rx.await {
+            if let Some(batch) = lock(buffers).begin_disk(read) {
+                return Some(batch);
+            }
+        }
+    }
+    lock(buffers).begin_memory(max)
+}
+
 async fn write_batch(
     mut plugin: Box<dyn DynOutput>,
-    batch: Vec<Metric>,
+    batch: Arc<Vec<Metric>>,
     connected: bool,
-) -> (Box<dyn DynOutput>, Vec<Metric>, WriteResult) {
+) -> (Box<dyn DynOutput>, usize, WriteResult) {
     let result = AssertUnwindSafe(tokio::time::timeout(WRITE_TIMEOUT, async {
         if !connected {
             plugin.connect_boxed().await?;
@@ -346,21 +594,25 @@ async fn write_batch(
     }))
     .catch_unwind()
     .await;
-    (plugin, batch, result)
+    (plugin, batch.len(), result)
 }
 
 impl Actor for OutputActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // A predecessor that died mid-write left its batch in flight: it
+        // was not acknowledged, so it is sent again.
+        self.bufs().rollback();
         let config = self.config.clone();
         match self.build(&config) {
             Ok(p) => self.plugin = Some(p),
             Err(e) => self.write_failed(format!("build failed: {e}")),
         }
-        self.open_disk_buffer();
+        self.apply_disk_settings(ctx);
+        self.update_buffered();
         self.start_flush_timer(ctx);
-        // Replay what an earlier run left as soon as the actor runs.
+        // Replay what an earlier run (or incarnation) left as soon as the actor runs.
         if self.pending() > 0 {
             ctx.run_later(Duration::ZERO, |act, ctx| act.flush(ctx));
         }
@@ -381,14 +633,7 @@ impl Handler<Deliver> for OutputActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        if self.disk.is_some() {
-            self.push_disk(&msg.0);
-        } else {
-            match Arc::try_unwrap(msg.0) {
-                Ok(v) => self.push(v),
-                Err(shared) => self.push(shared.iter().cloned()),
-            }
-        }
+        self.accept(msg.0);
         if self.pending() >= self.settings.batch_size {
             self.flush(ctx);
         }
@@ -412,7 +657,7 @@ impl Handler<FlushAndClose> for OutputActor {
         }
         self.closing = true;
         let (tx, rx) = oneshot::channel();
-        if self.in_flight {
+        if self.writing {
             self.idle_waiters.push(tx);
         } else {
             let _ = tx.send(());
@@ -423,68 +668,53 @@ impl Handler<FlushAndClose> for OutputActor {
         };
         Box::pin(wait.into_actor(self).then(move |_, act, _| {
             let plugin = act.plugin.take();
-            let buffer = std::mem::take(&mut act.buffer);
-            let batch_size = act.settings.batch_size;
-            let connected = act.connected;
-            let log = act.log.clone();
-            let stats = act.stats.clone();
-            let mut disk = act.disk.take();
-            // A write still in flight past the deadline: its batch stays in the log.
-            if let (Some(d), Some(read)) = (disk.as_mut(), act.disk_in_flight.take()) {
-                d.rewind(&read);
-            }
+            // A write still in flight past the deadline: its batch is not acknowledged.
+            act.bufs().rollback();
             final_flush(
-                plugin, buffer, disk, batch_size, connected, deadline, log, stats,
+                plugin,
+                act.buffers.clone(),
+                act.settings.batch_size,
+                act.connected,
+                deadline,
+                act.log.clone(),
+                act.stats.clone(),
             )
             .into_actor(act)
         }))
     }
 }
 
+fn lock(buffers: &SharedBuffers) -> MutexGuard<'_, OutputBuffers> {
+    buffers.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Writes the whole buffer (the disk log first, then memory) in batches,
 /// retrying failed batches with a short backoff until the deadline. What is
 /// left goes to the disk log when there is one. Returns how many metrics were
 /// not delivered (those kept on disk included: they are sent on the next start).
-#[allow(clippy::too_many_arguments)]
 async fn final_flush(
     plugin: Option<Box<dyn DynOutput>>,
-    mut buffer: VecDeque<Metric>,
-    mut disk: Option<DiskBuffer>,
+    buffers: SharedBuffers,
     batch_size: usize,
     mut connected: bool,
     deadline: Instant,
     log: Logger,
     stats: Arc<PluginStats>,
 ) -> usize {
-    let pending = |buffer: &VecDeque<Metric>, disk: &Option<DiskBuffer>| {
-        buffer.len() + disk.as_ref().map_or(0, |d| d.pending() as usize)
-    };
     let Some(mut plugin) = plugin else {
-        let left = park_on_disk(buffer, disk.as_mut(), &log);
+        let left = park_on_disk(&buffers, &log).await;
         if left > 0 {
             error!(log, "output has no working plugin at shutdown"; "undelivered" => left);
         }
         return left;
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    while pending(&buffer, &disk) > 0 && Instant::now() < deadline {
-        let mut from_disk: Option<ReadBatch> = None;
-        let mut batch: Vec<Metric> = Vec::new();
-        if let Some(d) = disk.as_mut() {
-            if d.pending() > 0 {
-                let mut read = d.read_batch(batch_size);
-                batch = std::mem::take(&mut read.metrics);
-                if batch.is_empty() {
-                    d.ack(&read);
-                    continue;
-                }
-                from_disk = Some(read);
-            }
-        }
-        if from_disk.is_none() {
-            let n = batch_size.min(buffer.len());
-            batch = buffer.drain(..n).collect();
-        }
+    while lock(&buffers).pending() > 0 && Instant::now() < deadline {
+        let read = lock(&buffers).read_disk(batch_size);
+        let Some(batch) = take_batch(&buffers, read, batch_size).await else {
+            // Nothing readable although something is pending (unreadable log).
+            break;
+        };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let result = AssertUnwindSafe(tokio::time::timeout(remaining, async {
             if !connected {
@@ -494,24 +724,18 @@ async fn final_flush(
         }))
         .catch_unwind()
         .await;
+        let n = batch.len();
+        drop(batch);
         match result {
             Ok(Ok(Ok(()))) => {
+                lock(&buffers).commit();
                 connected = true;
                 PluginStats::add(&stats.calls, 1);
-                PluginStats::add(&stats.metrics_out, batch.len() as u64);
+                PluginStats::add(&stats.metrics_out, n as u64);
                 backoff.reset();
-                if let (Some(d), Some(read)) = (disk.as_mut(), from_disk) {
-                    d.ack(&read);
-                }
             }
             other => {
-                if let (Some(d), Some(read)) = (disk.as_mut(), from_disk) {
-                    d.rewind(&read);
-                } else {
-                    for m in batch.into_iter().rev() {
-                        buffer.push_front(m);
-                    }
-                }
+                lock(&buffers).rollback();
                 connected = false;
                 if other.is_err() {
                     break;
@@ -523,7 +747,7 @@ async fn final_flush(
             }
         }
     }
-    let left = park_on_disk(buffer, disk.as_mut(), &log);
+    let left = park_on_disk(&buffers, &log).await;
     stats.buffered.store(left as u64, Relaxed);
     if let Err(e) = AssertUnwindSafe(tokio::time::timeout(
         deadline
@@ -539,8 +763,9 @@ async fn final_flush(
         warn!(log, "output close failed"; "error" => %e);
     }
     if left > 0 {
-        match disk.as_ref() {
-            Some(d) if d.pending() as usize == left => {
+        let on_disk = lock(&buffers).disk.as_ref().map(|d| d.pending() as usize);
+        match on_disk {
+            Some(kept) if kept == left => {
                 warn!(log, "metrics not delivered by the shutdown deadline kept in the disk buffer";
                     "kept_on_disk" => left)
             }
@@ -552,42 +777,101 @@ async fn final_flush(
     left
 }
 
-/// Moves what is left in memory to the disk log (when there is one);
-/// returns how many metrics are undelivered in total.
-fn park_on_disk(buffer: VecDeque<Metric>, disk: Option<&mut DiskBuffer>, log: &Logger) -> usize {
-    let Some(d) = disk else {
-        return buffer.len();
+/// Moves what is left in memory to the disk log (when there is one) and
+/// closes the log; returns how many metrics are undelivered in total.
+async fn park_on_disk(buffers: &SharedBuffers, log: &Logger) -> usize {
+    let closed = {
+        let mut b = lock(buffers);
+        b.rollback();
+        let b = &mut *b;
+        let Some(d) = b.disk.as_ref() else {
+            return b.memory.len();
+        };
+        if !b.memory.is_empty() {
+            d.append(Arc::new(b.memory.drain(..).collect()));
+        }
+        d.close()
     };
-    if !buffer.is_empty() {
-        let rest: Vec<Metric> = buffer.into_iter().collect();
-        if let Err(e) = d.append(&rest) {
-            error!(log, "metrics could not be kept in the disk buffer"; "error" => %e, "lost" => rest.len());
-            return d.pending() as usize + rest.len();
+    let left = closed.await.unwrap_or(0) as usize;
+    let mut b = lock(buffers);
+    if let Some(d) = b.disk.as_ref() {
+        let (reports, _, refused) = d.take_news();
+        for r in reports {
+            error!(log, "disk buffer problem"; "detail" => r);
+        }
+        let lost: usize = refused.iter().map(|r| r.len()).sum();
+        if lost > 0 {
+            error!(log, "metrics could not be kept in the disk buffer"; "undelivered" => lost);
+            b.memory
+                .extend(refused.iter().flat_map(|r| r.iter().cloned()));
         }
     }
-    d.close();
-    for r in d.take_reports() {
-        error!(log, "disk buffer problem"; "detail" => r);
-    }
-    d.pending() as usize
+    left + b.memory.len()
 }
 
-impl Handler<Reconfigure> for OutputActor {
+/// A new config for a running output, with its settings as the plan
+/// validated and resolved them (a relative `disk_buffer.path` is taken
+/// from the folder that holds `etc/`, not from the working directory).
+#[derive(Message)]
+#[rtype(result = "Result<(), ConfigError>")]
+pub(crate) struct ReconfigureOutput {
+    pub config: PluginConfig,
+    pub settings: OutputSettings,
+}
+
+impl Handler<ReconfigureOutput> for OutputActor {
     type Result = Result<(), ConfigError>;
 
-    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) -> Self::Result {
-        let settings: OutputSettings = msg.0.parse()?;
+    fn handle(&mut self, msg: ReconfigureOutput, ctx: &mut Context<Self>) -> Self::Result {
+        let settings = msg.settings;
+        let msg = Reconfigure(msg.config);
         let plugin = self.build(&msg.0).map_err(|e| build_error(&msg.0, e))?;
         // A write in flight returns the old plugin, which is then dropped.
         self.plugin = Some(plugin);
         self.connected = false;
         let timer_changed = settings.flush_every() != self.settings.flush_every()
             || settings.flush_jitter != self.settings.flush_jitter;
+        let disk_changed = settings.disk_buffer != self.settings.disk_buffer;
+        let retry_changed = settings.retry_max_sec != self.settings.retry_max_sec;
+        let old_disk = self.settings.disk_buffer.clone();
         self.settings = settings;
         self.config = msg.0;
+        if retry_changed {
+            self.backoff = retry_backoff(&self.settings);
+            // A retry already scheduled waits no longer than the new cap.
+            let cap = Instant::now() + self.backoff.cap();
+            if let Some(t) = self.retry_at.as_mut() {
+                *t = (*t).min(cap);
+            }
+        }
+        if disk_changed {
+            if self.writing {
+                // Moved once the write in flight has its answer.
+                self.disk_change = Some(self.settings.disk_buffer.clone());
+                self.settings.disk_buffer = old_disk;
+            } else {
+                self.apply_disk_settings(ctx);
+            }
+        }
+        let limit = self.settings.buffer_limit;
+        let dropped = self.bufs().enforce_limit(limit);
+        PluginStats::add(&self.stats.dropped, dropped as u64);
         if timer_changed {
             self.start_flush_timer(ctx);
         }
+        self.update_buffered();
+        if self.pending() >= self.settings.batch_size {
+            self.flush(ctx);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::PanicNow> for OutputActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::PanicNow, _: &mut Context<Self>) {
+        panic!("injected panic in the output actor");
     }
 }

@@ -9,9 +9,11 @@
 //! is called on a worker thread of the stage ([`crate::blocking::Worker`]),
 //! one batch at a time; batches arriving meanwhile wait in a bounded queue,
 //! so order is kept and the event loop never waits on the processor.
-use super::{panic_message, Backoff, Batch, Drain, PluginStats, RateLimit, Reconfigure, Sink};
+use super::{
+    panic_message, Backoff, Batch, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink,
+};
 use crate::blocking::{Worker, WorkerError};
-use crate::config::{AggregatorSettings, ConfigError, PluginConfig, StageKind};
+use crate::config::{AggregatorSettings, ConfigError, PluginConfig};
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Aggregator, PluginError, Processor};
 use crate::registry::{build_error, AggregatorEntry, ProcessorEntry};
@@ -104,6 +106,9 @@ pub(crate) struct StageActor {
     retry_at: Option<Instant>,
     error_log: RateLimit,
     queue: StageQueue,
+    pub(crate) guard: DeathGuard,
+    /// The aggregator's push timer (replaced when `period` changes).
+    push_timer: Option<SpawnHandle>,
 }
 
 impl StageActor {
@@ -114,6 +119,7 @@ impl StageActor {
         next: Sink,
         stats: Arc<PluginStats>,
         log: Logger,
+        guard: DeathGuard,
     ) -> Self {
         StageActor {
             input: config.input.clone(),
@@ -129,13 +135,8 @@ impl StageActor {
             retry_at: None,
             error_log: RateLimit::default(),
             queue: StageQueue::default(),
-        }
-    }
-
-    pub(crate) fn kind(&self) -> StageKind {
-        match self.entry {
-            StageEntry::Processor(_) => StageKind::Processor,
-            StageEntry::Aggregator(_) => StageKind::Aggregator,
+            guard,
+            push_timer: None,
         }
     }
 
@@ -425,14 +426,25 @@ impl Actor for StageActor {
                     error!(self.log, "bad aggregator settings, using defaults"; "error" => %e)
                 }
             }
-            let period = self
-                .settings
-                .period
-                .as_duration()
-                .max(Duration::from_millis(1));
-            ctx.run_interval(period, |act, _| act.push_aggregates());
+            self.start_push_timer(ctx);
         }
         self.ensure_plugin();
+    }
+}
+
+impl StageActor {
+    /// Aggregators push every `period`; a new period restarts the timer.
+    fn start_push_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.push_timer.take() {
+            ctx.cancel_future(h);
+        }
+        // The planner keeps `period` within (0, 1 day].
+        let period = self
+            .settings
+            .period
+            .as_duration()
+            .max(Duration::from_millis(1));
+        self.push_timer = Some(ctx.run_interval(period, |act, _| act.push_aggregates()));
     }
 }
 
@@ -473,7 +485,11 @@ impl Handler<Drain> for StageActor {
 impl Handler<Reconfigure> for StageActor {
     type Result = Result<(), ConfigError>;
 
-    fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Context<Self>) -> Self::Result {
+        let settings = match self.entry {
+            StageEntry::Aggregator(_) => Some(msg.0.parse::<AggregatorSettings>()?),
+            StageEntry::Processor(_) => None,
+        };
         let plugin = self.build(&msg.0).map_err(|e| build_error(&msg.0, e))?;
         // Aggregates of the old config are emitted, not lost.
         self.push_aggregates();
@@ -481,6 +497,22 @@ impl Handler<Reconfigure> for StageActor {
         self.config = msg.0;
         self.retry_at = None;
         self.backoff.reset();
+        if let Some(settings) = settings {
+            let period_changed = settings.period != self.settings.period;
+            self.settings = settings;
+            if period_changed {
+                self.start_push_timer(ctx);
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::PanicNow> for StageActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::PanicNow, _: &mut Context<Self>) {
+        panic!("injected panic in the stage actor of {}", self.input);
     }
 }

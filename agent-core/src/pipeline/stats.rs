@@ -10,6 +10,8 @@ pub struct PluginStats {
     pub errors: AtomicU64,
     pub panics: AtomicU64,
     pub restarts: AtomicU64,
+    /// Times the supervisor restarted the actor itself (it had died).
+    pub actor_restarts: AtomicU64,
     pub metrics_in: AtomicU64,
     pub metrics_out: AtomicU64,
     /// Metrics dropped (output buffer overflow) or ticks skipped (inputs).
@@ -30,6 +32,9 @@ pub struct StatsSnapshot {
     pub errors: u64,
     pub panics: u64,
     pub restarts: u64,
+    /// Times the supervisor restarted the actor itself (it had died).
+    #[serde(default)]
+    pub actor_restarts: u64,
     pub metrics_in: u64,
     pub metrics_out: u64,
     pub dropped: u64,
@@ -56,6 +61,7 @@ impl PluginStats {
             errors: self.errors.load(Relaxed),
             panics: self.panics.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
+            actor_restarts: self.actor_restarts.load(Relaxed),
             metrics_in: self.metrics_in.load(Relaxed),
             metrics_out: self.metrics_out.load(Relaxed),
             dropped: self.dropped.load(Relaxed),

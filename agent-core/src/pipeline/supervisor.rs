@@ -2,35 +2,91 @@
 //! addresses and counters, drains them in order on shutdown, and reports
 //! their state.
 use super::input_actor::{GatherNow, InputSpec};
-use super::output_actor::FlushAndClose;
+use super::output_actor::{FlushAndClose, OutputBuffers, ReconfigureOutput, SharedBuffers};
 use super::stage_actor::StageEntry;
-use super::{Drain, InputActor, OutputActor, PluginStats, Sink, StageActor, StatsSnapshot};
-use crate::config::{AgentConfig, OutputPlan, PipelinePlan, Plan, StageKind};
+use super::{
+    ActorDied, Backoff, DeathGuard, Drain, InputActor, OutputActor, OutputSlot, PluginStats, Sink,
+    Slot, StageActor, StageSlot, StatsSnapshot,
+};
+use crate::config::{AgentConfig, OutputPlan, PipelinePlan, Plan, PluginConfig, StageKind};
 
 use crate::registry::Registry;
 use actix::prelude::*;
-use slog::{info, o, warn, Logger};
+use slog::{error, info, o, warn, Logger};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// An incarnation that lived this long before dying restarts without
+/// waiting (its backoff starts over).
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Restart bookkeeping of one supervised actor.
+struct Incarnation {
+    /// Id of the running incarnation (its [`DeathGuard`] reports it).
+    id: u64,
+    started_at: Instant,
+    backoff: Backoff,
+}
+
+impl Incarnation {
+    fn new(id: u64) -> Self {
+        Incarnation {
+            id,
+            started_at: Instant::now(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// The delay before restarting after a death now.
+    fn restart_delay(&mut self) -> Duration {
+        if self.started_at.elapsed() >= STABLE_AFTER {
+            self.backoff.reset();
+        }
+        self.backoff.next_delay()
+    }
+
+    fn reborn(&mut self, id: u64) {
+        self.id = id;
+        self.started_at = Instant::now();
+    }
+}
 
 struct RunningStage {
     kind: StageKind,
     plugin: String,
-    addr: Addr<StageActor>,
+    config: PluginConfig,
+    slot: Arc<StageSlot>,
+    /// Where the stage sends its metrics (given again to a restarted one).
+    next: Sink,
     stats: Arc<PluginStats>,
+    life: Incarnation,
 }
 
 struct RunningPipeline {
     plan: PipelinePlan,
     input: Addr<InputActor>,
+    /// Where the input sends its metrics.
+    input_next: Sink,
     stats: Arc<PluginStats>,
     stages: Vec<RunningStage>,
+    life: Incarnation,
 }
 
 struct RunningOutput {
     plan: OutputPlan,
-    addr: Addr<OutputActor>,
+    slot: Arc<OutputSlot>,
+    /// Outlives every incarnation: nothing accepted is lost with an actor.
+    buffers: SharedBuffers,
     stats: Arc<PluginStats>,
+    life: Incarnation,
+}
+
+/// Which actor an id belongs to.
+#[derive(Clone, Copy)]
+enum Located {
+    Input(usize),
+    Stage(usize, usize),
+    Output(usize),
 }
 
 /// Builds and owns every actor of every pipeline.
@@ -45,6 +101,11 @@ pub struct PipelineSupervisor {
     pipelines: Vec<RunningPipeline>,
     outputs: Vec<RunningOutput>,
     started_at: Instant,
+    /// Where death guards report; set when the supervisor starts.
+    me: Option<Recipient<ActorDied>>,
+    next_id: u64,
+    /// No restarts once a shutdown began.
+    shutting_down: bool,
 }
 
 impl PipelineSupervisor {
@@ -59,6 +120,9 @@ impl PipelineSupervisor {
             pipelines: Vec::new(),
             outputs: Vec::new(),
             started_at: Instant::now(),
+            me: None,
+            next_id: 1,
+            shutting_down: false,
         }
     }
 
@@ -68,102 +132,155 @@ impl PipelineSupervisor {
         self
     }
 
-    fn start_output(&self, plan: &OutputPlan) -> Option<RunningOutput> {
-        let Some(entry) = self.registry.outputs.get(plan.plugin.as_str()) else {
+    /// A guard for a new incarnation, and its id.
+    fn guard(&mut self) -> (u64, DeathGuard) {
+        let id = self.next_id;
+        self.next_id += 1;
+        (id, DeathGuard::new(id, self.me.clone()))
+    }
+
+    fn output_actor(
+        &mut self,
+        plan: &OutputPlan,
+        buffers: &SharedBuffers,
+        stats: &Arc<PluginStats>,
+    ) -> Option<(u64, Addr<OutputActor>)> {
+        let Some(entry) = self.registry.outputs.get(plan.plugin.as_str()).cloned() else {
             warn!(self.log, "output plugin vanished from the registry"; "output" => &plan.name);
             return None;
         };
-        let stats = Arc::new(PluginStats::default());
-        super::stats::directory::register("output", "", &plan.name, &stats);
+        let (id, guard) = self.guard();
         let log = self.log.new(o!("output" => plan.name.clone()));
         let addr = OutputActor::new(
-            entry.clone(),
+            entry,
             plan.config.clone(),
             plan.settings.clone(),
+            buffers.clone(),
             stats.clone(),
             log,
+            guard,
         )
         .start();
+        Some((id, addr))
+    }
+
+    fn start_output(&mut self, plan: &OutputPlan) -> Option<RunningOutput> {
+        let stats = Arc::new(PluginStats::default());
+        let buffers = OutputBuffers::shared();
+        let (id, addr) = self.output_actor(plan, &buffers, &stats)?;
+        super::stats::directory::register("output", "", &plan.name, &stats);
         Some(RunningOutput {
             plan: plan.clone(),
-            addr,
+            slot: Slot::new(addr, stats.clone()),
+            buffers,
             stats,
+            life: Incarnation::new(id),
         })
     }
 
     /// The outputs a pipeline delivers to, as a sink.
     fn output_sink(&self, names: &[String]) -> Sink {
-        let outs: Vec<Addr<OutputActor>> = names
+        let outs: Vec<Arc<OutputSlot>> = names
             .iter()
             .filter_map(|n| self.outputs.iter().find(|o| &o.plan.name == n))
-            .map(|o| o.addr.clone())
+            .map(|o| o.slot.clone())
             .collect();
         Sink::Outputs(outs.into())
     }
 
+    fn stage_entry(&self, kind: StageKind, plugin: &str) -> Option<StageEntry> {
+        match kind {
+            StageKind::Processor => self
+                .registry
+                .processors
+                .get(plugin)
+                .cloned()
+                .map(StageEntry::Processor),
+            StageKind::Aggregator => self
+                .registry
+                .aggregators
+                .get(plugin)
+                .cloned()
+                .map(StageEntry::Aggregator),
+        }
+    }
+
+    fn stage_actor(
+        &mut self,
+        pipeline: &PipelinePlan,
+        kind: StageKind,
+        plugin: &str,
+        config: &PluginConfig,
+        next: &Sink,
+        stats: &Arc<PluginStats>,
+    ) -> Option<(u64, Addr<StageActor>)> {
+        let entry = self.stage_entry(kind, plugin)?;
+        let (id, guard) = self.guard();
+        let log = self
+            .log
+            .new(o!("input" => pipeline.name.to_string(), "stage" => plugin.to_string()));
+        let actor = StageActor::new(
+            entry,
+            config.clone(),
+            self.config.info.clone(),
+            next.clone(),
+            stats.clone(),
+            log,
+            guard,
+        );
+        Some((id, actor.start()))
+    }
+
     /// Starts a pipeline's stage actors, from the outputs back so each one
     /// knows its successor; returns the sink the input sends to.
-    fn start_stages(&self, plan: &PipelinePlan) -> (Sink, Vec<RunningStage>) {
+    fn start_stages(&mut self, plan: &PipelinePlan) -> (Sink, Vec<RunningStage>) {
         let mut next = self.output_sink(&plan.outputs);
-        let log = self.log.new(o!("input" => plan.name.to_string()));
         let mut stages = Vec::new();
         for stage in plan.stages.iter().rev() {
-            let entry = match stage.kind {
-                StageKind::Processor => self
-                    .registry
-                    .processors
-                    .get(stage.plugin.as_str())
-                    .cloned()
-                    .map(StageEntry::Processor),
-                StageKind::Aggregator => self
-                    .registry
-                    .aggregators
-                    .get(stage.plugin.as_str())
-                    .cloned()
-                    .map(StageEntry::Aggregator),
-            };
-            let Some(entry) = entry else { continue };
             let stats = Arc::new(PluginStats::default());
+            let Some((id, addr)) = self.stage_actor(
+                plan,
+                stage.kind,
+                &stage.plugin,
+                &stage.config,
+                &next,
+                &stats,
+            ) else {
+                continue;
+            };
             let kind_name = match stage.kind {
                 StageKind::Processor => "processor",
                 StageKind::Aggregator => "aggregator",
             };
             super::stats::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
-            let actor = StageActor::new(
-                entry,
-                stage.config.clone(),
-                self.config.info.clone(),
-                next,
-                stats.clone(),
-                log.new(o!("stage" => stage.plugin.clone())),
-            );
-            let kind = actor.kind();
-            let addr = actor.start();
-            next = Sink::Stage(addr.clone());
+            let slot = Slot::new(addr, stats.clone());
             stages.push(RunningStage {
-                kind,
+                kind: stage.kind,
                 plugin: stage.plugin.clone(),
-                addr,
+                config: stage.config.clone(),
+                slot: slot.clone(),
+                next: std::mem::replace(&mut next, Sink::Stage(slot)),
                 stats,
+                life: Incarnation::new(id),
             });
         }
         stages.reverse();
         (next, stages)
     }
 
-    fn start_pipeline(
-        &self,
+    fn input_actor(
+        &mut self,
         plan: &PipelinePlan,
+        next: &Sink,
+        stats: &Arc<PluginStats>,
         start_after: Duration,
-    ) -> Option<RunningPipeline> {
+    ) -> Option<(u64, Addr<InputActor>)> {
         let Some(entry) = self.registry.inputs.get(plan.plugin.as_str()).cloned() else {
             warn!(self.log, "input plugin vanished from the registry"; "input" => plan.name.to_string());
             return None;
         };
-        let (next, stages) = self.start_stages(plan);
-        let stats = Arc::new(PluginStats::default());
-        super::stats::directory::register("input", &plan.name, &plan.name, &stats);
-        let input = InputActor::new(InputSpec {
+        let (id, guard) = self.guard();
+        let addr = InputActor::new(InputSpec {
             name: plan.name.clone(),
             entry,
             config: plan.config.clone(),
@@ -171,37 +288,164 @@ impl PipelineSupervisor {
             start_after,
             scheduled: self.scheduled,
             info: self.config.info.clone(),
-            next,
+            next: next.clone(),
             stats: stats.clone(),
             log: self.log.new(o!("input" => plan.name.to_string())),
+            guard,
         })
         .start();
+        Some((id, addr))
+    }
+
+    fn start_pipeline(
+        &mut self,
+        plan: &PipelinePlan,
+        start_after: Duration,
+    ) -> Option<RunningPipeline> {
+        if !self.registry.inputs.contains_key(plan.plugin.as_str()) {
+            warn!(self.log, "input plugin vanished from the registry"; "input" => plan.name.to_string());
+            return None;
+        }
+        let (next, stages) = self.start_stages(plan);
+        let stats = Arc::new(PluginStats::default());
+        let (id, input) = self.input_actor(plan, &next, &stats, start_after)?;
+        super::stats::directory::register("input", &plan.name, &plan.name, &stats);
         Some(RunningPipeline {
             plan: plan.clone(),
             input,
+            input_next: next,
             stats,
             stages,
+            life: Incarnation::new(id),
         })
+    }
+
+    fn locate(&self, id: u64) -> Option<Located> {
+        for (i, p) in self.pipelines.iter().enumerate() {
+            if p.life.id == id {
+                return Some(Located::Input(i));
+            }
+            if let Some(j) = p.stages.iter().position(|s| s.life.id == id) {
+                return Some(Located::Stage(i, j));
+            }
+        }
+        self.outputs
+            .iter()
+            .position(|o| o.life.id == id)
+            .map(Located::Output)
+    }
+
+    /// Starts a new incarnation of the actor that died as `id`, unless it
+    /// was removed or replaced meanwhile, and points every sender at it.
+    fn restart(&mut self, id: u64) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(at) = self.locate(id) else {
+            return;
+        };
+        let restarted = match at {
+            Located::Input(i) => {
+                let plan = self.pipelines[i].plan.clone();
+                let next = self.pipelines[i].input_next.clone();
+                let stats = self.pipelines[i].stats.clone();
+                self.input_actor(&plan, &next, &stats, Duration::ZERO)
+                    .map(|(new_id, addr)| {
+                        let p = &mut self.pipelines[i];
+                        p.input = addr;
+                        p.life.reborn(new_id);
+                        (stats, format!("input:{}", plan.name))
+                    })
+            }
+            Located::Stage(i, j) => {
+                let plan = self.pipelines[i].plan.clone();
+                let s = &self.pipelines[i].stages[j];
+                let (kind, plugin, config, next, stats) = (
+                    s.kind,
+                    s.plugin.clone(),
+                    s.config.clone(),
+                    s.next.clone(),
+                    s.stats.clone(),
+                );
+                self.stage_actor(&plan, kind, &plugin, &config, &next, &stats)
+                    .map(|(new_id, addr)| {
+                        let s = &mut self.pipelines[i].stages[j];
+                        s.slot.replace(addr);
+                        s.life.reborn(new_id);
+                        (stats, format!("stage:{}/{}", plan.name, plugin))
+                    })
+            }
+            Located::Output(k) => {
+                let plan = self.outputs[k].plan.clone();
+                let buffers = self.outputs[k].buffers.clone();
+                let stats = self.outputs[k].stats.clone();
+                self.output_actor(&plan, &buffers, &stats)
+                    .map(|(new_id, addr)| {
+                        let o = &mut self.outputs[k];
+                        o.slot.replace(addr);
+                        o.life.reborn(new_id);
+                        (stats, format!("output:{}", plan.name))
+                    })
+            }
+        };
+        if let Some((stats, name)) = restarted {
+            PluginStats::add(&stats.actor_restarts, 1);
+            info!(self.log, "actor restarted"; "actor" => name);
+        }
     }
 }
 
 impl Actor for PipelineSupervisor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
-        for plan in &self.plan.outputs {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.me = Some(ctx.address().recipient());
+        let output_plans = self.plan.outputs.clone();
+        for plan in &output_plans {
             if let Some(o) = self.start_output(plan) {
                 self.outputs.push(o);
             }
         }
         let delay = self.plan.start_delay;
-        for (i, plan) in self.plan.pipelines.iter().enumerate() {
+        let pipeline_plans = self.plan.pipelines.clone();
+        for (i, plan) in pipeline_plans.iter().enumerate() {
             if let Some(p) = self.start_pipeline(plan, delay * i as u32) {
                 self.pipelines.push(p);
             }
         }
         info!(self.log, "pipelines started"; "inputs" => self.pipelines.len(), "outputs" => self.outputs.len(),
             "startup_us" => self.started_at.elapsed().as_micros() as u64);
+    }
+}
+
+impl Handler<ActorDied> for PipelineSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ActorDied, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let id = msg.0;
+        let (life, name) = match self.locate(id) {
+            None => return,
+            Some(Located::Input(i)) => {
+                let p = &mut self.pipelines[i];
+                (&mut p.life, format!("input:{}", p.plan.name))
+            }
+            Some(Located::Stage(i, j)) => {
+                let p = &mut self.pipelines[i];
+                let s = &mut p.stages[j];
+                (&mut s.life, format!("stage:{}/{}", p.plan.name, s.plugin))
+            }
+            Some(Located::Output(k)) => {
+                let o = &mut self.outputs[k];
+                (&mut o.life, format!("output:{}", o.plan.name))
+            }
+        };
+        let delay = life.restart_delay();
+        error!(self.log, "actor died; restarting it"; "actor" => name,
+            "backoff_ms" => delay.as_millis() as u64);
+        ctx.run_later(delay, move |act, _| act.restart(id));
     }
 }
 
@@ -242,10 +486,11 @@ impl Handler<Shutdown> for PipelineSupervisor {
     type Result = ResponseActFuture<Self, ShutdownReport>;
 
     fn handle(&mut self, msg: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
         let deadline = Instant::now() + msg.deadline;
         let inputs: Vec<Addr<InputActor>> =
             self.pipelines.iter().map(|p| p.input.clone()).collect();
-        let outputs: Vec<Addr<OutputActor>> = self.outputs.iter().map(|o| o.addr.clone()).collect();
+        let outputs: Vec<Addr<OutputActor>> = self.outputs.iter().map(|o| o.slot.addr()).collect();
         let log = self.log.clone();
         let work = async move {
             // Inputs first: in-flight gathers finish and flow down.
@@ -265,11 +510,11 @@ impl Handler<Shutdown> for PipelineSupervisor {
             for p in &act.pipelines {
                 p.input.do_send(StopActor);
                 for s in &p.stages {
-                    s.addr.do_send(StopActor);
+                    s.slot.addr().do_send(StopActor);
                 }
             }
             for o in &act.outputs {
-                o.addr.do_send(StopActor);
+                o.slot.addr().do_send(StopActor);
             }
             act.pipelines.clear();
             act.outputs.clear();
@@ -289,6 +534,8 @@ macro_rules! stop_handler {
         impl Handler<StopActor> for $t {
             type Result = ();
             fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+                // Ordered: the supervisor does not restart it.
+                self.guard.disarm();
                 ctx.stop();
             }
         }
@@ -367,7 +614,7 @@ impl Handler<Status> for PipelineSupervisor {
                         .into(),
                         name: s.plugin.clone(),
                         plugin: s.plugin.clone(),
-                        alive: s.addr.connected(),
+                        alive: s.slot.connected(),
                         stats: s.stats.snapshot(),
                     }
                 }));
@@ -386,7 +633,7 @@ impl Handler<Status> for PipelineSupervisor {
                 kind: "output".into(),
                 name: o.plan.name.clone(),
                 plugin: o.plan.plugin.clone(),
-                alive: o.addr.connected(),
+                alive: o.slot.connected(),
                 stats: o.stats.snapshot(),
             })
             .collect();
@@ -437,7 +684,7 @@ fn same_stages(a: &PipelinePlan, b: &PipelinePlan) -> bool {
 }
 
 fn stop_pipeline(p: RunningPipeline) {
-    let stages: Vec<Addr<StageActor>> = p.stages.iter().map(|s| s.addr.clone()).collect();
+    let stages: Vec<Addr<StageActor>> = p.stages.iter().map(|s| s.slot.addr()).collect();
     let input = p.input;
     actix::spawn(async move {
         let _ = input.send(Drain).await;
@@ -451,10 +698,10 @@ fn stop_pipeline(p: RunningPipeline) {
 fn stop_stages(stages: Vec<RunningStage>) {
     actix::spawn(async move {
         if let Some(first) = stages.first() {
-            let _ = first.addr.send(Drain).await;
+            let _ = first.slot.addr().send(Drain).await;
         }
         for s in stages {
-            s.addr.do_send(StopActor);
+            s.slot.addr().do_send(StopActor);
         }
     });
 }
@@ -475,7 +722,10 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
             match msg.plan.outputs.iter().find(|o| o.name == old.plan.name) {
                 Some(new) if new.plugin == old.plan.plugin => {
                     if new.config.value() != old.plan.config.value() {
-                        old.addr.do_send(super::Reconfigure(new.config.clone()));
+                        old.slot.addr().do_send(ReconfigureOutput {
+                            config: new.config.clone(),
+                            settings: new.settings.clone(),
+                        });
                         report.reconfigured.push(format!("output:{}", new.name));
                     }
                     kept.push(RunningOutput {
@@ -488,7 +738,7 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
                         replaced_outputs.push(old.plan.name.clone());
                     }
                     report.stopped.push(format!("output:{}", old.plan.name));
-                    let addr = old.addr;
+                    let addr = old.slot.addr();
                     // Pipelines drain into it first; then it flushes.
                     actix::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -543,14 +793,19 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
             if outputs_changed || info_changed || !same_stages(new, &p.plan) {
                 // Rebuild the chain behind the input; the old one drains.
                 let (next, stages) = self.start_stages(new);
-                p.input.do_send(super::input_actor::SetNext(next));
+                p.input.do_send(super::input_actor::SetNext(next.clone()));
+                p.input_next = next;
                 stop_stages(std::mem::replace(&mut p.stages, stages));
                 report.reconfigured.push(format!("pipeline:{}", new.name));
             } else {
-                let triples = p.stages.iter().zip(&new.stages).zip(&p.plan.stages);
-                for ((stage, plan), old_plan) in triples {
-                    if old_plan.config.value() != plan.config.value() {
-                        stage.addr.do_send(super::Reconfigure(plan.config.clone()));
+                let pairs = p.stages.iter_mut().zip(&new.stages);
+                for (stage, plan) in pairs {
+                    if stage.config.value() != plan.config.value() {
+                        stage.config = plan.config.clone();
+                        stage
+                            .slot
+                            .addr()
+                            .do_send(super::Reconfigure(plan.config.clone()));
                         report
                             .reconfigured
                             .push(format!("stage:{}/{}", new.name, plan.plugin));
@@ -573,5 +828,48 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
         info!(self.log, "configuration applied"; "started" => report.started.len(),
             "stopped" => report.stopped.len(), "reconfigured" => report.reconfigured.len());
         MessageResult(report)
+    }
+}
+
+/// Test hook: make one actor panic in its own handler code. `kind` is
+/// `input`, `processor`, `aggregator` or `output`; `name` the input, stage
+/// plugin or output name.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(crate) struct PanicActor {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+#[cfg(test)]
+impl Handler<PanicActor> for PipelineSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: PanicActor, _: &mut Context<Self>) -> bool {
+        use super::PanicNow;
+        for p in &self.pipelines {
+            if msg.kind == "input" && p.plan.name == msg.name.as_str() {
+                p.input.do_send(PanicNow);
+                return true;
+            }
+            for s in &p.stages {
+                let kind = match s.kind {
+                    StageKind::Processor => "processor",
+                    StageKind::Aggregator => "aggregator",
+                };
+                if kind == msg.kind && s.plugin == msg.name {
+                    s.slot.addr().do_send(PanicNow);
+                    return true;
+                }
+            }
+        }
+        for o in &self.outputs {
+            if msg.kind == "output" && o.plan.name == msg.name {
+                o.slot.addr().do_send(PanicNow);
+                return true;
+            }
+        }
+        false
     }
 }

@@ -9,7 +9,7 @@
 //! contents must differ from the applied one before anything is parsed.
 pub mod remote;
 
-use crate::config::{load, AgentConfig, Plan};
+use crate::config::{load, AgentConfig, ConfigError, Plan};
 use crate::pipeline::{ApplyConfig, PipelineSupervisor};
 use crate::registry::Registry;
 use actix::prelude::*;
@@ -17,7 +17,9 @@ use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use serde::Serialize;
 use slog::{debug, error, info, warn, Logger};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,9 @@ pub struct ReloadState {
     pub last_result: String,
     /// What the last applied reload changed.
     pub last_applied: Option<crate::pipeline::ApplyReport>,
+    /// Times the reloader actor died and was restarted.
+    #[serde(default)]
+    pub reloader_restarts: u64,
 }
 
 pub type SharedReloadState = Arc<Mutex<ReloadState>>;
@@ -61,6 +66,35 @@ pub fn current_state() -> Option<ReloadState> {
     Some(state)
 }
 
+/// Loads and plans `dir` under `catch_unwind`: a panic anywhere in
+/// evaluating a configuration is a rejected configuration, never a dead
+/// reloader.
+pub fn load_and_plan(dir: &Path, registry: &Registry) -> Result<(AgentConfig, Plan), ConfigError> {
+    let evaluated = catch_unwind(AssertUnwindSafe(|| {
+        #[cfg(test)]
+        {
+            let mut armed = PANIC_IN_NEXT_LOAD.lock().unwrap_or_else(|e| e.into_inner());
+            if armed.as_deref() == Some(dir) {
+                *armed = None;
+                drop(armed);
+                panic!("injected panic while loading the configuration");
+            }
+        }
+        let config = AgentConfig::load(dir)?;
+        let plan = Plan::new(&config, registry)?;
+        Ok((config, plan))
+    }));
+    evaluated.unwrap_or_else(|p| {
+        Err(ConfigError::file(
+            dir,
+            format!(
+                "evaluating the configuration panicked: {}",
+                crate::pipeline::panic_message(&*p)
+            ),
+        ))
+    })
+}
+
 /// Watches the config folder and applies changes to a supervisor.
 pub struct ConfigReloader {
     dir: PathBuf,
@@ -68,13 +102,85 @@ pub struct ConfigReloader {
     supervisor: Addr<PipelineSupervisor>,
     log: Logger,
     state: SharedReloadState,
-    applied_fingerprint: u64,
+    /// Shared with later incarnations, so a restarted reloader does not
+    /// apply the same files again.
+    applied_fingerprint: Arc<AtomicU64>,
     watcher: Option<notify::RecommendedWatcher>,
     pending: Option<SpawnHandle>,
     first_event: Option<Instant>,
     reload_every: Duration,
     timer: Option<SpawnHandle>,
     remote: Option<remote::RemoteSettings>,
+    /// Tells the [`ReloaderHandle`] that this incarnation died.
+    guard: Option<ReloaderGuard>,
+}
+
+/// Dropped with the reloader: reports its death unless disarmed.
+struct ReloaderGuard(Option<tokio::sync::mpsc::UnboundedSender<()>>);
+
+impl Drop for ReloaderGuard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// What it takes to start another incarnation of the reloader.
+#[derive(Clone)]
+struct ReloaderSeed {
+    dir: PathBuf,
+    registry: Arc<Registry>,
+    supervisor: Addr<PipelineSupervisor>,
+    log: Logger,
+    state: SharedReloadState,
+    applied_fingerprint: Arc<AtomicU64>,
+    reload_every: Duration,
+    remote: Option<remote::RemoteSettings>,
+}
+
+impl ReloaderSeed {
+    fn grow(&self) -> ConfigReloader {
+        ConfigReloader {
+            dir: self.dir.clone(),
+            registry: self.registry.clone(),
+            supervisor: self.supervisor.clone(),
+            log: self.log.clone(),
+            state: self.state.clone(),
+            applied_fingerprint: self.applied_fingerprint.clone(),
+            watcher: None,
+            pending: None,
+            first_event: None,
+            reload_every: self.reload_every,
+            timer: None,
+            remote: self.remote.clone(),
+            guard: None,
+        }
+    }
+}
+
+/// The running reloader, supervised: if its actor dies, a new one starts
+/// (with backoff) and this handle sends to it from then on.
+#[derive(Clone)]
+pub struct ReloaderHandle {
+    addr: Arc<Mutex<Addr<ConfigReloader>>>,
+    state: SharedReloadState,
+}
+
+impl ReloaderHandle {
+    /// The current incarnation.
+    pub fn addr(&self) -> Addr<ConfigReloader> {
+        self.addr.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reload now (SIGHUP).
+    pub fn reload(&self, reason: &'static str) {
+        self.addr().do_send(Reload { reason });
+    }
+
+    pub fn state(&self) -> SharedReloadState {
+        self.state.clone()
+    }
 }
 
 impl ConfigReloader {
@@ -96,14 +202,58 @@ impl ConfigReloader {
             supervisor,
             log,
             state: Arc::new(Mutex::new(state)),
-            applied_fingerprint: load::fingerprint(&config.dir),
+            applied_fingerprint: Arc::new(AtomicU64::new(load::fingerprint(&config.dir))),
             watcher: None,
             pending: None,
             first_event: None,
             reload_every: config.main.reload_sec.as_duration(),
             timer: None,
             remote: remote::RemoteSettings::from_config(config),
+            guard: None,
         }
+    }
+
+    /// Starts the reloader under supervision: when its actor dies (a panic
+    /// in its own code), a new one is started after a backoff delay.
+    pub fn start_supervised(self) -> ReloaderHandle {
+        let seed = ReloaderSeed {
+            dir: self.dir.clone(),
+            registry: self.registry.clone(),
+            supervisor: self.supervisor.clone(),
+            log: self.log.clone(),
+            state: self.state.clone(),
+            applied_fingerprint: self.applied_fingerprint.clone(),
+            reload_every: self.reload_every,
+            remote: self.remote.clone(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut first = self;
+        first.guard = Some(ReloaderGuard(Some(tx.clone())));
+        let handle = ReloaderHandle {
+            addr: Arc::new(Mutex::new(first.start())),
+            state: seed.state.clone(),
+        };
+        let slot = handle.addr.clone();
+        actix::spawn(async move {
+            let mut backoff = crate::pipeline::Backoff::default();
+            let mut last_start = Instant::now();
+            while rx.recv().await.is_some() {
+                if last_start.elapsed() >= Duration::from_secs(60) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                error!(seed.log, "reloader died; restarting it"; "backoff_ms" => delay.as_millis() as u64);
+                tokio::time::sleep(delay).await;
+                let mut next = seed.grow();
+                next.guard = Some(ReloaderGuard(Some(tx.clone())));
+                if let Ok(mut s) = seed.state.lock() {
+                    s.reloader_restarts += 1;
+                }
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = next.start();
+                last_start = Instant::now();
+            }
+        });
+        handle
     }
 
     pub fn state(&self) -> SharedReloadState {
@@ -182,14 +332,13 @@ impl ConfigReloader {
             self.watch(ctx);
         }
         let fingerprint = load::fingerprint(&self.dir);
-        if fingerprint == self.applied_fingerprint {
+        if fingerprint == self.applied_fingerprint.load(Ordering::Relaxed) {
             self.with_state(|s| s.unchanged += 1);
             debug!(self.log, "config unchanged"; "reason" => reason);
             return;
         }
         self.with_state(|s| s.last_change_at = crate::metric::now_ns() / 1_000_000_000);
-        let loaded = AgentConfig::load(&self.dir)
-            .and_then(|c| Plan::new(&c, &self.registry).map(|p| (c, p)));
+        let loaded = load_and_plan(&self.dir, &self.registry);
         let (config, plan) = match loaded {
             Ok(v) => v,
             Err(e) => {
@@ -197,14 +346,16 @@ impl ConfigReloader {
                     "error" => %e, "reason" => reason);
                 self.with_state(|s| s.last_result = e.to_string());
                 // Do not report the same broken files again on every event.
-                self.applied_fingerprint = fingerprint;
+                self.applied_fingerprint
+                    .store(fingerprint, Ordering::Relaxed);
                 return;
             }
         };
         for w in &plan.warnings {
             slog::warn!(self.log, "config warning: {}", w);
         }
-        self.applied_fingerprint = fingerprint;
+        self.applied_fingerprint
+            .store(fingerprint, Ordering::Relaxed);
         let new_every = config.main.reload_sec.as_duration();
         self.remote = remote::RemoteSettings::from_config(&config);
         if new_every != self.reload_every {
@@ -319,3 +470,22 @@ impl Handler<GetReloadState> for ConfigReloader {
         MessageResult(self.state.lock().map(|s| s.clone()).unwrap_or_default())
     }
 }
+
+/// Test hook: panic inside the reloader's own handler.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PanicNow;
+
+#[cfg(test)]
+impl Handler<PanicNow> for ConfigReloader {
+    type Result = ();
+
+    fn handle(&mut self, _: PanicNow, _: &mut Context<Self>) {
+        panic!("injected panic in the reloader");
+    }
+}
+
+/// Test hook: the next evaluation of this folder panics.
+#[cfg(test)]
+pub(crate) static PANIC_IN_NEXT_LOAD: Mutex<Option<PathBuf>> = Mutex::new(None);

@@ -10,7 +10,7 @@
 //! file + rename) with the previous version kept as `*.bak`; the API key
 //! comes from an environment variable or a key file, never from the config
 //! itself, and the token is never logged.
-use crate::config::{load, AgentConfig, ConfigError, Plan};
+use crate::config::{load, AgentConfig, ConfigError};
 use crate::registry::Registry;
 use futures::AsyncReadExt;
 use isahc::config::Configurable;
@@ -142,7 +142,20 @@ pub async fn pull_and_write(
     if body.len() as u64 > MAX_RESPONSE_BYTES {
         return Err(RemoteError::TooLarge);
     }
-    apply_answer(&body, dir, registry)
+    // Evaluating the answer may run any config code: a panic there is a
+    // rejected answer, never a dead reloader.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        apply_answer(&body, dir, registry)
+    }))
+    .unwrap_or_else(|p| {
+        Err(RemoteError::Invalid(ConfigError::file(
+            "update_api answer",
+            format!(
+                "evaluating it panicked: {}",
+                crate::pipeline::panic_message(&*p)
+            ),
+        )))
+    })
 }
 
 /// Validates an answer and writes it. `Ok(false)`: nothing to change.
@@ -226,8 +239,8 @@ fn validate_in_scratch(
             }
             std::fs::write(&to, text).map_err(|e| RemoteError::Write(to.clone(), e))?;
         }
-        let config = AgentConfig::load(&scratch_etc)?;
-        Plan::new(&config, registry)?;
+        // Under catch_unwind: a panic while evaluating is a rejected answer.
+        super::load_and_plan(&scratch_etc, registry)?;
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&scratch);

@@ -68,6 +68,7 @@ impl Input for Internal {
                 m.push_field("errors", s.errors);
                 m.push_field("panics", s.panics);
                 m.push_field("restarts", s.restarts);
+                m.push_field("actor_restarts", s.actor_restarts);
                 m.push_field("metrics_in", s.metrics_in);
                 m.push_field("metrics_out", s.metrics_out);
                 m.push_field("dropped", s.dropped);
@@ -97,6 +98,7 @@ impl Input for Internal {
             m.push_field("attempts", r.attempts);
             m.push_field("unchanged", r.unchanged);
             m.push_field("file_events", r.file_events);
+            m.push_field("reloader_restarts", r.reloader_restarts);
             m.push_field("last_ok", r.last_result == "ok");
             acc.add(m);
         }
