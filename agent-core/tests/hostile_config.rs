@@ -405,7 +405,7 @@ impl Case {
     fn yaml(&self) -> String {
         let mut text = serde_yaml_ng::to_string(&self.tree).expect("a YAML tree serializes");
         for (placeholder, replacement) in &self.texts {
-            text = text.replace(placeholder.as_str(), &**replacement);
+            text = text.replace(placeholder.as_str(), replacement);
         }
         text
     }
@@ -824,11 +824,14 @@ fn status_problems(report: &StatusReport) -> Vec<(String, String)> {
     out
 }
 
+/// A group's index with its loaded config and plan.
+type PlannedGroup = (usize, (AgentConfig, Plan));
+
 /// Runs planned supervisors in one actix System: lets them run, checks
 /// their status a few times, shuts them down. Returns (group, owner
 /// instance or "", problem).
 fn run_in_system(
-    plans: Vec<(usize, (AgentConfig, Plan))>,
+    plans: Vec<PlannedGroup>,
     registry: Arc<Registry>,
 ) -> Vec<(usize, String, String)> {
     let sys = actix::System::new();
@@ -888,8 +891,7 @@ fn run_in_system(
 /// actix System (so one that blocks its event loop is named, and the
 /// others still finish). Returns (group, owner instance or "", problem).
 fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, String)> {
-    let mut by_sample: std::collections::BTreeMap<usize, Vec<(usize, (AgentConfig, Plan))>> =
-        Default::default();
+    let mut by_sample: std::collections::BTreeMap<usize, Vec<PlannedGroup>> = Default::default();
     let mut problems = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         let planned = catch_unwind(AssertUnwindSafe(|| {
