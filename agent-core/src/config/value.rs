@@ -447,9 +447,15 @@ impl<'de> Deserialize<'de> for Retention {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Retention, E> {
                 let mut words = v.split_whitespace();
                 let n = words.next().and_then(|n| n.parse::<u64>().ok());
-                let unit_ok =
-                    matches!(words.next(), None | Some("day" | "days" | "file" | "files"))
-                        && words.next().is_none();
+                // loguru's units, each read as a number of files (as
+                // PyAgent configs were read before).
+                let unit_ok = match words.next() {
+                    None => true,
+                    Some(u) => matches!(
+                        u.to_ascii_lowercase().trim_end_matches('s'),
+                        "file" | "second" | "minute" | "hour" | "day" | "week" | "month" | "year"
+                    ),
+                } && words.next().is_none();
                 match n {
                     Some(n) if unit_ok => Count::new(n).map(Retention).map_err(E::custom),
                     _ => Err(E::custom(format!("expected {WHAT}, got {v:?}"))),
@@ -598,7 +604,8 @@ mod tests {
         assert_eq!(from_str::<Retention>("10").unwrap().files(), 10);
         assert_eq!(from_str::<Retention>("\"10 days\"").unwrap().files(), 10);
         assert_eq!(from_str::<Retention>("\"3 files\"").unwrap().files(), 3);
-        for bad in ["-1", ".nan", "\"many\"", "\"10 weeks\"", "[1]", "1e300"] {
+        assert_eq!(from_str::<Retention>("\"1 week\"").unwrap().files(), 1);
+        for bad in ["-1", ".nan", "\"many\"", "\"10 parsecs\"", "[1]", "1e300"] {
             assert!(from_str::<Retention>(bad).is_err(), "{bad} accepted");
         }
     }
