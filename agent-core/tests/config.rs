@@ -672,3 +672,34 @@ fn alarm_blocks_of_every_input_have_no_false_unknown_keys() {
         "{w:#?}"
     );
 }
+
+/// exec and execd configs flatten shared settings (which hides what serde
+/// skipped): their keys are declared, so typos there are reported too.
+#[test]
+fn exec_family_typos_are_reported() {
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", "open: [exec, execd]\ncommon_output: [execd]\n"),
+        (
+            "input/exec.yaml",
+            "commands: [[\"true\"]]\ntimout: 5\nshell: false\ndata_format: influx\n",
+        ),
+        (
+            "input/execd.yaml",
+            "command: [cat]\nsignal_wiat: 1\ninherit_env: true\n",
+        ),
+        (
+            "output/execd.yaml",
+            "command: [cat]\ndata_formt: json\nbatch_size: 5\n",
+        ),
+    ]);
+    let w = warnings(&etc);
+    let ends = [
+        "key `input.exec.timout`: unknown key; did you mean `timeout`?",
+        "key `input.execd.signal_wiat`: unknown key; did you mean `signal_wait`?",
+        "key `output.execd.data_formt`: unknown key; did you mean `data_format`?",
+    ];
+    assert_eq!(w.len(), ends.len(), "{w:#?}");
+    for e in ends {
+        assert!(w.iter().any(|l| l.ends_with(e)), "{e} in {w:#?}");
+    }
+}
