@@ -18,7 +18,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-pub use unknown::ConfigWarning;
+pub use unknown::{struct_fields, ConfigWarning};
 pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
 
 /// A configuration problem: which file, which key, and why.
@@ -401,7 +401,16 @@ fn deserialize_at<T: DeserializeOwned>(
     base: &str,
     value: &Value,
 ) -> Result<T, ConfigError> {
-    let result = if unknown::is_collecting() {
+    deserialize_recording::<T>(tree, base, value, true)
+}
+
+fn deserialize_recording<T: DeserializeOwned>(
+    tree: &MergedTree,
+    base: &str,
+    value: &Value,
+    record: bool,
+) -> Result<T, ConfigError> {
+    let result = if record && unknown::is_collecting() {
         let mut skipped = std::collections::BTreeSet::new();
         let mut on_skip = |p: serde_ignored::Path| {
             skipped.insert(unknown::path_string(&p));
@@ -554,6 +563,15 @@ impl PluginConfig {
     /// Parses the whole config into the plugin's config struct.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         deserialize_at(&self.tree, &self.path, self.value())
+    }
+
+    /// [`PluginConfig::parse`] for a struct with `#[serde(flatten)]` fields,
+    /// which hide the keys they skip: its top-level `keys` are declared
+    /// instead (see [`PluginConfig::declare_keys`] and [`struct_fields`]).
+    pub fn parse_with_keys<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<T, ConfigError> {
+        let parsed = deserialize_recording(&self.tree, &self.path, self.value(), false)?;
+        self.declare_keys(keys);
+        Ok(parsed)
     }
 
     pub fn value(&self) -> &Value {

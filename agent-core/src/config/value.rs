@@ -21,6 +21,19 @@ pub const MAX_SECONDS: f64 = 315_360_000.0;
 /// memory anyway.
 pub const MAX_COUNT: u64 = 1 << 40;
 
+/// A number as written in error messages: `1e300`, not 301 digits.
+struct Shown(f64);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0.is_finite() && self.0.abs() >= 1e15 {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
 /// A number read from YAML: integers stay exact, floats are checked.
 enum Num {
     Int(i128),
@@ -86,11 +99,12 @@ impl Seconds {
             return Err(format!("expected a number of seconds, got {secs}"));
         }
         if secs < 0.0 {
-            return Err(format!("must not be negative, got {secs}"));
+            return Err(format!("must not be negative, got {}", Shown(secs)));
         }
         if secs > MAX_SECONDS {
             return Err(format!(
-                "must be at most {MAX_SECONDS} seconds (ten years), got {secs}"
+                "must be at most {MAX_SECONDS} seconds (ten years), got {}",
+                Shown(secs)
             ));
         }
         Ok(Seconds(secs))
@@ -128,12 +142,12 @@ impl Seconds {
         } else if min_exclusive {
             Err(format!(
                 "must be a number of seconds above {min} and at most {max}, got {}",
-                self.0
+                Shown(self.0)
             ))
         } else {
             Err(format!(
                 "must be a number of seconds between {min} and {max}, got {}",
-                self.0
+                Shown(self.0)
             ))
         }
     }
@@ -198,12 +212,12 @@ impl Count {
             Num::Int(i) => Count::new(u64::try_from(i).unwrap_or(u64::MAX)),
             Num::Float(f) if f.is_finite() && f.fract() == 0.0 && f >= 0.0 => {
                 if f > MAX_COUNT as f64 {
-                    Err(format!("must be at most {MAX_COUNT}, got {f}"))
+                    Err(format!("must be at most {MAX_COUNT}, got {}", Shown(f)))
                 } else {
                     Ok(Count(f as u64))
                 }
             }
-            Num::Float(f) => Err(format!("expected a whole number, got {f}")),
+            Num::Float(f) => Err(format!("expected a whole number, got {}", Shown(f))),
         }
     }
 }
@@ -273,7 +287,8 @@ impl Size {
                 Ok(Size(f as u64))
             }
             Num::Float(f) => Err(format!(
-                "expected a size between 0 and {MAX_SIZE} bytes, got {f}"
+                "expected a size between 0 and {MAX_SIZE} bytes, got {}",
+                Shown(f)
             )),
         }
     }
@@ -447,9 +462,15 @@ impl<'de> Deserialize<'de> for Retention {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Retention, E> {
                 let mut words = v.split_whitespace();
                 let n = words.next().and_then(|n| n.parse::<u64>().ok());
-                let unit_ok =
-                    matches!(words.next(), None | Some("day" | "days" | "file" | "files"))
-                        && words.next().is_none();
+                // loguru's units, each read as a number of files (as
+                // PyAgent configs were read before).
+                let unit_ok = match words.next() {
+                    None => true,
+                    Some(u) => matches!(
+                        u.to_ascii_lowercase().trim_end_matches('s'),
+                        "file" | "second" | "minute" | "hour" | "day" | "week" | "month" | "year"
+                    ),
+                } && words.next().is_none();
                 match n {
                     Some(n) if unit_ok => Count::new(n).map(Retention).map_err(E::custom),
                     _ => Err(E::custom(format!("expected {WHAT}, got {v:?}"))),
@@ -506,6 +527,8 @@ mod tests {
         );
         let err = from_str::<Seconds>("-1").unwrap_err().to_string();
         assert!(err.contains("must not be negative"), "{err}");
+        let err = from_str::<Seconds>("1e300").unwrap_err().to_string();
+        assert!(err.ends_with("got 1e300"), "{err}");
         let err = from_str::<Seconds>(".nan").unwrap_err().to_string();
         assert!(err.contains("NaN"), "{err}");
     }
@@ -598,7 +621,8 @@ mod tests {
         assert_eq!(from_str::<Retention>("10").unwrap().files(), 10);
         assert_eq!(from_str::<Retention>("\"10 days\"").unwrap().files(), 10);
         assert_eq!(from_str::<Retention>("\"3 files\"").unwrap().files(), 3);
-        for bad in ["-1", ".nan", "\"many\"", "\"10 weeks\"", "[1]", "1e300"] {
+        assert_eq!(from_str::<Retention>("\"1 week\"").unwrap().files(), 1);
+        for bad in ["-1", ".nan", "\"many\"", "\"10 parsecs\"", "[1]", "1e300"] {
             assert!(from_str::<Retention>(bad).is_err(), "{bad} accepted");
         }
     }

@@ -474,6 +474,14 @@ pub(crate) mod testutil {
     }
 }
 
+/// The top-level keys of [`ExecdConfig`] (its flattened [`EnvConfig`]
+/// included), for [`crate::PluginConfig::parse_with_keys`].
+pub(crate) fn execd_keys() -> Vec<&'static str> {
+    let mut keys = vec!["command", "restart_delay", "stop_timeout", "max_line_bytes"];
+    keys.extend_from_slice(crate::config::struct_fields::<EnvConfig>());
+    keys
+}
+
 /// The keys every execd plugin accepts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
