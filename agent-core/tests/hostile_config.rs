@@ -37,6 +37,12 @@ const RANDOM_CASES_PER_SAMPLE: u32 = 24;
 const RUN_FOR: Duration = Duration::from_millis(1500);
 /// The whole run phase must end within this, or something blocks the loop.
 const RUN_WATCHDOG: Duration = Duration::from_secs(120);
+/// Instances of one plugin per run config. Configs run side by side, each
+/// in its own System: a plugin that blocks its event loop (execd's
+/// batch_timeout) then holds up a few instances, not all of them.
+const INSTANCES_PER_CONFIG: usize = 6;
+/// main.yaml variants sharing one System (each runs the whole sample).
+const MAIN_VARIANTS_PER_SYSTEM: usize = 6;
 /// A key no plugin knows.
 const UNKNOWN_KEY: &str = "hostile_unknown_key";
 
@@ -788,6 +794,8 @@ impl Drop for SilencedStdout {
 /// One config to run: a plugin's validated cases together, or one main.yaml.
 struct RunGroup {
     sample: usize,
+    /// The actix System (and thread) it runs in.
+    system: usize,
     /// Case indices (into the case list) in this config.
     cases: Vec<usize>,
     etc: PathBuf,
@@ -887,11 +895,15 @@ fn run_in_system(
     })
 }
 
-/// Plans every group, then runs each sample's groups in its own thread and
-/// actix System (so one that blocks its event loop is named, and the
-/// others still finish). Returns (group, owner instance or "", problem).
-fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, String)> {
-    let mut by_sample: std::collections::BTreeMap<usize, Vec<PlannedGroup>> = Default::default();
+/// Problems as (group, owner instance or "", message).
+type Problems = Vec<(usize, String, String)>;
+
+/// Plans every group, then runs the groups of each `system` in their own
+/// thread and actix System (so one that blocks its event loop is named,
+/// and blocking in one does not hold up the others). Returns the problems
+/// and each System's wall time with its first group.
+fn run_groups(groups: &[RunGroup], registry: &Registry) -> (Problems, Vec<(Duration, usize)>) {
+    let mut by_system: std::collections::BTreeMap<usize, Vec<PlannedGroup>> = Default::default();
     let mut problems = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         let planned = catch_unwind(AssertUnwindSafe(|| {
@@ -900,7 +912,7 @@ fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, S
             Ok::<_, agent_core::ConfigError>((cfg, plan))
         }));
         match planned {
-            Ok(Ok(p)) => by_sample.entry(group.sample).or_default().push((g, p)),
+            Ok(Ok(p)) => by_system.entry(group.system).or_default().push((g, p)),
             Ok(Err(e)) => {
                 problems.push((g, String::new(), format!("combined config rejected: {e}")))
             }
@@ -914,16 +926,18 @@ fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, S
     let registry = Arc::new(registry.clone());
     let (tx, rx) = std::sync::mpsc::channel();
     let mut waiting: std::collections::BTreeMap<usize, usize> = Default::default();
-    for (sample, plans) in by_sample {
+    let mut durations: Vec<(Duration, usize)> = Vec::new();
+    for (system, plans) in by_system {
         let first_group = plans[0].0;
-        waiting.insert(sample, first_group);
+        waiting.insert(system, first_group);
         let tx = tx.clone();
         let registry = registry.clone();
         std::thread::Builder::new()
-            .name(format!("hostile-run-{sample}"))
+            .name(format!("hostile-run-{system}"))
             .spawn(move || {
+                let started = Instant::now();
                 let found = run_in_system(plans, registry);
-                let _ = tx.send((sample, found));
+                let _ = tx.send((system, first_group, started.elapsed(), found));
             })
             .expect("spawn a run thread");
     }
@@ -932,8 +946,9 @@ fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, S
     while !waiting.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok((sample, found)) => {
-                waiting.remove(&sample);
+            Ok((system, first_group, took, found)) => {
+                waiting.remove(&system);
+                durations.push((took, first_group));
                 problems.extend(found);
             }
             Err(_) => break,
@@ -949,7 +964,8 @@ fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, S
             ),
         ));
     }
-    problems
+    durations.sort();
+    (problems, durations)
 }
 
 // ---------------------------------------------------------------------------
@@ -1124,6 +1140,9 @@ fn hostile_values_never_panic_and_what_validates_runs() {
     let mut groups: Vec<RunGroup> = Vec::new();
     let mut not_run = Vec::new();
     let mut same_run = 0usize;
+    let mut main_variants = 0usize;
+    // System numbers for main.yaml variants, apart from the groups'.
+    let main_systems_from = 1_000_000;
     for (si, sample) in samples.iter().enumerate() {
         let mut mine: Vec<usize> = Vec::new();
         let of_sample: Vec<usize> = valid
@@ -1154,17 +1173,26 @@ fn hostile_values_never_panic_and_what_validates_runs() {
                 }
             }
             distinct
-        } else if mine.is_empty() {
-            Vec::new()
         } else {
-            vec![mine]
+            mine.chunks(INSTANCES_PER_CONFIG)
+                .map(<[usize]>::to_vec)
+                .collect()
         };
         for chunk in chunks {
             let dir = scratch.path().join(format!("run{}", groups.len()));
             let etc = dir.join("etc");
             let list: Vec<(usize, &Case)> = chunk.iter().map(|&c| (c, &cases[c])).collect();
             write_etc(&etc, sample, &list, &dir.join("sink.jsonl"));
+            // A System per plugin config; main.yaml variants a few per System.
+            let system = match sample.role {
+                Role::Main => main_systems_from + main_variants / MAIN_VARIANTS_PER_SYSTEM,
+                _ => groups.len(),
+            };
+            if sample.role == Role::Main {
+                main_variants += 1;
+            }
             groups.push(RunGroup {
+                system,
                 sample: si,
                 cases: chunk,
                 etc,
@@ -1172,7 +1200,7 @@ fn hostile_values_never_panic_and_what_validates_runs() {
         }
     }
     let run_started = Instant::now();
-    let run_problems = {
+    let (run_problems, durations) = {
         let _quiet = SilencedStdout::new();
         run_groups(&groups, &registry)
     };
@@ -1212,6 +1240,15 @@ fn hostile_values_never_panic_and_what_validates_runs() {
     );
     for n in &not_run {
         println!("not run: {n}");
+    }
+    for (took, g) in durations.iter().rev().take(3) {
+        let group = &groups[*g];
+        println!(
+            "slow run: {} ({} config(s) in its System) took {:.1} s",
+            samples[group.sample].label,
+            groups.iter().filter(|o| o.system == group.system).count(),
+            took.as_secs_f64()
+        );
     }
     for u in &unwarned {
         println!("unknown key accepted without a warning: {u}");
