@@ -60,7 +60,7 @@ impl PrometheusClient {
         if !c.path.starts_with('/') {
             return Err(cfg.error("path", "must start with `/`").into());
         }
-        if let Err(reason) = c.expiration.within(0.0, 86_400.0 * 365.0, false) {
+        if let Err(reason) = c.expiration.within(0.0, 86_400.0 * 365.0) {
             return Err(cfg
                 .error(
                     "expiration",
