@@ -279,7 +279,7 @@ fn hostile_values_are_config_errors() {
             "output/console.yaml",
             "retry_max_sec: 0\n",
             "output.console.retry_max_sec",
-            "above 0",
+            "between 0.001",
         ),
         (
             "output/console.yaml",
@@ -317,7 +317,7 @@ fn hostile_values_are_config_errors() {
             "main.yaml",
             "update_api_timeout: 0\n",
             "update_api_timeout",
-            "above 0",
+            "between 0.001",
         ),
         (
             "main.yaml",
@@ -353,7 +353,7 @@ fn hostile_values_are_config_errors() {
             "aggs/demo.yaml",
             "use_plugin_basicstats: {period: 0}\n",
             "aggs.demo.use_plugin_basicstats.period",
-            "above 0",
+            "between 0.001",
         ),
         (
             "aggs/demo.yaml",

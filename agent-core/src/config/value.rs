@@ -129,21 +129,12 @@ impl Seconds {
         Duration::try_from_secs_f64(self.0).unwrap_or(Duration::ZERO)
     }
 
-    /// The duration if `min < secs <= max` (`min_exclusive`) or
-    /// `min <= secs <= max`; otherwise the reason, for a config error.
-    pub fn within(self, min: f64, max: f64, min_exclusive: bool) -> Result<Duration, String> {
-        let low_ok = if min_exclusive {
-            self.0 > min
-        } else {
-            self.0 >= min
-        };
-        if low_ok && self.0 <= max {
+    /// The duration if `min <= secs <= max`; otherwise the reason, for a
+    /// config error. Keys that must be above 0 use a `min` of 0.001: below
+    /// a millisecond, timers and libcurl round to 0, which means "never".
+    pub fn within(self, min: f64, max: f64) -> Result<Duration, String> {
+        if (min..=max).contains(&self.0) {
             Ok(self.as_duration())
-        } else if min_exclusive {
-            Err(format!(
-                "must be a number of seconds above {min} and at most {max}, got {}",
-                Shown(self.0)
-            ))
         } else {
             Err(format!(
                 "must be a number of seconds between {min} and {max}, got {}",
@@ -536,15 +527,12 @@ mod tests {
     #[test]
     fn seconds_within_names_the_range() {
         let s: Seconds = from_str("0").unwrap();
-        let err = s.within(0.0, 3600.0, true).unwrap_err();
-        assert!(err.contains("above 0 and at most 3600"), "{err}");
+        let err = s.within(0.001, 3600.0).unwrap_err();
+        assert!(err.contains("between 0.001 and 3600"), "{err}");
         let s: Seconds = from_str("7200").unwrap();
-        assert!(s.within(0.0, 3600.0, true).is_err());
+        assert!(s.within(0.001, 3600.0).is_err());
         let s: Seconds = from_str("0.001").unwrap();
-        assert_eq!(
-            s.within(0.001, 86_400.0, false).unwrap(),
-            Duration::from_millis(1)
-        );
+        assert_eq!(s.within(0.001, 86_400.0).unwrap(), Duration::from_millis(1));
     }
 
     #[test]

@@ -288,7 +288,7 @@ pub(crate) fn secs(
     min: f64,
     max: f64,
 ) -> Result<Duration, (String, String)> {
-    v.within(min, max, false).map_err(|r| (key.to_string(), r))
+    v.within(min, max).map_err(|r| (key.to_string(), r))
 }
 
 #[cfg(test)]
