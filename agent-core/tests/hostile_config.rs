@@ -8,11 +8,16 @@
 //!    and nested values.
 //! 2. Each case is written as a real `etc/` folder and validated as
 //!    `agent validate` does (`AgentConfig::load` + `Plan::new`): Ok or a
-//!    `ConfigError`; a panic fails the test naming plugin, key and value.
-//! 3. The cases that validated run together, one config per plugin with one
-//!    instance per case (one supervisor per main.yaml variant), in one actix
-//!    System for a short while: every actor must stay alive and count no
-//!    panic.
+//!    `ConfigError` of bounded length, never refused for an unknown key;
+//!    a panic fails the test naming plugin, key and value.
+//! 3. The cases that validated run: a plugin's cases as instances of one
+//!    config (at most [`INSTANCES_PER_CONFIG`] per config), each main.yaml
+//!    variant with a distinct plan as its own supervisor; each config in
+//!    its own actix System, side by side, for 1.5 s, with network targets
+//!    moved to loopback. Every actor must stay alive and count no panic,
+//!    and every run must end (a watchdog names the one that does not).
+//!
+//! It prints how many cases ran, validated and were rejected.
 use agent_core::pipeline::StatusReport;
 use agent_core::{AgentConfig, PipelineSupervisor, Plan, PluginKind, Registry, Shutdown, Status};
 use proptest::prelude::*;
