@@ -19,7 +19,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-pub use unknown::ConfigWarning;
+pub use unknown::{struct_fields, ConfigWarning};
 pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
 
 /// A configuration problem: which file, which key, and why.
@@ -46,11 +46,23 @@ impl ConfigError {
     }
 
     fn render(&self) -> String {
+        let reason = shorten(&self.reason);
         if self.key.is_empty() {
-            format!("{}: {}", self.file, self.reason)
+            format!("{}: {}", self.file, reason)
         } else {
-            format!("{}: key `{}`: {}", self.file, self.key, self.reason)
+            format!("{}: key `{}`: {}", self.file, self.key, reason)
         }
+    }
+}
+
+/// Longest reason shown in full; serde quotes the offending value, and a
+/// 1 MB string would make a 1 MB error line.
+const MAX_REASON_CHARS: usize = 500;
+
+fn shorten(reason: &str) -> std::borrow::Cow<'_, str> {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        None => reason.into(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &reason[..cut], reason.len()).into(),
     }
 }
 
@@ -291,17 +303,17 @@ impl AgentConfig {
             ConfigError::new(file_of(&tree, key), key.to_string(), reason)
         };
         main.reload_sec
-            .within(10.0, 86_400.0, false)
+            .within(10.0, 86_400.0)
             .map_err(|r| err("reload_sec", r))?;
         main.delay_sec
-            .within(0.0, 30.0, false)
+            .within(0.0, 30.0)
             .map_err(|r| err("delay_sec", r))?;
         check_interval(main.interval).map_err(|r| err("interval", r))?;
         if let Some(url) = main.update_api.as_deref().filter(|u| !u.trim().is_empty()) {
             Url::parse(url).map_err(|r| err("update_api", r))?;
         }
         main.update_api_timeout
-            .within(0.0, 300.0, true)
+            .within(0.001, 300.0)
             .map_err(|r| err("update_api_timeout", r))?;
         if main.log.rotation.bytes() == 0 {
             return Err(err(
@@ -366,7 +378,7 @@ impl AgentConfig {
 
 /// Intervals are seconds, fractional allowed, from 1 ms to a day.
 pub fn check_interval(secs: Seconds) -> Result<Duration, String> {
-    secs.within(0.001, 86_400.0, false)
+    secs.within(0.001, 86_400.0)
 }
 
 fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
@@ -402,7 +414,16 @@ fn deserialize_at<T: DeserializeOwned>(
     base: &str,
     value: &Value,
 ) -> Result<T, ConfigError> {
-    let result = if unknown::is_collecting() {
+    deserialize_recording::<T>(tree, base, value, true)
+}
+
+fn deserialize_recording<T: DeserializeOwned>(
+    tree: &MergedTree,
+    base: &str,
+    value: &Value,
+    record: bool,
+) -> Result<T, ConfigError> {
+    let result = if record && unknown::is_collecting() {
         let mut skipped = std::collections::BTreeSet::new();
         let mut on_skip = |p: serde_ignored::Path| {
             skipped.insert(unknown::path_string(&p));
@@ -557,6 +578,15 @@ impl PluginConfig {
         deserialize_at(&self.tree, &self.path, self.value())
     }
 
+    /// [`PluginConfig::parse`] for a struct with `#[serde(flatten)]` fields,
+    /// which hide the keys they skip: its top-level `keys` are declared
+    /// instead (see [`PluginConfig::declare_keys`] and [`struct_fields`]).
+    pub fn parse_with_keys<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<T, ConfigError> {
+        let parsed = deserialize_recording(&self.tree, &self.path, self.value(), false)?;
+        self.declare_keys(keys);
+        Ok(parsed)
+    }
+
     pub fn value(&self) -> &Value {
         match &self.node {
             Node::InTree { section, name } => match self
@@ -611,9 +641,9 @@ impl PluginConfig {
         ConfigError::new(file_of(&self.tree, &full), full, reason)
     }
 
-    /// A timeout or period `v` read from `key`: above 0 and at most an hour.
+    /// A timeout or period `v` read from `key`: 1 ms to an hour.
     pub fn seconds(&self, key: &str, v: Seconds) -> Result<Duration, ConfigError> {
-        v.within(0.0, 3600.0, true).map_err(|r| self.error(key, r))
+        v.within(0.001, 3600.0).map_err(|r| self.error(key, r))
     }
 
     /// A count `v` read from `key`, between `min` and `max`.
@@ -648,6 +678,23 @@ impl PluginConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_value_in_an_error_is_cut_short() {
+        let long = format!("unknown input plugin `{}`", "x".repeat(1 << 20));
+        let shown = ConfigError::new("etc/main.yaml", "open[0]", long).to_string();
+        assert!(shown.len() < 1000, "{} bytes", shown.len());
+        assert!(shown.starts_with("etc/main.yaml: key `open[0]`: unknown input plugin `xxx"));
+        assert!(
+            shown.ends_with(&format!("… ({} bytes in all)", (1 << 20) + 23)),
+            "{shown}"
+        );
+        let short = ConfigError::new("etc/main.yaml", "interval", "must be positive");
+        assert_eq!(
+            short.to_string(),
+            "etc/main.yaml: key `interval`: must be positive"
+        );
+    }
 
     #[test]
     fn interval_range() {
