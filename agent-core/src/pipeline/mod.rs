@@ -11,6 +11,12 @@
 //! (the panic kills the arbiter task and the mailbox). So every call into
 //! plugin code goes through `catch_unwind`; a failed plugin is dropped and
 //! rebuilt from its factory with exponential backoff, inside its actor.
+//!
+//! The actor itself can still die (a panic in its own handler code drops it
+//! without `stopped()`): every actor carries a [`DeathGuard`] that tells the
+//! supervisor, which starts a new incarnation with backoff and swaps it into
+//! the actor's [`Slot`], the address every sender goes through. An output's
+//! buffers belong to the supervisor and are handed to each incarnation.
 pub mod disk_buffer;
 mod disk_worker;
 mod input_actor;
