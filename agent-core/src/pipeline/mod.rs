@@ -25,6 +25,12 @@
 //! 0.2 ms with a dedicated thread. A pool or a `SyncArbiter` is also
 //! exhausted by as many stuck calls as it has threads; a thread per
 //! resource costs one thread per stuck resource and keeps its order.
+//!
+//! The actor itself can still die (a panic in its own handler code drops it
+//! without `stopped()`): every actor carries a [`DeathGuard`] that tells the
+//! supervisor, which starts a new incarnation with backoff and swaps it into
+//! the actor's [`Slot`], the address every sender goes through. An output's
+//! buffers belong to the supervisor and are handed to each incarnation.
 pub mod disk_buffer;
 mod disk_worker;
 mod input_actor;

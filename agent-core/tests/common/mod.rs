@@ -62,8 +62,35 @@ pub fn add_collect(r: &mut Registry) -> Collected {
 /// actix system), logging nowhere.
 pub fn start(r: Registry, etc: &Path) -> actix::Addr<agent_core::PipelineSupervisor> {
     use actix::Actor;
+    one_line_panics();
     let cfg = agent_core::AgentConfig::load(etc).unwrap();
     let plan = agent_core::Plan::new(&cfg, &r).unwrap();
     let log = slog::Logger::root(slog::Discard, slog::o!());
     agent_core::PipelineSupervisor::new(cfg, plan, Arc::new(r), log).start()
+}
+
+/// Tests inject panics that the core catches. The default hook prints each
+/// with a backtrace when RUST_BACKTRACE is set, and symbolising one in a
+/// debug build takes tens of milliseconds on the thread that panicked: the
+/// pipelines' event loop, which then misses ticks the tests count. One line
+/// per panic instead, as the agent's own hook does.
+pub fn one_line_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            eprintln!(
+                "panic at {at}: {}",
+                info.payload()
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .map(str::to_string)
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            );
+        }));
+    });
 }
