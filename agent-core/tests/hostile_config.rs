@@ -405,7 +405,7 @@ impl Case {
     fn yaml(&self) -> String {
         let mut text = serde_yaml_ng::to_string(&self.tree).expect("a YAML tree serializes");
         for (placeholder, replacement) in &self.texts {
-            text = text.replace(placeholder.as_str(), &**replacement);
+            text = text.replace(placeholder.as_str(), replacement);
         }
         text
     }
@@ -884,12 +884,14 @@ fn run_in_system(
     })
 }
 
+/// Planned groups of one sample: (group, planned config).
+type PlannedGroups = Vec<(usize, (AgentConfig, Plan))>;
+
 /// Plans every group, then runs each sample's groups in its own thread and
 /// actix System (so one that blocks its event loop is named, and the
 /// others still finish). Returns (group, owner instance or "", problem).
 fn run_groups(groups: &[RunGroup], registry: &Registry) -> Vec<(usize, String, String)> {
-    let mut by_sample: std::collections::BTreeMap<usize, Vec<(usize, (AgentConfig, Plan))>> =
-        Default::default();
+    let mut by_sample: std::collections::BTreeMap<usize, PlannedGroups> = Default::default();
     let mut problems = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         let planned = catch_unwind(AssertUnwindSafe(|| {

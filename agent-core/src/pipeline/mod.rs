@@ -190,6 +190,12 @@ where
         batch
     }
 
+    /// The actor is busy and takes nothing now, but wants a [`Wake`] for
+    /// every new batch (to keep the queue's length in check).
+    pub(crate) fn rearm(&self) {
+        self.lock().wake_pending = false;
+    }
+
     /// The oldest waiting batch if more than `limit` wait.
     pub(crate) fn take_beyond(&self, limit: usize) -> Option<M> {
         let mut g = self.lock();

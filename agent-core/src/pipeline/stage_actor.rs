@@ -109,6 +109,7 @@ pub(crate) struct StageActor {
 }
 
 impl StageActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         entry: StageEntry,
         config: PluginConfig,
@@ -284,7 +285,10 @@ impl StageActor {
             }
         }
         if self.queue.in_flight {
+            // Woken again by the next batch, so a stuck processor never has
+            // more than MAX_QUEUED_BATCHES waiting.
             self.shed_overflow();
+            self.slot.rearm();
         }
         if self.is_idle() {
             for w in self.queue.idle_waiters.drain(..) {

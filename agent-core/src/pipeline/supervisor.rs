@@ -217,6 +217,7 @@ impl PipelineSupervisor {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn stage_actor(
         &mut self,
         pipeline: &PipelinePlan,
