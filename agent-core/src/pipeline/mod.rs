@@ -115,9 +115,9 @@ const SLOT_LIMIT: usize = 1024;
 /// with the queue in order.
 ///
 /// A batch the actor has taken is its own: should the actor die while
-/// processing it, it is lost with the actor (a stage processes a batch
-/// within one handler; an output moves it at once into buffers that
-/// outlive the actor). Taking before processing also means that a batch
+/// processing it, it is lost with the actor (a stage takes one batch at a
+/// time, within one handler or while its blocking processor has it; an
+/// output moves it at once into buffers that outlive the actor). Taking before processing also means that a batch
 /// which itself kills the actor is not handed to the next incarnation, so
 /// it cannot kill actors in a loop.
 pub(crate) struct Slot<A: Actor, M> {
