@@ -2,7 +2,7 @@
 //! [`PipelineSupervisor`] builds and owns them all.
 //!
 //! ```text
-//! InputActor ──Batch──▶ StageActor ──Batch──▶ … ──Deliver──▶ OutputActor(s)
+//! InputActor ──Slot──▶ StageActor ──Slot──▶ … ──Slot──▶ OutputActor(s)
 //!      ▲                     ▲                                   ▲
 //!      └──────────── PipelineSupervisor (builds, drains, reports) ┘
 //! ```
@@ -57,15 +57,11 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Metrics moving from one stage to the next.
+/// Tells an actor that its slot holds work. At most one is pending per
+/// slot, so the actix mailbox never holds metrics.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Batch(pub Vec<Metric>);
-
-/// Metrics handed to an output; shared when a pipeline has several outputs.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Deliver(pub Arc<Vec<Metric>>);
+pub(crate) struct Wake;
 
 /// Finish what is in flight, push aggregates, and pass the drain on; the
 /// reply comes when everything downstream (up to the outputs) has it.
@@ -92,11 +88,11 @@ impl Sink {
             return;
         }
         match self {
-            Sink::Stage(slot) => slot.send(Batch(batch)),
+            Sink::Stage(slot) => slot.send(batch),
             Sink::Outputs(outs) => {
                 let shared = Arc::new(batch);
                 for o in outs.iter() {
-                    o.send(Deliver(shared.clone()));
+                    o.send(shared.clone());
                 }
             }
         }
@@ -111,14 +107,25 @@ impl Sink {
     }
 }
 
-/// Metrics parked while their actor is dead, at most this many batches per
-/// slot (then the oldest go, counted as dropped).
-const PARK_LIMIT: usize = 1024;
+/// Batches waiting in a slot, at most this many (then the oldest go,
+/// counted as dropped): an actor far behind or being restarted cannot make
+/// memory grow without bound.
+const SLOT_LIMIT: usize = 1024;
 
-/// The current address of an actor that the supervisor may replace (after
-/// the actor died). Every sender goes through the slot, so one `replace`
-/// re-wires them all; what is sent while the actor is dead is parked here
-/// and handed to the next incarnation instead of being dropped.
+/// The queue of an actor that the supervisor may replace (after the actor
+/// died), and its current address. Senders push batches here, not into the
+/// actix mailbox, and wake the actor with a [`Wake`] only when none is
+/// pending; the actor takes them out one at a time. So when an actor dies,
+/// what it had accepted and not yet taken is still here, and one `replace`
+/// re-wires every sender and wakes the next incarnation, which continues
+/// with the queue in order.
+///
+/// A batch the actor has taken is its own: should the actor die while
+/// processing it, it is lost with the actor (a stage takes one batch at a
+/// time, within one handler or while its blocking processor has it; an
+/// output moves it at once into buffers that outlive the actor). Taking before processing also means that a batch
+/// which itself kills the actor is not handed to the next incarnation, so
+/// it cannot kill actors in a loop.
 pub(crate) struct Slot<A: Actor, M> {
     inner: std::sync::Mutex<SlotInner<A, M>>,
     stats: Arc<PluginStats>,
@@ -126,23 +133,25 @@ pub(crate) struct Slot<A: Actor, M> {
 
 struct SlotInner<A: Actor, M> {
     addr: Addr<A>,
-    parked: std::collections::VecDeque<M>,
+    queue: std::collections::VecDeque<M>,
+    /// A `Wake` was sent and the actor has not yet found the queue empty.
+    wake_pending: bool,
 }
 
-pub(crate) type StageSlot = Slot<StageActor, Batch>;
-pub(crate) type OutputSlot = Slot<OutputActor, Deliver>;
+pub(crate) type StageSlot = Slot<StageActor, Vec<Metric>>;
+pub(crate) type OutputSlot = Slot<OutputActor, Arc<Vec<Metric>>>;
 
 impl<A, M> Slot<A, M>
 where
-    A: Actor + Handler<M>,
-    A::Context: actix::dev::ToEnvelope<A, M>,
-    M: Message<Result = ()> + Send + 'static,
+    A: Actor + Handler<Wake>,
+    A::Context: actix::dev::ToEnvelope<A, Wake>,
 {
     pub(crate) fn new(addr: Addr<A>, stats: Arc<PluginStats>) -> Arc<Self> {
         Arc::new(Slot {
             inner: std::sync::Mutex::new(SlotInner {
                 addr,
-                parked: std::collections::VecDeque::new(),
+                queue: std::collections::VecDeque::new(),
+                wake_pending: false,
             }),
             stats,
         })
@@ -161,35 +170,60 @@ where
         self.lock().addr.connected()
     }
 
-    pub(crate) fn send(&self, msg: M) {
+    pub(crate) fn send(&self, batch: M) {
         let mut g = self.lock();
-        // While messages are parked the actor is being restarted: keep order.
-        if !g.parked.is_empty() {
-            Self::park(&mut g, &self.stats, msg);
-            return;
+        if g.queue.len() >= SLOT_LIMIT {
+            g.queue.pop_front();
+            PluginStats::add(&self.stats.dropped, 1);
         }
-        match g.addr.try_send(msg) {
-            Ok(()) => {}
-            Err(SendError::Full(m)) => g.addr.do_send(m),
-            Err(SendError::Closed(m)) => Self::park(&mut g, &self.stats, m),
+        g.queue.push_back(batch);
+        if !g.wake_pending {
+            g.wake_pending = true;
+            // A dead actor loses the wake, not the batch: `replace` wakes
+            // its successor.
+            g.addr.do_send(Wake);
         }
     }
 
-    fn park(g: &mut SlotInner<A, M>, stats: &PluginStats, msg: M) {
-        if g.parked.len() >= PARK_LIMIT {
-            g.parked.pop_front();
-            PluginStats::add(&stats.dropped, 1);
+    /// The oldest waiting batch; `None` (and the next `send` wakes the
+    /// actor again) when there is none.
+    pub(crate) fn take(&self) -> Option<M> {
+        let mut g = self.lock();
+        let batch = g.queue.pop_front();
+        if batch.is_none() {
+            g.wake_pending = false;
         }
-        g.parked.push_back(msg);
+        batch
     }
 
-    /// Points every sender at a new incarnation and hands it what was
-    /// parked, in order.
+    /// The actor is busy and takes nothing now, but wants a [`Wake`] for
+    /// every new batch (to keep the queue's length in check).
+    pub(crate) fn rearm(&self) {
+        self.lock().wake_pending = false;
+    }
+
+    /// The oldest waiting batch if more than `limit` wait.
+    pub(crate) fn take_beyond(&self, limit: usize) -> Option<M> {
+        let mut g = self.lock();
+        if g.queue.len() > limit {
+            g.queue.pop_front()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// Points every sender at a new incarnation and wakes it for what
+    /// waits in the queue.
     pub(crate) fn replace(&self, addr: Addr<A>) {
         let mut g = self.lock();
         g.addr = addr;
-        while let Some(m) = g.parked.pop_front() {
-            g.addr.do_send(m);
+        g.wake_pending = !g.queue.is_empty();
+        if g.wake_pending {
+            g.addr.do_send(Wake);
         }
     }
 }

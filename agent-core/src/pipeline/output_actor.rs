@@ -12,14 +12,17 @@
 //! The memory buffer then only holds metrics the log could not take (a disk
 //! error), so they are still delivered.
 //!
-//! Everything accepted and not yet delivered (memory buffer, disk log, the
-//! batch in flight) lives in [`OutputBuffers`], owned by the supervisor and
+//! Everything accepted and not yet delivered (batches waiting in the
+//! output's slot, memory buffer, disk log, the batch in flight) outlives
+//! the actor: the slot and [`OutputBuffers`] are owned by the supervisor and
 //! handed to each incarnation of the actor: a batch leaves it only when the
 //! backend acknowledged the write (begin/commit/rollback), so an actor that
 //! dies mid-write loses nothing; its successor sends the batch again.
 use super::disk_buffer::ReadBatch;
 use super::disk_worker::DiskWorker;
-use super::{panic_message, Backoff, DeathGuard, Deliver, PluginStats, RateLimit, Reconfigure};
+use super::{
+    panic_message, Backoff, DeathGuard, OutputSlot, PluginStats, RateLimit, Reconfigure, Wake,
+};
 use crate::config::{ConfigError, DiskBufferSettings, OutputSettings, PluginConfig};
 use crate::metric::{now_ns, Metric};
 use crate::plugin::{DynOutput, PluginError};
@@ -240,6 +243,9 @@ pub(crate) struct OutputActor {
     flush_timer: Option<SpawnHandle>,
     /// A `disk_buffer` change waiting for the write in flight to end.
     disk_change: Option<Option<DiskBufferSettings>>,
+    /// Where delivered batches wait until this actor takes them into its
+    /// buffers; shared with the senders and the next incarnation.
+    slot: Arc<OutputSlot>,
     pub(crate) guard: DeathGuard,
 }
 
@@ -266,6 +272,7 @@ impl OutputActor {
         buffers: SharedBuffers,
         stats: Arc<PluginStats>,
         log: Logger,
+        slot: Arc<OutputSlot>,
         guard: DeathGuard,
     ) -> Self {
         OutputActor {
@@ -285,6 +292,7 @@ impl OutputActor {
             idle_waiters: Vec::new(),
             flush_timer: None,
             disk_change: None,
+            slot,
             guard,
         }
     }
@@ -629,11 +637,21 @@ impl StreamHandler<FlushTick> for OutputActor {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
-impl Handler<Deliver> for OutputActor {
+impl OutputActor {
+    /// Moves every batch waiting in the slot into the buffers, one at a
+    /// time (what is not yet taken survives a panic of this actor).
+    fn take_delivered(&mut self) {
+        while let Some(batch) = self.slot.take() {
+            self.accept(batch);
+        }
+    }
+}
+
+impl Handler<Wake> for OutputActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.accept(msg.0);
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.take_delivered();
         if self.pending() >= self.settings.batch_size {
             self.flush(ctx);
         }
@@ -652,6 +670,8 @@ impl Handler<FlushAndClose> for OutputActor {
     type Result = ResponseActFuture<Self, usize>;
 
     fn handle(&mut self, msg: FlushAndClose, ctx: &mut Context<Self>) -> Self::Result {
+        // What was delivered before the close is flushed with the rest.
+        self.take_delivered();
         if let Some(h) = self.flush_timer.take() {
             ctx.cancel_future(h);
         }

@@ -7,10 +7,12 @@
 //!
 //! A processor that declares it blocks ([`Processor::blocks`], e.g. execd)
 //! is called on a worker thread of the stage ([`crate::blocking::Worker`]),
-//! one batch at a time; batches arriving meanwhile wait in a bounded queue,
-//! so order is kept and the event loop never waits on the processor.
+//! one batch at a time; batches arriving meanwhile wait in the stage's
+//! slot (taken one at a time, so what waits there outlives the actor), so
+//! order is kept and the event loop never waits on the processor.
 use super::{
-    panic_message, Backoff, Batch, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink,
+    panic_message, Backoff, DeathGuard, Drain, PluginStats, RateLimit, Reconfigure, Sink,
+    StageSlot, Wake,
 };
 use crate::blocking::{Worker, WorkerError};
 use crate::config::{AggregatorSettings, ConfigError, PluginConfig};
@@ -19,7 +21,6 @@ use crate::plugin::{Accumulator, Aggregator, PluginError, Processor};
 use crate::registry::{build_error, AggregatorEntry, ProcessorEntry};
 use actix::prelude::*;
 use slog::{error, info, warn, Logger};
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,11 +65,10 @@ impl Drop for OffLoop {
 /// processor cannot make memory grow.
 const MAX_QUEUED_BATCHES: usize = 64;
 
-/// The queue in front of the stage's plugin and the worker thread of a
-/// blocking processor.
+/// The worker thread of a blocking processor and the state of the
+/// batches in front of it (they wait in the stage's slot).
 #[derive(Default)]
 struct StageQueue {
-    batches: VecDeque<Vec<Metric>>,
     /// A batch is on the worker thread.
     in_flight: bool,
     worker: Option<Worker<()>>,
@@ -76,12 +76,6 @@ struct StageQueue {
     last_failed: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
     overflow_log: RateLimit,
-}
-
-impl StageQueue {
-    fn is_idle(&self) -> bool {
-        !self.in_flight && self.batches.is_empty()
-    }
 }
 
 /// What an off-loop `apply` gives back: the processor (none after a panic),
@@ -106,12 +100,16 @@ pub(crate) struct StageActor {
     retry_at: Option<Instant>,
     error_log: RateLimit,
     queue: StageQueue,
+    /// Where the batches for this stage wait; shared with the senders and
+    /// with the next incarnation should this one die.
+    slot: Arc<StageSlot>,
     pub(crate) guard: DeathGuard,
     /// The aggregator's push timer (replaced when `period` changes).
     push_timer: Option<SpawnHandle>,
 }
 
 impl StageActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         entry: StageEntry,
         config: PluginConfig,
@@ -119,6 +117,7 @@ impl StageActor {
         next: Sink,
         stats: Arc<PluginStats>,
         log: Logger,
+        slot: Arc<StageSlot>,
         guard: DeathGuard,
     ) -> Self {
         StageActor {
@@ -135,6 +134,7 @@ impl StageActor {
             retry_at: None,
             error_log: RateLimit::default(),
             queue: StageQueue::default(),
+            slot,
             guard,
             push_timer: None,
         }
@@ -241,32 +241,34 @@ impl StageActor {
         self.next.send(out);
     }
 
-    /// Takes a batch into the queue. When the queue is full (a blocking
-    /// processor is far behind), the oldest waiting batch passes on
-    /// unprocessed.
-    fn enqueue(&mut self, batch: Vec<Metric>) {
-        self.queue.batches.push_back(batch);
-        if self.queue.batches.len() > MAX_QUEUED_BATCHES {
-            if let Some(oldest) = self.queue.batches.pop_front() {
-                PluginStats::add(&self.stats.metrics_in, oldest.len() as u64);
-                PluginStats::add(&self.stats.errors, 1);
-                let msg = format!(
-                    "{MAX_QUEUED_BATCHES} batches wait for the processor: the oldest passed on unprocessed"
-                );
-                if let Some(held) = self.queue.overflow_log.check(Duration::from_secs(60)) {
-                    warn!(self.log, "stage behind"; "error" => %msg, "suppressed" => held);
-                }
-                self.stats.set_error(msg);
-                self.forward(oldest);
+    /// A blocking processor far behind: beyond [`MAX_QUEUED_BATCHES`]
+    /// waiting, the oldest pass on unprocessed.
+    fn shed_overflow(&mut self) {
+        while let Some(oldest) = self.slot.take_beyond(MAX_QUEUED_BATCHES) {
+            PluginStats::add(&self.stats.metrics_in, oldest.len() as u64);
+            PluginStats::add(&self.stats.errors, 1);
+            let msg = format!(
+                "{MAX_QUEUED_BATCHES} batches wait for the processor: the oldest passed on unprocessed"
+            );
+            if let Some(held) = self.queue.overflow_log.check(Duration::from_secs(60)) {
+                warn!(self.log, "stage behind"; "error" => %msg, "suppressed" => held);
             }
+            self.stats.set_error(msg);
+            self.forward(oldest);
         }
     }
 
-    /// Runs queued batches in order: on the loop while the plugin does not
-    /// block, else one at a time on the stage's worker thread.
+    fn is_idle(&self) -> bool {
+        !self.queue.in_flight && self.slot.is_empty()
+    }
+
+    /// Runs the batches waiting in the slot, in order: on the loop while
+    /// the plugin does not block, else one at a time on the stage's worker
+    /// thread. Each is taken from the slot just before it is processed:
+    /// until then it survives the actor.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         while !self.queue.in_flight {
-            let Some(batch) = self.queue.batches.pop_front() else {
+            let Some(batch) = self.slot.take() else {
                 break;
             };
             self.ensure_plugin();
@@ -282,7 +284,13 @@ impl StageActor {
                 }
             }
         }
-        if self.queue.is_idle() {
+        if self.queue.in_flight {
+            // Woken again by the next batch, so a stuck processor never has
+            // more than MAX_QUEUED_BATCHES waiting.
+            self.shed_overflow();
+            self.slot.rearm();
+        }
+        if self.is_idle() {
             for w in self.queue.idle_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -379,15 +387,15 @@ impl StageActor {
     /// queued batches would each wait out its timeout, so they pass on
     /// unprocessed now; only the batch in flight is waited for.
     fn pass_queue_unprocessed(&mut self) {
-        let n = self.queue.batches.len();
-        if n == 0 {
-            return;
-        }
-        warn!(self.log, "drain: the processor is failing; queued batches passed on unprocessed";
-            "batches" => n);
-        while let Some(b) = self.queue.batches.pop_front() {
+        let mut n = 0u64;
+        while let Some(b) = self.slot.take() {
             PluginStats::add(&self.stats.metrics_in, b.len() as u64);
             self.forward(b);
+            n += 1;
+        }
+        if n > 0 {
+            warn!(self.log, "drain: the processor is failing; queued batches passed on unprocessed";
+                "batches" => n);
         }
     }
 
@@ -448,11 +456,10 @@ impl StageActor {
     }
 }
 
-impl Handler<Batch> for StageActor {
+impl Handler<Wake> for StageActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Batch, ctx: &mut Context<Self>) {
-        self.enqueue(msg.0);
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
         self.pump(ctx);
     }
 }
@@ -460,10 +467,13 @@ impl Handler<Batch> for StageActor {
 impl Handler<Drain> for StageActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        // Everything sent before the drain is processed (or handed to the
+        // worker) before the aggregates are pushed.
+        self.pump(ctx);
         self.push_aggregates();
         let next = self.next.clone();
-        if self.queue.is_idle() {
+        if self.is_idle() {
             return Box::pin(next.drain().into_actor(self));
         }
         // Batches still with a blocking processor go downstream first.

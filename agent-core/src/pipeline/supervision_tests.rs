@@ -210,6 +210,7 @@ async fn panic_and_wait(
         .send(PanicActor {
             kind,
             name: name.to_string(),
+            then_queue: Vec::new(),
         })
         .await
         .expect("supervisor answers");
@@ -361,6 +362,72 @@ async fn output_panic(settings: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown(&sup).await;
     assert_all_once(recorded.seqs("seq"), emitted.load(SeqCst), "output");
+}
+
+/// `batches` batches of 3 `queued` metrics, numbered from 0.
+fn numbered_batches(batches: u64) -> Vec<Vec<Metric>> {
+    (0..batches)
+        .map(|b| {
+            (0..3)
+                .map(|i| {
+                    let mut m = Metric::new("queued", crate::metric::now_ns());
+                    m.push_field("seq", b * 3 + i);
+                    m
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Batches waiting for an actor when it panics (queued right behind the
+/// panic, before it can run) are handed to its next incarnation: each
+/// arrives exactly once, in order.
+async fn queued_behind_panic(kind: &'static str, name: &str) -> Vec<Metric> {
+    let h = harness();
+    let (_d, etc) = write_etc(&[
+        ("main.yaml", MAIN),
+        ("processor/seq.yaml", "use_plugin_mark: {}\n"),
+    ]);
+    let recorded = h.recorded.clone();
+    let (emitted, steady) = (h.emitted.clone(), h.steady_emitted.clone());
+    let sup = start(h.registry, &etc);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = sup
+        .send(PanicActor {
+            kind,
+            name: name.to_string(),
+            then_queue: numbered_batches(20),
+        })
+        .await
+        .expect("supervisor answers");
+    assert!(sent, "no {kind} named {name}");
+    let took = back_after(&sup, kind, name).await;
+    assert!(took < Duration::from_secs(1), "{kind} back after {took:?}");
+    let start = Instant::now();
+    while recorded.named("queued").len() < 60 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown(&sup).await;
+    assert_eq!(
+        recorded.seqs("queued"),
+        (0..60).collect::<Vec<u64>>(),
+        "{kind}: queued metrics, in the order sent"
+    );
+    assert_all_once(recorded.seqs("seq"), emitted.load(SeqCst), kind);
+    assert_all_once(recorded.seqs("steady"), steady.load(SeqCst), "steady");
+    recorded.named("queued")
+}
+
+#[actix_rt::test]
+async fn batches_queued_behind_a_stage_panic_reach_the_next_incarnation() {
+    let queued = queued_behind_panic("processor", "mark").await;
+    // Processed by the new incarnation, not passed around it.
+    assert!(queued.iter().all(|m| m.tag("marked") == Some("yes")));
+}
+
+#[actix_rt::test]
+async fn batches_queued_behind_an_output_panic_reach_the_next_incarnation() {
+    queued_behind_panic("output", "record").await;
 }
 
 fn arm_load_panic(etc: &Path) {

@@ -139,39 +139,51 @@ impl PipelineSupervisor {
         (id, DeathGuard::new(id, self.me.clone()))
     }
 
+    /// Starts an output actor on `slot` (re-wired to the new actor), or on
+    /// a new slot; returns the incarnation's id and the slot.
     fn output_actor(
         &mut self,
         plan: &OutputPlan,
         buffers: &SharedBuffers,
         stats: &Arc<PluginStats>,
-    ) -> Option<(u64, Addr<OutputActor>)> {
+        slot: Option<&Arc<OutputSlot>>,
+    ) -> Option<(u64, Arc<OutputSlot>)> {
         let Some(entry) = self.registry.outputs.get(plan.plugin.as_str()).cloned() else {
             warn!(self.log, "output plugin vanished from the registry"; "output" => &plan.name);
             return None;
         };
         let (id, guard) = self.guard();
         let log = self.log.new(o!("output" => plan.name.clone()));
-        let addr = OutputActor::new(
+        // The actor holds its slot, so the slot needs the address first.
+        let ctx = Context::new();
+        let addr = ctx.address();
+        let slot = match slot {
+            Some(s) => s.clone(),
+            None => Slot::new(addr.clone(), stats.clone()),
+        };
+        let actor = OutputActor::new(
             entry,
             plan.config.clone(),
             plan.settings.clone(),
             buffers.clone(),
             stats.clone(),
             log,
+            slot.clone(),
             guard,
-        )
-        .start();
-        Some((id, addr))
+        );
+        ctx.run(actor);
+        slot.replace(addr);
+        Some((id, slot))
     }
 
     fn start_output(&mut self, plan: &OutputPlan) -> Option<RunningOutput> {
         let stats = Arc::new(PluginStats::default());
         let buffers = OutputBuffers::shared();
-        let (id, addr) = self.output_actor(plan, &buffers, &stats)?;
+        let (id, slot) = self.output_actor(plan, &buffers, &stats, None)?;
         super::stats::directory::register("output", "", &plan.name, &stats);
         Some(RunningOutput {
             plan: plan.clone(),
-            slot: Slot::new(addr, stats.clone()),
+            slot,
             buffers,
             stats,
             life: Incarnation::new(id),
@@ -205,6 +217,7 @@ impl PipelineSupervisor {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn stage_actor(
         &mut self,
         pipeline: &PipelinePlan,
@@ -213,12 +226,20 @@ impl PipelineSupervisor {
         config: &PluginConfig,
         next: &Sink,
         stats: &Arc<PluginStats>,
-    ) -> Option<(u64, Addr<StageActor>)> {
+        slot: Option<&Arc<StageSlot>>,
+    ) -> Option<(u64, Arc<StageSlot>)> {
         let entry = self.stage_entry(kind, plugin)?;
         let (id, guard) = self.guard();
         let log = self
             .log
             .new(o!("input" => pipeline.name.to_string(), "stage" => plugin.to_string()));
+        // The actor holds its slot, so the slot needs the address first.
+        let ctx = Context::new();
+        let addr = ctx.address();
+        let slot = match slot {
+            Some(s) => s.clone(),
+            None => Slot::new(addr.clone(), stats.clone()),
+        };
         let actor = StageActor::new(
             entry,
             config.clone(),
@@ -226,9 +247,12 @@ impl PipelineSupervisor {
             next.clone(),
             stats.clone(),
             log,
+            slot.clone(),
             guard,
         );
-        Some((id, actor.start()))
+        ctx.run(actor);
+        slot.replace(addr);
+        Some((id, slot))
     }
 
     /// Starts a pipeline's stage actors, from the outputs back so each one
@@ -238,13 +262,14 @@ impl PipelineSupervisor {
         let mut stages = Vec::new();
         for stage in plan.stages.iter().rev() {
             let stats = Arc::new(PluginStats::default());
-            let Some((id, addr)) = self.stage_actor(
+            let Some((id, slot)) = self.stage_actor(
                 plan,
                 stage.kind,
                 &stage.plugin,
                 &stage.config,
                 &next,
                 &stats,
+                None,
             ) else {
                 continue;
             };
@@ -253,7 +278,6 @@ impl PipelineSupervisor {
                 StageKind::Aggregator => "aggregator",
             };
             super::stats::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
-            let slot = Slot::new(addr, stats.clone());
             stages.push(RunningStage {
                 kind: stage.kind,
                 plugin: stage.plugin.clone(),
@@ -360,17 +384,18 @@ impl PipelineSupervisor {
             Located::Stage(i, j) => {
                 let plan = self.pipelines[i].plan.clone();
                 let s = &self.pipelines[i].stages[j];
-                let (kind, plugin, config, next, stats) = (
+                let (kind, plugin, config, next, stats, slot) = (
                     s.kind,
                     s.plugin.clone(),
                     s.config.clone(),
                     s.next.clone(),
                     s.stats.clone(),
+                    s.slot.clone(),
                 );
-                self.stage_actor(&plan, kind, &plugin, &config, &next, &stats)
-                    .map(|(new_id, addr)| {
+                // The new incarnation continues with what waits in the slot.
+                self.stage_actor(&plan, kind, &plugin, &config, &next, &stats, Some(&slot))
+                    .map(|(new_id, _)| {
                         let s = &mut self.pipelines[i].stages[j];
-                        s.slot.replace(addr);
                         s.life.reborn(new_id);
                         (stats, format!("stage:{}/{}", plan.name, plugin))
                     })
@@ -379,10 +404,10 @@ impl PipelineSupervisor {
                 let plan = self.outputs[k].plan.clone();
                 let buffers = self.outputs[k].buffers.clone();
                 let stats = self.outputs[k].stats.clone();
-                self.output_actor(&plan, &buffers, &stats)
-                    .map(|(new_id, addr)| {
+                let slot = self.outputs[k].slot.clone();
+                self.output_actor(&plan, &buffers, &stats, Some(&slot))
+                    .map(|(new_id, _)| {
                         let o = &mut self.outputs[k];
-                        o.slot.replace(addr);
                         o.life.reborn(new_id);
                         (stats, format!("output:{}", plan.name))
                     })
@@ -833,13 +858,15 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
 
 /// Test hook: make one actor panic in its own handler code. `kind` is
 /// `input`, `processor`, `aggregator` or `output`; `name` the input, stage
-/// plugin or output name.
+/// plugin or output name. `then_queue` (stages and outputs) is sent to the
+/// actor right behind the panic, before it can run.
 #[cfg(test)]
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub(crate) struct PanicActor {
     pub kind: &'static str,
     pub name: String,
+    pub then_queue: Vec<Vec<crate::metric::Metric>>,
 }
 
 #[cfg(test)]
@@ -860,6 +887,9 @@ impl Handler<PanicActor> for PipelineSupervisor {
                 };
                 if kind == msg.kind && s.plugin == msg.name {
                     s.slot.addr().do_send(PanicNow);
+                    for batch in msg.then_queue {
+                        s.slot.send(batch);
+                    }
                     return true;
                 }
             }
@@ -867,6 +897,9 @@ impl Handler<PanicActor> for PipelineSupervisor {
         for o in &self.outputs {
             if msg.kind == "output" && o.plan.name == msg.name {
                 o.slot.addr().do_send(PanicNow);
+                for batch in msg.then_queue {
+                    o.slot.send(Arc::new(batch));
+                }
                 return true;
             }
         }
