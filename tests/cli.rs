@@ -142,6 +142,170 @@ fn config_errors_exit_2_with_file_and_key() {
     assert!(text(&out.stderr).contains("main.yaml"));
 }
 
+/// The hostile values: each exits 2 naming file, key and reason
+/// (they used to panic `validate`, or pass it and break at run time).
+#[test]
+fn hostile_values_exit_2_with_file_key_and_reason() {
+    let cases = [
+        (
+            "output/console.yaml",
+            "flush_interval: -1\n",
+            "output.console.flush_interval",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "flush_interval: .nan\n",
+            "output.console.flush_interval",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "flush_jitter: 1e300\n",
+            "output.console.flush_jitter",
+            "at most",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: .nan\n",
+            "output.console.retry_max_sec",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: -1\n",
+            "output.console.retry_max_sec",
+            "negative",
+        ),
+        (
+            "input/telnet.yaml",
+            "worker_limit: 0\n",
+            "input.telnet.worker_limit",
+            "between 1 and",
+        ),
+        (
+            "input/curl.yaml",
+            "worker_limit: 0\n",
+            "input.curl.worker_limit",
+            "between 1 and",
+        ),
+        (
+            "aggs/mem.yaml",
+            "alarm: {percent: .nan}\n",
+            "aggs.mem.alarm.percent",
+            "finite",
+        ),
+    ];
+    for (file, body, key, reason) in cases {
+        let (dir, etc) = temp_etc("open: [mem, telnet, curl]\ncommon_output: [console]\n");
+        std::fs::create_dir_all(etc.join(file).parent().unwrap()).unwrap();
+        std::fs::write(etc.join(file), body).unwrap();
+        let out = run(&["validate"], &etc);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {body}: {err}");
+        let expected = format!("{}: key `{key}`: ", etc.join(file).display());
+        assert!(err.contains(&expected), "{file}: {body}: {err}");
+        assert!(err.contains(reason), "{file}: {body}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        drop(dir);
+    }
+}
+
+/// A misspelled key is a warning naming file, key and the nearest known
+/// key; `validate --strict` refuses it; `run` logs it. The shipped etc/ and
+/// the sample main.yaml have none.
+#[test]
+fn unknown_keys_warn_and_strict_refuses_them() {
+    let out = run(&["validate", "--strict"], &shipped_etc());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (dir, etc) = temp_etc("open: [demo]\ncommon_output: [console]\n");
+    std::fs::create_dir_all(etc.join("output")).unwrap();
+    std::fs::write(etc.join("output/console.yaml"), "flush_intervall: 1\n").unwrap();
+    let expected = format!(
+        "warning: {}: key `output.console.flush_intervall`: unknown key; did you mean `flush_interval`?",
+        etc.join("output/console.yaml").display()
+    );
+    let out = run(&["validate"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["validate", "--strict"], &etc);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `run` logs it at WARNING at start (the log file is under the folder
+    // that holds etc/).
+    let mut child = spawn_run(&etc, Stdio::null);
+    let log = dir.path().join("log/agent.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut logged = String::new();
+    while Instant::now() < deadline {
+        logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if logged.contains("flush_intervall") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("flush_intervall"))
+        .unwrap_or_else(|| panic!("not logged: {logged}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("did you mean `flush_interval`"), "{line}");
+
+    let sample = agent().arg("sample-config").output().unwrap();
+    let (_d2, etc2) = temp_etc(&text(&sample.stdout));
+    let out = run(&["validate", "--strict"], &etc2);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Environment overrides reach the CLI: a bad one exits 2 naming the
+/// variable and the key, a good one is taken over the files.
+#[test]
+fn environment_overrides_with_provenance() {
+    let (_dir, etc) = temp_etc("open: [demo]\ncommon_output: [console]\n");
+    let validate = |name: &str, value: &str| {
+        agent()
+            .args(["validate", "-c"])
+            .arg(&etc)
+            .env(name, value)
+            .output()
+            .unwrap()
+    };
+    let out = validate("AGENT__INPUT__DEMO__INTERVAL", ".nan");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("env AGENT__INPUT__DEMO__INTERVAL: key `input.demo.interval`: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = validate("AGENT__OPEN", "demo,mem");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(2 inputs, 1 outputs)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Single underscore: not an override.
+    let out = validate("AGENT_INTERVAL", "-1");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn plugins_and_sample_config() {
     let out = agent().arg("plugins").output().unwrap();

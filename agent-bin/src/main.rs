@@ -6,7 +6,7 @@ use agent_core::reload::{ConfigReloader, Reload};
 use agent_core::{AgentConfig, ConfigError, GatherOnce, PipelineSupervisor, Plan, Registry};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use slog::{error, info, o, Logger};
+use slog::{error, info, o, warn, Logger};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -43,8 +43,13 @@ enum Command {
         #[arg(long)]
         input: Option<String>,
     },
-    /// Check the configuration: exit 0 when valid, 2 when not.
-    Validate,
+    /// Check the configuration: exit 0 when valid, 2 when not. Unknown
+    /// keys are printed as warnings.
+    Validate {
+        /// Unknown keys are errors (exit 2).
+        #[arg(long)]
+        strict: bool,
+    },
     /// List the registered plugins by kind.
     Plugins,
     /// Show the running agent's pipelines, actors and last reload.
@@ -93,8 +98,24 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // `run` logs them instead, once its logger exists.
+            if matches!(
+                command,
+                Command::Validate { .. } | Command::Once | Command::Test { .. }
+            ) {
+                for w in &plan.warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
             let result = match command {
-                Command::Validate => {
+                Command::Validate { strict: true } if !plan.warnings.is_empty() => {
+                    eprintln!(
+                        "config error: {} unknown key(s), refused with --strict",
+                        plan.warnings.len()
+                    );
+                    return ExitCode::from(2);
+                }
+                Command::Validate { .. } => {
                     println!(
                         "{}: valid ({} inputs, {} outputs)",
                         dir.display(),
@@ -197,6 +218,9 @@ fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
     let log = logger(&config);
     info!(log, "agent starting"; "version" => env!("CARGO_PKG_VERSION"), "config" => %config.dir.display(),
         "inputs" => plan.pipelines.len());
+    for w in &plan.warnings {
+        warn!(log, "config warning: {}", w);
+    }
     let system = actix_rt::System::new();
     let (start_delay, inputs) = (plan.start_delay, plan.pipelines.len());
     system.block_on(async move {

@@ -24,7 +24,7 @@ pub mod plugins;
 pub mod registry;
 pub mod reload;
 
-pub use config::{AgentConfig, ConfigError, Plan, PluginConfig};
+pub use config::{AgentConfig, ConfigError, ConfigWarning, Plan, PluginConfig};
 pub use metric::{FieldValue, Metric, MetricKind, Str};
 pub use pipeline::{GatherOnce, PipelineSupervisor, Shutdown, Status, StatusReport};
 pub use plugin::{Accumulator, Aggregator, Input, Output, PluginError, PluginResult, Processor};

@@ -11,7 +11,7 @@
 //! `internal` input (`log_errors`, `log_dropped`). The logging thread also
 //! says on stderr (at most once a minute) that log-file writes fail and
 //! that records were dropped.
-use crate::config::{parse_count, parse_size, AgentConfig};
+use crate::config::AgentConfig;
 use serde::{Deserialize, Serialize};
 use slog::{o, Drain, Level, Logger, OwnedKVList, Record};
 use slog_term::{Decorator, FullFormat, RecordDecorator};
@@ -44,8 +44,8 @@ impl LogSettings {
             level: parse_level(&cfg.main.log.level).unwrap_or(Level::Info),
             debug: cfg.main.debug,
             file: Some(cfg.log_file()),
-            rotate_bytes: parse_size(&cfg.main.log.rotation).unwrap_or(50 << 20),
-            keep: parse_count(&cfg.main.log.retention).unwrap_or(10),
+            rotate_bytes: cfg.main.log.rotation.bytes(),
+            keep: cfg.main.log.retention.files(),
             colorize: cfg.main.log.colorize,
         }
     }

@@ -55,7 +55,14 @@ fn top_level_keys_follow_the_same_order() {
         ("main/main.yaml", "reload_sec: 40\n"),
         ("host.yaml", "reload_sec: 50\n"),
     ]);
-    assert_eq!(AgentConfig::load(&etc).unwrap().main.reload_sec, 50);
+    assert_eq!(
+        AgentConfig::load(&etc)
+            .unwrap()
+            .main
+            .reload_sec
+            .as_secs_f64(),
+        50.0
+    );
 }
 
 #[test]
@@ -194,7 +201,7 @@ fn wrong_types_name_the_file_that_set_the_key() {
 #[test]
 fn out_of_range_values_are_rejected() {
     for (extra, key, words) in [
-        ("reload_sec: 5\n", "reload_sec", "at least 10"),
+        ("reload_sec: 5\n", "reload_sec", "between 10 and 86400"),
         ("delay_sec: 31\n", "delay_sec", "between 0 and 30"),
         ("interval: 0\n", "interval", "between 0.001 and 86400"),
         ("log: {rotation: huge}\n", "log.rotation", "size"),
@@ -213,6 +220,178 @@ fn out_of_range_values_are_rejected() {
         ("output/console.yaml", "batch_size: 100\nbuffer_limit: 10\n"),
     ]);
     assert_eq!(e.key, "output.console.buffer_limit");
+}
+
+/// Values that used to panic `validate` or pass it and break at run time:
+/// each is a config error naming its file, key and reason.
+#[test]
+fn hostile_values_are_config_errors() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "output/console.yaml",
+            "flush_interval: -1\n",
+            "output.console.flush_interval",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "flush_interval: .nan\n",
+            "output.console.flush_interval",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "flush_interval: .inf\n",
+            "output.console.flush_interval",
+            "inf",
+        ),
+        (
+            "output/console.yaml",
+            "interval: 0\n",
+            "output.console.interval",
+            "between 0.001",
+        ),
+        (
+            "output/console.yaml",
+            "flush_jitter: 1e300\n",
+            "output.console.flush_jitter",
+            "at most",
+        ),
+        (
+            "output/console.yaml",
+            "flush_jitter: 7200\n",
+            "output.console.flush_jitter",
+            "between 0 and 3600",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: .nan\n",
+            "output.console.retry_max_sec",
+            "NaN",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: -1\n",
+            "output.console.retry_max_sec",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "retry_max_sec: 0\n",
+            "output.console.retry_max_sec",
+            "above 0",
+        ),
+        (
+            "output/console.yaml",
+            "batch_size: 0\n",
+            "output.console.batch_size",
+            "between 1 and",
+        ),
+        (
+            "output/console.yaml",
+            "batch_size: 1.8446744073709552e19\n",
+            "output.console.batch_size",
+            "at most",
+        ),
+        (
+            "output/console.yaml",
+            "buffer_limit: -5\n",
+            "output.console.buffer_limit",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "disk_buffer: {path: x, max_bytes: -1}\n",
+            "output.console.disk_buffer.max_bytes",
+            "negative",
+        ),
+        (
+            "output/console.yaml",
+            "disk_buffer: {path: x, max_bytes: 0}\n",
+            "output.console.disk_buffer.max_bytes",
+            "positive size",
+        ),
+        ("main.yaml", "delay_sec: .nan\n", "delay_sec", "NaN"),
+        ("main.yaml", "interval: 1e300\n", "interval", "at most"),
+        (
+            "main.yaml",
+            "update_api_timeout: 0\n",
+            "update_api_timeout",
+            "above 0",
+        ),
+        (
+            "main.yaml",
+            "reload_sec: [1]\n",
+            "reload_sec",
+            "number of seconds",
+        ),
+        (
+            "main.yaml",
+            "log: {rotation: -1}\n",
+            "log.rotation",
+            "negative",
+        ),
+        (
+            "main.yaml",
+            "log: {rotation: 0}\n",
+            "log.rotation",
+            "above 0",
+        ),
+        (
+            "main.yaml",
+            "log: {retention: .nan}\n",
+            "log.retention",
+            "whole number",
+        ),
+        (
+            "input/demo.yaml",
+            "interval: .nan\n",
+            "input.demo.interval",
+            "NaN",
+        ),
+        (
+            "aggs/demo.yaml",
+            "use_plugin_basicstats: {period: 0}\n",
+            "aggs.demo.use_plugin_basicstats.period",
+            "above 0",
+        ),
+        (
+            "aggs/demo.yaml",
+            "use_plugin_basicstats: {period: .nan}\n",
+            "aggs.demo.use_plugin_basicstats.period",
+            "NaN",
+        ),
+        (
+            "aggs/demo.yaml",
+            "use_plugin_basicstats: {drop_original: 3}\n",
+            "aggs.demo.use_plugin_basicstats.drop_original",
+            "bool",
+        ),
+        (
+            "aggs/demo.yaml",
+            "alarm: {limit: .nan}\n",
+            "aggs.demo.alarm.limit",
+            "finite",
+        ),
+        (
+            "aggs/demo.yaml",
+            "alarm: {repeat_sec: 1e300}\n",
+            "aggs.demo.alarm.repeat_sec",
+            "at most",
+        ),
+    ];
+    for (file, text, key, words) in cases {
+        let (_d, etc) = if *file == "main.yaml" {
+            let main = format!("open: [demo]\ncommon_output: [console]\n{text}");
+            common::etc(&[("main.yaml", &main)])
+        } else {
+            common::etc(&[("main.yaml", MAIN), (file, text)])
+        };
+        let e = plan(&etc).expect_err(&format!("{file}: {text} accepted"));
+        assert_eq!(e.key, *key, "{file}: {text}: {e}");
+        assert!(e.reason.contains(words), "{file}: {text}: {e}");
+        assert!(e.file.ends_with(file), "{file}: {text}: {e}");
+    }
 }
 
 #[test]
@@ -248,4 +427,198 @@ fn common_processor_and_aggs_apply_to_every_input() {
     ]);
     assert!(e.file.ends_with("processor/shared.yaml"), "{e}");
     assert_eq!(e.key, "processor.shared.use_plugin_zzz");
+}
+
+fn warnings(etc: &Path) -> Vec<String> {
+    plan(etc)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// A misspelled key is a warning with file, key and the nearest known key;
+/// keys read by any parse of the same node, and PyAgent's own, are known.
+#[test]
+fn unknown_keys_are_warnings_with_a_suggestion() {
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", "open: [demo]\ncommon_output: [console]\nintervall: 5\n"),
+        ("output/console.yaml", "flush_intervall: 1\nbatch_size: 5\ntarget: stdout\n"),
+        ("input/demo.yaml", "interval: 5\ncolour: blue\n"),
+        (
+            "aggs/demo.yaml",
+            "befor: {use_plugin_rename: {fields: {a: b}}}\nuse_plugin_basicstats: {period: 10, stat: [count]}\nalarm: {limit: 5, comment: x, limt: 3}\nafterwards: 1\n",
+        ),
+    ]);
+    let w = warnings(&etc);
+    let file = |f: &str| etc.join(f).display().to_string();
+    let expected = [
+        format!(
+            "{}: key `intervall`: unknown key; did you mean `interval`?",
+            file("main.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.afterwards`: unknown key",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.alarm.limt`: unknown key; did you mean `limit`?",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.use_plugin_basicstats.stat`: unknown key; did you mean `stats`?",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `input.demo.colour`: unknown key",
+            file("input/demo.yaml")
+        ),
+        format!(
+            "{}: key `output.console.flush_intervall`: unknown key; did you mean `flush_interval`?",
+            file("output/console.yaml")
+        ),
+    ];
+    for e in &expected {
+        assert!(w.contains(e), "missing {e}\nin {w:#?}");
+    }
+    assert_eq!(w.len(), expected.len(), "{w:#?}");
+}
+
+/// Every registered plugin's sample, placed where it belongs, plans without
+/// a single unknown-key warning; so do the shipped etc/ and the examples.
+#[test]
+fn samples_and_shipped_configs_have_no_unknown_keys() {
+    let registry = Registry::with_builtins();
+    for p in registry.list() {
+        let (main, file) = match p.kind {
+            agent_core::PluginKind::Input => (
+                format!("open: [{}]\ncommon_output: [console]\n", p.name),
+                format!("input/{}.yaml", p.name),
+            ),
+            agent_core::PluginKind::Output => (
+                format!("open: [demo]\ncommon_output: [{}]\n", p.name),
+                format!("output/{}.yaml", p.name),
+            ),
+            // Processor and aggregator samples say where they go in their
+            // first lines (`etc/processor/<input>.yaml`, `etc/aggs/...`).
+            _ => {
+                let section = if p.sample.contains("etc/aggs/") {
+                    "aggs"
+                } else {
+                    "processor"
+                };
+                (
+                    "open: [cpu]\ncommon_output: [console]\n".to_string(),
+                    format!("{section}/cpu.yaml"),
+                )
+            }
+        };
+        let (_d, etc) = common::etc(&[("main.yaml", &main), (&file, p.sample)]);
+        let cfg = AgentConfig::load(&etc).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        match Plan::new(&cfg, &registry) {
+            Ok(plan) => assert!(plan.warnings.is_empty(), "{}: {:#?}", p.name, plan.warnings),
+            Err(e) => panic!("sample of {} {}: {e}", p.kind, p.name),
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs = vec![root.join("etc")];
+    for e in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = e.unwrap().path();
+        if path.join("main.yaml").is_file() {
+            dirs.push(path);
+        }
+    }
+    for dir in dirs {
+        assert!(
+            warnings(&dir).is_empty(),
+            "{}: {:#?}",
+            dir.display(),
+            warnings(&dir)
+        );
+    }
+}
+
+fn plan_with_env(etc: &Path, env: &[(&str, &str)]) -> Result<Plan, ConfigError> {
+    let cfg = AgentConfig::load_with_env(etc, env.iter().copied())?;
+    Plan::new(&cfg, &Registry::with_builtins())
+}
+
+/// `AGENT__<SECTION>__<NAME>__<KEY>` overrides every file; single-underscore
+/// variables are not taken.
+#[test]
+fn environment_overrides_are_the_last_layer() {
+    let (_d, etc) = common::etc(&[
+        (
+            "main.yaml",
+            "open: [demo]\ninterval: 60\ncommon_output: [console]\n",
+        ),
+        ("input/demo.yaml", "interval: 3\n"),
+        ("host.yaml", "input:\n  demo: {interval: 4}\n"),
+        ("output/console.yaml", "batch_size: 10\n"),
+    ]);
+    let plan = plan_with_env(
+        &etc,
+        &[
+            ("AGENT__INPUT__DEMO__INTERVAL", "7"),
+            ("AGENT__OUTPUT__CONSOLE__FLUSH_INTERVAL", "0.5"),
+            ("AGENT__OUTPUT__CONSOLE__BATCH_SIZE", "20"),
+            ("AGENT_API_KEY", "secret"),
+            ("AGENT_INTERVAL", "1"),
+            ("PATH", "/bin"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(plan.pipelines[0].interval, Duration::from_secs(7));
+    let out = &plan.outputs[0].settings;
+    assert_eq!(out.flush_every(), Duration::from_millis(500));
+    assert_eq!(out.batch_size, 20);
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+
+    // main.yaml keys, and lists given comma-separated.
+    let cfg = AgentConfig::load_with_env(
+        &etc,
+        [("AGENT__INTERVAL", "30"), ("AGENT__OPEN", "demo,mem")],
+    )
+    .unwrap();
+    assert_eq!(cfg.main.interval.as_secs_f64(), 30.0);
+    assert_eq!(cfg.main.open, vec!["demo".to_string(), "mem".to_string()]);
+    // Without overrides the files decide.
+    assert_eq!(
+        plan_with_env(&etc, &[]).unwrap().pipelines[0].interval,
+        Duration::from_secs(4)
+    );
+}
+
+/// A bad override is an error naming the variable, the key and the reason;
+/// so is an unknown key set from the environment (a warning).
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let (_d, etc) = common::etc(&[("main.yaml", MAIN)]);
+    let e = plan_with_env(&etc, &[("AGENT__INPUT__DEMO__INTERVAL", "-1")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "env AGENT__INPUT__DEMO__INTERVAL: key `input.demo.interval`: must not be negative, got -1"
+    );
+    let e = plan_with_env(&etc, &[("AGENT__OUTPUT__CONSOLE__FLUSH_JITTER", "nan")]).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "env AGENT__OUTPUT__CONSOLE__FLUSH_JITTER: key `output.console.flush_jitter`: "
+        ),
+        "{e}"
+    );
+    let e = plan_with_env(&etc, &[("AGENT__RELOAD_SEC", "often")]).unwrap_err();
+    assert_eq!(e.file, "env AGENT__RELOAD_SEC");
+    assert_eq!(e.key, "reload_sec");
+    let e = plan_with_env(&etc, &[("AGENT____X", "1")]).unwrap_err();
+    assert_eq!(e.file, "env AGENT____X");
+    let plan = plan_with_env(&etc, &[("AGENT__OUTPUT__CONSOLE__FLUSH_INTERVALL", "1")]).unwrap();
+    let w: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        vec![
+            "env AGENT__OUTPUT__CONSOLE__FLUSH_INTERVALL: key `output.console.flush_intervall`: unknown key; did you mean `flush_interval`?"
+                .to_string()
+        ]
+    );
 }

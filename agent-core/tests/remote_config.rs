@@ -108,7 +108,7 @@ async fn a_valid_answer_is_written_atomically_with_a_backup() {
         OLD_MAIN
     );
     let cfg = agent_core::AgentConfig::load(&etc).unwrap();
-    assert_eq!(cfg.main.interval, 5.0);
+    assert_eq!(cfg.main.interval.as_secs_f64(), 5.0);
     // The request carried PyAgent's parameters; the same answer again changes nothing.
     let line = seen.lock().unwrap()[0].clone();
     assert!(

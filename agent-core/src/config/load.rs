@@ -2,9 +2,11 @@
 //! and column on errors, and merge them deeply in PyAgent's order while
 //! remembering which file set each key (so later errors can name the file).
 //!
-//! The `config` crate is not used here: it cannot place a file under a key
-//! prefix (`etc/input/cpu.yaml` → `input.cpu`), cannot list a directory, and
-//! its YAML errors lose the line and column.
+//! The `config` crate does not read the files: it cannot place a file under
+//! a key prefix (`etc/input/cpu.yaml` → `input.cpu`), cannot list a
+//! directory, and its YAML errors lose the line and column. It reads and
+//! types the environment overrides (`AGENT__INPUT__PING__TIMEOUT=2`), the
+//! last layer.
 use super::ConfigError;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -209,6 +211,82 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 /// `input:` etc. are part of the main layers, so a plugin file overrides them
 /// and the host files override both.
 pub fn load_tree(dir: &Path) -> Result<MergedTree, ConfigError> {
+    load_tree_with_env(dir, std::env::vars_os())
+}
+
+/// Prefix of environment overrides: `AGENT__<SECTION>__<NAME>__<KEY>`.
+pub const ENV_PREFIX: &str = "AGENT__";
+
+/// Keys whose environment override is a comma-separated list.
+const ENV_LIST_KEYS: [&str; 4] = ["open", "common_output", "common_processor", "common_aggs"];
+
+/// [`load_tree`] with the environment given as a list (tests and embedding
+/// programs): variables named `AGENT__<SECTION>__<NAME>__<KEY>` (or
+/// `AGENT__<KEY>` for main.yaml keys) are applied after every file, each
+/// recorded as its own source (`env AGENT__INPUT__PING__TIMEOUT`).
+pub fn load_tree_with_env<K, V>(
+    dir: &Path,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<MergedTree, ConfigError>
+where
+    K: Into<std::ffi::OsString>,
+    V: Into<std::ffi::OsString>,
+{
+    let mut tree = load_files(dir)?;
+    apply_env(&mut tree, env)?;
+    Ok(tree)
+}
+
+/// Merges the `AGENT__...` variables of `env` into `tree`, in name order.
+pub fn apply_env<K, V>(
+    tree: &mut MergedTree,
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Result<(), ConfigError>
+where
+    K: Into<std::ffi::OsString>,
+    V: Into<std::ffi::OsString>,
+{
+    let mut vars: Vec<(String, std::ffi::OsString)> = env
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.into().into_string().ok()?, v.into())))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, value) in vars {
+        let source = format!("env {name}");
+        let rest = &name[ENV_PREFIX.len()..];
+        let key = rest.to_lowercase().replace("__", ".");
+        if rest.is_empty() || rest.split("__").any(str::is_empty) {
+            return Err(ConfigError::file(
+                &source,
+                "expected AGENT__<SECTION>__<NAME>__<KEY> (or AGENT__<KEY> for main.yaml keys)",
+            ));
+        }
+        let Some(text) = value.to_str() else {
+            return Err(ConfigError::new(&source, key, "the value is not UTF-8"));
+        };
+        let one = config::Map::from([(name.clone(), text.to_string())]);
+        let mut env_source = config::Environment::with_prefix(ENV_PREFIX.trim_end_matches('_'))
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(one));
+        for k in ENV_LIST_KEYS {
+            env_source = env_source.with_list_parse_key(k);
+        }
+        let value: Value = config::Config::builder()
+            .add_source(env_source)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::new(&source, key.clone(), e.to_string()))?;
+        let file: Arc<Path> = Arc::from(Path::new(&source));
+        merge_into(&mut tree.root, value, "", &file, &mut tree.provenance);
+    }
+    Ok(())
+}
+
+fn load_files(dir: &Path) -> Result<MergedTree, ConfigError> {
     let main = dir.join("main.yaml");
     if !main.exists() {
         return Err(ConfigError::file(

@@ -3,9 +3,13 @@
 //! open input, each a chain of stages ending in outputs.
 pub mod load;
 mod plan;
+mod unknown;
+pub mod value;
 
 pub use load::{MergedTree, Provenance};
-pub use plan::{OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan};
+pub use plan::{
+    AggregatorSettings, OutputPlan, OutputSettings, PipelinePlan, Plan, StageKind, StagePlan,
+};
 
 use crate::metric::Str;
 use serde::de::DeserializeOwned;
@@ -14,6 +18,8 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+pub use unknown::ConfigWarning;
+pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
 
 /// A configuration problem: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,20 +56,20 @@ impl ConfigError {
 fn d_true() -> bool {
     true
 }
-fn d_reload() -> u64 {
-    300
+fn d_reload() -> Seconds {
+    Seconds::from_secs(300)
 }
-fn d_delay() -> f64 {
-    1.0
+fn d_delay() -> Seconds {
+    Seconds::from_secs(1)
 }
-fn d_interval() -> f64 {
-    60.0
+fn d_interval() -> Seconds {
+    Seconds::from_secs(60)
 }
 fn d_key_env() -> String {
     "AGENT_API_KEY".into()
 }
-fn d_update_timeout() -> f64 {
-    10.0
+fn d_update_timeout() -> Seconds {
+    Seconds::from_secs(10)
 }
 fn d_control_socket() -> String {
     "run/agent.sock".into()
@@ -78,7 +84,7 @@ pub struct MainConfig {
     #[serde(default)]
     pub debug: bool,
     #[serde(default = "d_reload")]
-    pub reload_sec: u64,
+    pub reload_sec: Seconds,
     #[serde(default)]
     pub update_api: Option<String>,
     /// Environment variable that holds the update_api key.
@@ -89,18 +95,18 @@ pub struct MainConfig {
     pub update_api_key_file: Option<String>,
     /// Seconds the whole update_api request may take.
     #[serde(default = "d_update_timeout")]
-    pub update_api_timeout: f64,
+    pub update_api_timeout: Seconds,
     /// Unix socket of the status endpoint (`agent status`), relative to the
     /// folder holding etc/.
     #[serde(default = "d_control_socket")]
     pub control_socket: String,
     #[serde(default = "d_delay")]
-    pub delay_sec: f64,
+    pub delay_sec: Seconds,
     #[serde(default)]
     pub info: Mapping,
     pub open: Vec<String>,
     #[serde(default = "d_interval")]
-    pub interval: f64,
+    pub interval: Seconds,
     #[serde(default)]
     pub common_output: Vec<String>,
     #[serde(default)]
@@ -144,10 +150,9 @@ impl<'de> Deserialize<'de> for Section {
                 self,
                 mut m: A,
             ) -> Result<Section, A::Error> {
-                while m
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+                // Keys are read (not ignored) so the unknown-key walk sees
+                // plain keys; the plugin entries themselves are skipped.
+                while m.next_entry::<Value, serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Section)
             }
         }
@@ -179,11 +184,11 @@ pub struct LogConfig {
     pub file: String,
     /// Size at which the file rotates: `50 MB`, `500 KB`, or bytes.
     #[serde(default = "LogConfig::d_rotation")]
-    pub rotation: Value,
+    pub rotation: Size,
     /// How many rotated files to keep: a count, or loguru's `10 days`
     /// (read as 10 files: one rotation a day is the usual case).
-    #[serde(default = "LogConfig::d_retention")]
-    pub retention: Value,
+    #[serde(default)]
+    pub retention: Retention,
     #[serde(default)]
     pub compression: Option<String>,
     #[serde(default)]
@@ -197,11 +202,8 @@ impl LogConfig {
     fn d_file() -> String {
         "log/agent.log".into()
     }
-    fn d_rotation() -> Value {
-        Value::String("50 MB".into())
-    }
-    fn d_retention() -> Value {
-        Value::Number(10.into())
+    fn d_rotation() -> Size {
+        Size::from_bytes(50 << 20)
     }
 }
 
@@ -212,43 +214,10 @@ impl Default for LogConfig {
             colorize: true,
             file: Self::d_file(),
             rotation: Self::d_rotation(),
-            retention: Self::d_retention(),
+            retention: Retention::default(),
             compression: None,
             format: None,
         }
-    }
-}
-
-/// Parses a size such as `50 MB`, `10MiB`, `512 kb` or a plain number of bytes.
-pub fn parse_size(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let num: f64 = num.trim().parse().ok()?;
-            let mult = match unit.trim().to_ascii_lowercase().as_str() {
-                "" | "b" => 1.0,
-                "k" | "kb" | "kib" => 1024.0,
-                "m" | "mb" | "mib" => 1024.0 * 1024.0,
-                "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-                _ => return None,
-            };
-            Some((num * mult) as u64)
-        }
-        _ => None,
-    }
-}
-
-/// Parses a retention: a count, or `N days` / `N files`.
-pub fn parse_count(v: &Value) -> Option<usize> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|n| n as usize),
-        Value::String(s) => s.split_whitespace().next()?.parse().ok(),
-        _ => None,
     }
 }
 
@@ -261,13 +230,32 @@ pub struct AgentConfig {
     /// `info` as tags, with `node_ip` and `host_name` filled in.
     pub info: InfoTags,
     pub tree: Arc<MergedTree>,
+    /// Unknown keys of main.yaml itself (the plugin sections' are found by
+    /// [`Plan::new`], which also repeats these in [`Plan::warnings`]).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl AgentConfig {
     /// Reads, merges and checks `dir`. Plugin names and plugin keys are
     /// checked by [`Plan::new`], which needs the registry.
+    /// Environment overrides (`AGENT__INPUT__PING__TIMEOUT=2`) are applied
+    /// last.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let tree = load::load_tree(dir)?;
+        Self::from_tree(dir, tree)
+    }
+
+    /// [`AgentConfig::load`] with the environment given as a list instead
+    /// of the process's (tests, embedding programs).
+    pub fn load_with_env<K, V>(
+        dir: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: Into<std::ffi::OsString>,
+        V: Into<std::ffi::OsString>,
+    {
+        let tree = load::load_tree_with_env(dir, env)?;
         Self::from_tree(dir, tree)
     }
 
@@ -289,33 +277,32 @@ impl AgentConfig {
 
     pub fn from_tree(dir: &Path, tree: MergedTree) -> Result<Self, ConfigError> {
         let tree = Arc::new(tree);
+        let collecting = unknown::Collecting::start();
         let main: MainConfig = deserialize_at(&tree, "", &tree.root)?;
+        // The plugin sections are nodes of their own, checked by the planner.
+        let unknown_keys = collecting.finish().into_iter().filter(|(key, _)| {
+            !load::SECTIONS
+                .iter()
+                .any(|s| key.strip_prefix(s).is_some_and(|r| r.starts_with('.')))
+        });
+        let warnings = warnings_for(&tree, unknown_keys);
         let err = |key: &str, reason: String| {
             ConfigError::new(file_of(&tree, key), key.to_string(), reason)
         };
-        if main.reload_sec < 10 {
-            return Err(err(
-                "reload_sec",
-                format!("must be at least 10 seconds, got {}", main.reload_sec),
-            ));
-        }
-        if !(0.0..=30.0).contains(&main.delay_sec) {
-            return Err(err(
-                "delay_sec",
-                format!("must be between 0 and 30 seconds, got {}", main.delay_sec),
-            ));
-        }
+        main.reload_sec
+            .within(10.0, 86_400.0, false)
+            .map_err(|r| err("reload_sec", r))?;
+        main.delay_sec
+            .within(0.0, 30.0, false)
+            .map_err(|r| err("delay_sec", r))?;
         check_interval(main.interval).map_err(|r| err("interval", r))?;
-        if parse_size(&main.log.rotation).is_none() {
+        main.update_api_timeout
+            .within(0.0, 300.0, true)
+            .map_err(|r| err("update_api_timeout", r))?;
+        if main.log.rotation.bytes() == 0 {
             return Err(err(
                 "log.rotation",
-                "expected a size such as `50 MB` or a number of bytes".into(),
-            ));
-        }
-        if parse_count(&main.log.retention).is_none() {
-            return Err(err(
-                "log.retention",
-                "expected a number of files such as `10` or `10 days`".into(),
+                "must be a size above 0 such as `50 MB`".into(),
             ));
         }
         let info = resolve_info(&main.info).map_err(|(k, r)| err(&format!("info.{k}"), r))?;
@@ -324,6 +311,7 @@ impl AgentConfig {
             main,
             info,
             tree,
+            warnings,
         })
     }
 
@@ -373,14 +361,8 @@ impl AgentConfig {
 }
 
 /// Intervals are seconds, fractional allowed, from 1 ms to a day.
-pub fn check_interval(secs: f64) -> Result<Duration, String> {
-    if secs.is_finite() && (0.001..=86_400.0).contains(&secs) {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!(
-            "must be a number of seconds between 0.001 and 86400, got {secs}"
-        ))
-    }
+pub fn check_interval(secs: Seconds) -> Result<Duration, String> {
+    secs.within(0.001, 86_400.0, false)
 }
 
 fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
@@ -390,14 +372,47 @@ fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("main.yaml"))
 }
 
+/// Warnings for unknown keys (key path, nearest known key).
+fn warnings_for(
+    tree: &MergedTree,
+    unknown_keys: impl IntoIterator<Item = (String, Option<String>)>,
+) -> Vec<ConfigWarning> {
+    unknown_keys
+        .into_iter()
+        .map(|(key, near)| ConfigWarning {
+            file: file_of(tree, &key).display().to_string(),
+            message: match near {
+                Some(k) => format!("unknown key; did you mean `{k}`?"),
+                None => "unknown key".to_string(),
+            },
+            key,
+        })
+        .collect()
+}
+
 /// Deserializes `value` (found at `base` in the tree) into `T`; errors name
-/// the full key path and the file that set it.
+/// the full key path and the file that set it. While a plan is built, the
+/// keys `T` skipped are recorded (see [`unknown`]).
 fn deserialize_at<T: DeserializeOwned>(
     tree: &MergedTree,
     base: &str,
     value: &Value,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let result = if unknown::is_collecting() {
+        let mut skipped = std::collections::BTreeSet::new();
+        let mut on_skip = |p: serde_ignored::Path| {
+            skipped.insert(unknown::path_string(&p));
+        };
+        let d = serde_ignored::Deserializer::new(value, &mut on_skip);
+        let result = serde_path_to_error::deserialize(d);
+        if result.is_ok() {
+            unknown::record_parse(base, skipped, unknown::struct_fields::<T>());
+        }
+        result
+    } else {
+        serde_path_to_error::deserialize(value)
+    };
+    result.map_err(|e| {
         let sub = e.path().to_string();
         let key = match (base.is_empty(), sub.as_str()) {
             (_, ".") => base.to_string(),
@@ -592,16 +607,21 @@ impl PluginConfig {
         ConfigError::new(file_of(&self.tree, &full), full, reason)
     }
 
-    /// A timeout or period `v` (seconds, fractions allowed) read from `key`:
-    /// above 0 and at most an hour.
-    pub fn seconds(&self, key: &str, v: f64) -> Result<Duration, ConfigError> {
-        if !v.is_finite() || v <= 0.0 || v > 3600.0 {
-            return Err(self.error(
-                key,
-                format!("must be a number of seconds above 0 and at most 3600, got {v}"),
-            ));
-        }
-        Ok(Duration::from_secs_f64(v))
+    /// A timeout or period `v` read from `key`: above 0 and at most an hour.
+    pub fn seconds(&self, key: &str, v: Seconds) -> Result<Duration, ConfigError> {
+        v.within(0.0, 3600.0, true).map_err(|r| self.error(key, r))
+    }
+
+    /// A count `v` read from `key`, between `min` and `max`.
+    pub fn count(&self, key: &str, v: Count, min: u64, max: u64) -> Result<Count, ConfigError> {
+        v.within(min, max).map_err(|r| self.error(key, r))
+    }
+
+    /// Declares the keys of a block read by hand (a trailing `*` matches a
+    /// prefix): while a plan is built, its other keys are reported unknown
+    /// unless a parse of the same block reads them.
+    pub fn declare_keys(&self, keys: &[&str]) {
+        unknown::record_declared(&self.path, self.value(), keys);
     }
 
     /// The config of a nested key, e.g. `use_plugin_converter`.
@@ -626,20 +646,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_and_counts() {
-        assert_eq!(parse_size(&Value::String("50 MB".into())), Some(50 << 20));
-        assert_eq!(parse_size(&Value::String("1.5KB".into())), Some(1536));
-        assert_eq!(parse_size(&Value::Number(10.into())), Some(10));
-        assert_eq!(parse_size(&Value::String("lots".into())), None);
-        assert_eq!(parse_count(&Value::String("10 days".into())), Some(10));
-        assert_eq!(parse_count(&Value::Number(3.into())), Some(3));
-    }
-
-    #[test]
     fn interval_range() {
-        assert!(check_interval(0.5).is_ok());
-        assert!(check_interval(0.0).is_err());
-        assert!(check_interval(f64::NAN).is_err());
-        assert!(check_interval(100_000.0).is_err());
+        let s = |v: f64| Seconds::new(v).unwrap();
+        assert!(check_interval(s(0.5)).is_ok());
+        assert!(check_interval(s(0.0)).is_err());
+        assert!(check_interval(s(100_000.0)).is_err());
+        assert!(Seconds::new(f64::NAN).is_err());
     }
 }

@@ -9,7 +9,8 @@
 //! A stage block is a mapping whose `use_plugin_<name>` keys name a
 //! registered processor or aggregator, in order; other keys are left to the
 //! block's owner.
-use super::{check_interval, AgentConfig, ConfigError, PluginConfig};
+use super::value::{Count, Seconds, Size};
+use super::{check_interval, unknown, AgentConfig, ConfigError, ConfigWarning, PluginConfig};
 use crate::metric::Str;
 use crate::registry::{build_error, PluginKind, Registry};
 use serde::Deserialize;
@@ -51,29 +52,40 @@ fn d_batch() -> usize {
 fn d_buffer() -> usize {
     10_000
 }
-fn d_retry_max() -> f64 {
-    60.0
+fn d_retry_max() -> Seconds {
+    Seconds::from_secs(60)
+}
+
+/// Largest `batch_size` and `buffer_limit` (metrics held in memory).
+const MAX_BATCH: u64 = 1_000_000;
+const MAX_BUFFER: u64 = 100_000_000;
+
+/// A [`Count`] read into a `usize` field.
+fn count_usize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    Count::deserialize(d).map(Count::as_usize)
 }
 
 /// Buffering and delivery settings every output accepts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OutputSettings {
-    #[serde(default = "d_batch")]
+    /// Metrics per write, 1 to 1,000,000.
+    #[serde(default = "d_batch", deserialize_with = "count_usize")]
     pub batch_size: usize,
     /// Seconds between flushes; PyAgent's `interval` is read when absent.
     #[serde(default)]
-    pub flush_interval: Option<f64>,
+    pub flush_interval: Option<Seconds>,
     #[serde(default)]
-    pub interval: Option<f64>,
-    /// Random extra delay up to this many seconds, so thousands of agents
-    /// do not flush in the same instant.
+    pub interval: Option<Seconds>,
+    /// Random extra delay up to this many seconds (at most 3600), so
+    /// thousands of agents do not flush in the same instant.
     #[serde(default)]
-    pub flush_jitter: f64,
-    #[serde(default = "d_buffer")]
+    pub flush_jitter: Seconds,
+    /// Metrics held while the output cannot deliver, at least `batch_size`.
+    #[serde(default = "d_buffer", deserialize_with = "count_usize")]
     pub buffer_limit: usize,
-    /// Cap of the retry backoff, seconds.
+    /// Cap of the retry backoff, seconds (above 0, at most a day).
     #[serde(default = "d_retry_max")]
-    pub retry_max_sec: f64,
+    pub retry_max_sec: Seconds,
     /// Write-ahead log on disk for metrics not yet delivered.
     #[serde(default)]
     pub disk_buffer: Option<DiskBufferSettings>,
@@ -87,22 +99,62 @@ pub struct DiskBufferSettings {
     pub path: std::path::PathBuf,
     /// A size such as `512 MB` or a number of bytes (default 256 MB).
     #[serde(default = "d_disk_max")]
-    pub max_bytes: Value,
+    pub max_bytes: Size,
 }
 
-fn d_disk_max() -> Value {
-    Value::String("256 MB".into())
+fn d_disk_max() -> Size {
+    Size::from_bytes(256 << 20)
 }
 
 impl DiskBufferSettings {
+    /// The size cap, when above 0 (the planner refuses 0).
     pub fn max_bytes(&self) -> Option<u64> {
-        super::parse_size(&self.max_bytes).filter(|n| *n > 0)
+        Some(self.max_bytes.bytes()).filter(|n| *n > 0)
     }
 }
 
 impl OutputSettings {
     pub fn flush_every(&self) -> Duration {
-        Duration::from_secs_f64(self.flush_interval.or(self.interval).unwrap_or(10.0))
+        self.flush_interval
+            .or(self.interval)
+            .unwrap_or(Seconds::from_secs(10))
+            .as_duration()
+    }
+}
+
+fn d_period() -> Seconds {
+    Seconds::from_secs(30)
+}
+
+/// Keys every aggregator accepts (Telegraf's names); read by the stage
+/// actor, checked here.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct AggregatorSettings {
+    /// Seconds between two emissions, above 0 and at most a day.
+    #[serde(default = "d_period")]
+    pub period: Seconds,
+    #[serde(default)]
+    pub drop_original: bool,
+}
+
+impl Default for AggregatorSettings {
+    fn default() -> Self {
+        AggregatorSettings {
+            period: d_period(),
+            drop_original: false,
+        }
+    }
+}
+
+impl AggregatorSettings {
+    /// Parses and range-checks the settings of an aggregator stage.
+    pub fn parse(cfg: &PluginConfig) -> Result<AggregatorSettings, ConfigError> {
+        let settings: AggregatorSettings = cfg.parse()?;
+        settings
+            .period
+            .within(0.0, 86_400.0, true)
+            .map_err(|r| cfg.error("period", r))?;
+        Ok(settings)
     }
 }
 
@@ -122,6 +174,10 @@ pub struct Plan {
     pub outputs: Vec<OutputPlan>,
     /// Delay between starting two inputs (`delay_sec`).
     pub start_delay: Duration,
+    /// Unknown keys (main.yaml's and every planned plugin's), probably
+    /// typos: `agent validate` prints them, `--strict` refuses them, `agent
+    /// run` logs them at start and on every reload.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 #[derive(Deserialize, Default)]
@@ -129,7 +185,7 @@ struct InputCommon {
     #[serde(default)]
     plugin: Option<String>,
     #[serde(default)]
-    interval: Option<f64>,
+    interval: Option<Seconds>,
     #[serde(default)]
     output: Option<Vec<String>>,
 }
@@ -151,6 +207,7 @@ impl Plan {
     /// Resolves and validates every pipeline: plugin names exist, every
     /// plugin's config parses and builds.
     pub fn new(config: &AgentConfig, registry: &Registry) -> Result<Plan, ConfigError> {
+        let collecting = unknown::Collecting::start();
         let main = &config.main;
         let mut outputs: Vec<OutputPlan> = Vec::new();
         let mut pipelines = Vec::new();
@@ -223,10 +280,13 @@ impl Plan {
                 outputs: out_names,
             });
         }
+        let mut warnings = config.warnings.clone();
+        warnings.extend(super::warnings_for(&config.tree, collecting.finish()));
         Ok(Plan {
             pipelines,
             outputs,
-            start_delay: Duration::from_secs_f64(main.delay_sec),
+            start_delay: main.delay_sec.as_duration(),
+            warnings,
         })
     }
 }
@@ -277,9 +337,12 @@ fn output_plan(
             disk.path = config.base_dir().join(&disk.path);
         }
     }
-    if settings.batch_size == 0 {
-        return Err(cfg.error("batch_size", "must be at least 1"));
-    }
+    Count::new(settings.batch_size as u64)
+        .and_then(|c| c.within(1, MAX_BATCH))
+        .map_err(|r| cfg.error("batch_size", r))?;
+    Count::new(settings.buffer_limit as u64)
+        .and_then(|c| c.within(1, MAX_BUFFER))
+        .map_err(|r| cfg.error("buffer_limit", r))?;
     if settings.buffer_limit < settings.batch_size {
         return Err(cfg.error(
             "buffer_limit",
@@ -289,14 +352,26 @@ fn output_plan(
             ),
         ));
     }
-    check_interval(settings.flush_every().as_secs_f64())
-        .map_err(|r| cfg.error("flush_interval", r))?;
-    if !(settings.flush_jitter.is_finite() && settings.flush_jitter >= 0.0) {
-        return Err(cfg.error(
-            "flush_jitter",
-            "must be zero or a positive number of seconds",
-        ));
-    }
+    let flush_key = if settings.flush_interval.is_some() || settings.interval.is_none() {
+        "flush_interval"
+    } else {
+        "interval"
+    };
+    check_interval(
+        settings
+            .flush_interval
+            .or(settings.interval)
+            .unwrap_or(Seconds::from_secs(10)),
+    )
+    .map_err(|r| cfg.error(flush_key, r))?;
+    settings
+        .flush_jitter
+        .within(0.0, 3600.0, false)
+        .map_err(|r| cfg.error("flush_jitter", r))?;
+    settings
+        .retry_max_sec
+        .within(0.0, 86_400.0, true)
+        .map_err(|r| cfg.error("retry_max_sec", r))?;
     (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
     Ok(OutputPlan {
         name: name.to_string(),
@@ -315,6 +390,7 @@ fn stage_block(
     let Value::Mapping(map) = block.value() else {
         return Err(block.error("", "expected a mapping of `use_plugin_<name>` keys"));
     };
+    block.declare_keys(&["use_plugin_*"]);
     for (k, v) in map {
         let key = super::load::key_string(k);
         let Some(plugin) = key.strip_prefix("use_plugin_") else {
@@ -343,6 +419,7 @@ fn resolve_stage(
     let (kind, factory_ok) = if let Some(e) = registry.processors.get(plugin) {
         (StageKind::Processor, (e.factory)(&cfg).map(|_| ()))
     } else if let Some(e) = registry.aggregators.get(plugin) {
+        AggregatorSettings::parse(&cfg)?;
         (StageKind::Aggregator, (e.factory)(&cfg).map(|_| ()))
     } else {
         return Err(cfg.error(
@@ -377,6 +454,14 @@ fn aggs_block(
     let Value::Mapping(map) = block.value() else {
         return Err(block.error("", "expected a mapping"));
     };
+    block.declare_keys(&[
+        "befor",
+        "before",
+        "after",
+        "alarm",
+        "threshold",
+        "use_plugin_*",
+    ]);
     for hook in ["befor", "before"] {
         if let Some(v) = map.get(hook) {
             stage_block(&block.child(hook, v.clone(), hook), registry, stages)?;
@@ -429,7 +514,7 @@ impl Plan {
         let mut console = output_plan(config, registry, "console", "common_output")?;
         console.name = "console (test)".to_string();
         console.config = PluginConfig::from_value("console", Value::Mapping(Default::default()));
-        console.settings.flush_interval = Some(0.1);
+        console.settings.flush_interval = Seconds::new(0.1).ok();
         for p in &mut self.pipelines {
             p.outputs = vec![console.name.clone()];
         }

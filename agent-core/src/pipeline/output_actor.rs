@@ -65,7 +65,10 @@ impl OutputActor {
         stats: Arc<PluginStats>,
         log: Logger,
     ) -> Self {
-        let retry_cap = Duration::from_secs_f64(settings.retry_max_sec.max(0.1));
+        let retry_cap = settings
+            .retry_max_sec
+            .as_duration()
+            .max(Duration::from_millis(100));
         OutputActor {
             entry,
             config,
@@ -143,10 +146,11 @@ impl OutputActor {
             ctx.cancel_future(h);
         }
         let every = self.settings.flush_every();
-        let jitter = self.settings.flush_jitter;
+        let jitter = self.settings.flush_jitter.as_secs_f64();
         let ticks = futures::stream::unfold((), move |()| async move {
             let extra = if jitter > 0.0 {
-                Duration::from_secs_f64(rand::random::<f64>() * jitter)
+                // Bounded by the planner (at most an hour): cannot fail.
+                Duration::try_from_secs_f64(rand::random::<f64>() * jitter).unwrap_or_default()
             } else {
                 Duration::ZERO
             };

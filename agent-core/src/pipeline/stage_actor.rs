@@ -11,12 +11,11 @@
 //! so order is kept and the event loop never waits on the processor.
 use super::{panic_message, Backoff, Batch, Drain, PluginStats, RateLimit, Reconfigure, Sink};
 use crate::blocking::{Worker, WorkerError};
-use crate::config::{ConfigError, PluginConfig, StageKind};
+use crate::config::{AggregatorSettings, ConfigError, PluginConfig, StageKind};
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Aggregator, PluginError, Processor};
 use crate::registry::{build_error, AggregatorEntry, ProcessorEntry};
 use actix::prelude::*;
-use serde::Deserialize;
 use slog::{error, info, warn, Logger};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -91,19 +90,6 @@ type OffLoopDone = (
     Result<Result<(), PluginError>, String>,
 );
 
-fn d_period() -> f64 {
-    30.0
-}
-
-/// Keys every aggregator accepts (Telegraf's names).
-#[derive(Debug, Clone, Deserialize)]
-struct AggregatorSettings {
-    #[serde(default = "d_period")]
-    period: f64,
-    #[serde(default)]
-    drop_original: bool,
-}
-
 pub(crate) struct StageActor {
     entry: StageEntry,
     config: PluginConfig,
@@ -135,10 +121,7 @@ impl StageActor {
             config,
             info,
             plugin: None,
-            settings: AggregatorSettings {
-                period: d_period(),
-                drop_original: false,
-            },
+            settings: AggregatorSettings::default(),
             next,
             stats,
             log,
@@ -442,7 +425,11 @@ impl Actor for StageActor {
                     error!(self.log, "bad aggregator settings, using defaults"; "error" => %e)
                 }
             }
-            let period = Duration::from_secs_f64(self.settings.period.max(0.001));
+            let period = self
+                .settings
+                .period
+                .as_duration()
+                .max(Duration::from_millis(1));
             ctx.run_interval(period, |act, _| act.push_aggregates());
         }
         self.ensure_plugin();

@@ -100,7 +100,7 @@ impl ConfigReloader {
             watcher: None,
             pending: None,
             first_event: None,
-            reload_every: Duration::from_secs(config.main.reload_sec),
+            reload_every: config.main.reload_sec.as_duration(),
             timer: None,
             remote: remote::RemoteSettings::from_config(config),
         }
@@ -201,8 +201,11 @@ impl ConfigReloader {
                 return;
             }
         };
+        for w in &plan.warnings {
+            slog::warn!(self.log, "config warning: {}", w);
+        }
         self.applied_fingerprint = fingerprint;
-        let new_every = Duration::from_secs(config.main.reload_sec);
+        let new_every = config.main.reload_sec.as_duration();
         self.remote = remote::RemoteSettings::from_config(&config);
         if new_every != self.reload_every {
             self.reload_every = new_every;

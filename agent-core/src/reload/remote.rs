@@ -86,7 +86,7 @@ impl RemoteSettings {
                 }
             }),
             node_ip,
-            timeout: Duration::from_secs_f64(config.main.update_api_timeout.clamp(0.1, 300.0)),
+            timeout: config.main.update_api_timeout.as_duration(),
         })
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod encode;
 
 pub(crate) use child::{ExecdChild, ExecdSettings, Line};
 
+use crate::config::Seconds;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -280,16 +281,14 @@ pub(crate) fn read_lines_bounded<R: Read>(
     }
 }
 
-/// Parses a duration given in seconds (fractions allowed) for a config key.
-pub(crate) fn secs(v: f64, key: &str, min: f64, max: f64) -> Result<Duration, (String, String)> {
-    if v.is_finite() && (min..=max).contains(&v) {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err((
-            key.to_string(),
-            format!("must be between {min} and {max} seconds, got {v}"),
-        ))
-    }
+/// Checks a number of seconds read from a config key against its range.
+pub(crate) fn secs(
+    v: Seconds,
+    key: &str,
+    min: f64,
+    max: f64,
+) -> Result<Duration, (String, String)> {
+    v.within(min, max, false).map_err(|r| (key.to_string(), r))
 }
 
 #[cfg(test)]
@@ -483,9 +482,9 @@ pub struct ExecdConfig {
     pub command: Option<CommandLine>,
     /// Seconds before restarting a child that exited; doubles while it
     /// keeps exiting (up to 5 minutes), back to this after 60 s of uptime.
-    pub restart_delay: f64,
+    pub restart_delay: Seconds,
     /// Seconds between SIGTERM and SIGKILL when stopping the child.
-    pub stop_timeout: f64,
+    pub stop_timeout: Seconds,
     /// Longest stdout line accepted; longer ones are dropped and counted.
     pub max_line_bytes: usize,
     #[serde(flatten)]
@@ -496,8 +495,8 @@ impl Default for ExecdConfig {
     fn default() -> Self {
         ExecdConfig {
             command: None,
-            restart_delay: 10.0,
-            stop_timeout: 5.0,
+            restart_delay: Seconds::from_secs(10),
+            stop_timeout: Seconds::from_secs(5),
             max_line_bytes: 64 * 1024,
             env: EnvConfig::default(),
         }

@@ -326,7 +326,18 @@ pub fn register(r: &mut Registry) {
         "cpu",
         "CPU usage, times, counters, load average and the busiest processes",
         include_str!("sample.yaml"),
-        |cfg| Ok(Cpu::new(cfg.parse()?)),
+        |cfg| {
+            let c: CpuConfig = cfg.parse()?;
+            if c.process_top_num > 1000 {
+                return Err(cfg
+                    .error(
+                        "process_top_num",
+                        format!("must be between 0 and 1000, got {}", c.process_top_num),
+                    )
+                    .into());
+            }
+            Ok(Cpu::new(c))
+        },
     );
 }
 

@@ -1,5 +1,6 @@
 //! `curl`: HTTP checks per target (PyAgent's curl input) on isahc/libcurl,
 //! with timeouts, TLS verification, retries, timings and a body size limit.
+use crate::config::{Count, Seconds, Size};
 use crate::metric::{FieldValue, Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::registry::Registry;
@@ -24,25 +25,25 @@ const MAX_REDIRECTS: u32 = 10;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct CurlConfig {
-    /// Most requests in flight at once.
-    pub worker_limit: usize,
+    /// Most requests in flight at once (1 to 10,000).
+    pub worker_limit: Count,
     /// Defaults for every target.
-    pub timeout: f64,
+    pub timeout: Seconds,
     pub follow_redirects: bool,
-    pub max_body_bytes: u64,
+    pub max_body_bytes: Size,
     /// Most bytes of the body kept in the `response` field.
-    pub response_max_bytes: usize,
+    pub response_max_bytes: Size,
     pub target: IndexMap<String, CurlTarget>,
 }
 
 impl Default for CurlConfig {
     fn default() -> Self {
         CurlConfig {
-            worker_limit: 30,
-            timeout: 10.0,
+            worker_limit: Count::from_const(30),
+            timeout: Seconds::from_secs(10),
             follow_redirects: false,
-            max_body_bytes: 1 << 20,
-            response_max_bytes: 64 << 10,
+            max_body_bytes: Size::from_bytes(1 << 20),
+            response_max_bytes: Size::from_bytes(64 << 10),
             target: IndexMap::new(),
         }
     }
@@ -59,11 +60,11 @@ pub struct CurlTarget {
     pub data_type: Option<String>,
     pub merge_response: bool,
     pub retry: Option<RetryConfig>,
-    pub timeout: Option<f64>,
+    pub timeout: Option<Seconds>,
     pub insecure_skip_verify: bool,
     pub ca_file: Option<PathBuf>,
     pub follow_redirects: Option<bool>,
-    pub max_body_bytes: Option<u64>,
+    pub max_body_bytes: Option<Size>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +182,25 @@ impl Curl {
     pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: CurlConfig = cfg.parse()?;
         let default_timeout = cfg.seconds("timeout", c.timeout)?;
+        let worker_limit = cfg.count("worker_limit", c.worker_limit, 1, 10_000)?;
+        // The body is held in memory: at most 1 GiB.
+        const MAX_BODY: u64 = 1 << 30;
+        if c.max_body_bytes.bytes() > MAX_BODY {
+            return Err(cfg
+                .error(
+                    "max_body_bytes",
+                    format!("must be at most {MAX_BODY} bytes"),
+                )
+                .into());
+        }
+        if c.response_max_bytes.bytes() > MAX_BODY {
+            return Err(cfg
+                .error(
+                    "response_max_bytes",
+                    format!("must be at most {MAX_BODY} bytes"),
+                )
+                .into());
+        }
         let mut targets = Vec::with_capacity(c.target.len());
         for (tag, t) in c.target {
             let key = |k: &str| format!("target.{tag}.{k}");
@@ -259,9 +279,12 @@ impl Curl {
                 Some(v) => cfg.seconds(&key("timeout"), v)?,
                 None => default_timeout,
             };
-            let max_body_bytes = t.max_body_bytes.unwrap_or(c.max_body_bytes);
-            if max_body_bytes == 0 {
-                return Err(err("max_body_bytes", "must be above 0".into()));
+            let max_body_bytes = t.max_body_bytes.unwrap_or(c.max_body_bytes).bytes();
+            if max_body_bytes == 0 || max_body_bytes > MAX_BODY {
+                return Err(err(
+                    "max_body_bytes",
+                    format!("must be above 0 and at most {MAX_BODY} bytes"),
+                ));
             }
             let retry = t.retry.unwrap_or_default();
             if retry.attempts > 10 {
@@ -290,8 +313,8 @@ impl Curl {
         }
         Ok(Curl {
             targets,
-            worker_limit: c.worker_limit.max(1),
-            response_max_bytes: c.response_max_bytes,
+            worker_limit: worker_limit.as_usize(),
+            response_max_bytes: usize::try_from(c.response_max_bytes.bytes()).unwrap_or(usize::MAX),
             client: None,
         })
     }

@@ -1,5 +1,6 @@
 //! `exec`: runs commands every interval and parses what they print
 //! (Telegraf's `exec`). Lets users write plugins in any language.
+use crate::config::Seconds;
 use crate::format::parse::{parse_nagios, DataFormat, Parser, ParserConfig};
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::plugins::exec_common::{
@@ -16,7 +17,7 @@ pub struct ExecConfig {
     /// Commands to run, each an argv list (or one string with `shell: true`).
     pub commands: Vec<CommandLine>,
     /// Seconds a command may run before it is killed with its process group.
-    pub timeout: f64,
+    pub timeout: Seconds,
     /// Bytes of stdout a command may print before it is killed.
     pub max_output_bytes: usize,
     #[serde(flatten)]
@@ -29,7 +30,7 @@ impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
             commands: Vec::new(),
-            timeout: 5.0,
+            timeout: Seconds::from_secs(5),
             max_output_bytes: 1 << 20,
             env: EnvConfig::default(),
             parser: ParserConfig::default(),
@@ -59,8 +60,14 @@ impl Exec {
             .map(|(i, c)| CommandSpec::new(c, &cfg.env).map_err(|r| (format!("commands.{i}"), r)))
             .collect::<Result<Vec<_>, _>>()?;
         let timeout = secs(cfg.timeout, "timeout", 0.001, 86_400.0)?;
-        if cfg.max_output_bytes == 0 {
-            return Err(("max_output_bytes".into(), "must be at least 1".into()));
+        if cfg.max_output_bytes == 0 || cfg.max_output_bytes > 1 << 30 {
+            return Err((
+                "max_output_bytes".into(),
+                format!(
+                    "must be between 1 and 1073741824, got {}",
+                    cfg.max_output_bytes
+                ),
+            ));
         }
         Ok(Exec {
             commands,

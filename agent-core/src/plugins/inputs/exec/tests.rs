@@ -229,10 +229,16 @@ fn config_errors_name_the_key() {
             "one string",
         ),
         ("commands: [a]\ntimeout: 0", "input.job.timeout", "between"),
+        ("commands: [a]\ntimeout: .nan", "input.job.timeout", "NaN"),
+        (
+            "commands: [a]\ntimeout: -1",
+            "input.job.timeout",
+            "negative",
+        ),
         (
             "commands: [a]\nmax_output_bytes: 0",
             "input.job.max_output_bytes",
-            "at least 1",
+            "between 1 and",
         ),
         (
             "commands: [a]\ndata_format: xml",

@@ -2,6 +2,7 @@
 //! prints on stdout, one per line (Telegraf's `execd`). The program may
 //! print on its own schedule (`signal: none`) or be asked once per gather
 //! (`STDIN`: a newline on its stdin; `SIGUSR1`).
+use crate::config::Seconds;
 use crate::format::parse::{DataFormat, Parser, ParserConfig};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::plugins::exec_common::{
@@ -33,10 +34,10 @@ pub struct ExecdInputConfig {
     pub signal: Signal,
     /// With a signal: seconds to wait for the first line of the answer
     /// (at most half the input's `interval`, when set here).
-    pub signal_wait: f64,
+    pub signal_wait: Seconds,
     /// The gather interval (read only to bound `signal_wait`: the core
     /// abandons a gather that outlives its interval).
-    pub interval: Option<f64>,
+    pub interval: Option<Seconds>,
     #[serde(flatten)]
     pub execd: ExecdConfig,
     #[serde(flatten)]
@@ -47,7 +48,7 @@ impl Default for ExecdInputConfig {
     fn default() -> Self {
         ExecdInputConfig {
             signal: Signal::None,
-            signal_wait: 2.0,
+            signal_wait: Seconds::from_secs(2),
             interval: None,
             execd: ExecdConfig::default(),
             parser: ParserConfig::default(),
@@ -91,7 +92,10 @@ impl ExecdInput {
             signal: cfg.signal,
             signal_wait: secs(
                 match cfg.interval {
-                    Some(i) if i.is_finite() && i > 0.0 => cfg.signal_wait.min(i / 2.0),
+                    Some(i) if i.as_secs_f64() > 0.0 => {
+                        Seconds::new(cfg.signal_wait.as_secs_f64().min(i.as_secs_f64() / 2.0))
+                            .unwrap_or(cfg.signal_wait)
+                    }
                     _ => cfg.signal_wait,
                 },
                 "signal_wait",

@@ -184,11 +184,19 @@ fn config_errors() {
         ("{}", "command"),
         ("command: x\ndata_format: nagios", "data_format"),
         ("command: x\nmax_line_bytes: 1", "max_line_bytes"),
-        ("command: x\nrestart_delay: -1", "restart_delay"),
+        ("command: x\nrestart_delay: 0", "restart_delay"),
     ];
     for (yaml, key) in bad {
         let e = ExecdInput::new("job", serde_yaml_ng::from_str(yaml).unwrap()).err();
         assert_eq!(e.map(|e| e.0), Some(key.to_string()), "{yaml}");
     }
     assert!(serde_yaml_ng::from_str::<ExecdInputConfig>("command: x\nsignal: SIGHUP").is_err());
+    // Values that are not a number of seconds do not even parse.
+    for bad in ["-1", ".nan", ".inf", "1e300"] {
+        let yaml = format!("command: x\nrestart_delay: {bad}");
+        assert!(
+            serde_yaml_ng::from_str::<ExecdInputConfig>(&yaml).is_err(),
+            "{yaml}"
+        );
+    }
 }

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 use tokio_icmp_echo::Pinger;
 
 /// RTT PyAgent reported for a target that never answered, in ms.
+use crate::config::Seconds;
+
 pub const NO_REPLY_MS: f64 = 5000.0;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -40,11 +42,11 @@ pub struct PingConfig {
     /// Echoes per target per gather.
     pub count: u32,
     /// Seconds to wait for each reply (fractional).
-    pub timeout: f64,
+    pub timeout: Seconds,
     /// Seconds between two echoes to the same target.
-    pub interval_ping: f64,
+    pub interval_ping: Seconds,
     /// Seconds allowed for resolving a host name.
-    pub resolve_timeout: f64,
+    pub resolve_timeout: Seconds,
     pub method: Method,
     /// The system ping program for `method: exec`.
     pub binary: String,
@@ -55,9 +57,9 @@ impl Default for PingConfig {
     fn default() -> Self {
         PingConfig {
             count: 60,
-            timeout: 0.7,
-            interval_ping: 0.1,
-            resolve_timeout: 5.0,
+            timeout: Seconds::from_millis(700),
+            interval_ping: Seconds::from_millis(100),
+            resolve_timeout: Seconds::from_secs(5),
             method: Method::Native,
             binary: "ping".into(),
             target: IndexMap::new(),

@@ -3,6 +3,7 @@
 //!
 //! One fractional `timeout` covers name resolution and connecting; a name
 //! with several addresses is tried address by address until one accepts.
+use crate::config::{Count, Seconds};
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
 use indexmap::IndexMap;
@@ -24,20 +25,20 @@ const MAX_READ: usize = 64 * 1024;
 #[serde(default)]
 pub struct TelnetConfig {
     /// Seconds for resolving and connecting (fractional).
-    pub timeout: f64,
+    pub timeout: Seconds,
     /// Seconds to wait for `expect` after connecting; defaults to `timeout`.
-    pub read_timeout: Option<f64>,
-    /// Most checks running at once.
-    pub worker_limit: usize,
+    pub read_timeout: Option<Seconds>,
+    /// Most checks running at once (1 to 100,000).
+    pub worker_limit: Count,
     pub target: IndexMap<String, TelnetTarget>,
 }
 
 impl Default for TelnetConfig {
     fn default() -> Self {
         TelnetConfig {
-            timeout: 5.0,
+            timeout: Seconds::from_secs(5),
             read_timeout: None,
-            worker_limit: 1000,
+            worker_limit: Count::from_const(1000),
             target: IndexMap::new(),
         }
     }
@@ -48,8 +49,8 @@ impl Default for TelnetConfig {
 pub struct TelnetTarget {
     /// `host:port`, `[v6]:port` or `v4:port`.
     pub address: String,
-    pub timeout: Option<f64>,
-    pub read_timeout: Option<f64>,
+    pub timeout: Option<Seconds>,
+    pub read_timeout: Option<Seconds>,
     /// Connect over IPv6 only.
     pub ipv6: bool,
     /// Written after connecting.
@@ -111,6 +112,7 @@ impl Telnet {
     pub fn from_config(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: TelnetConfig = cfg.parse()?;
         let timeout = cfg.seconds("timeout", c.timeout)?;
+        let worker_limit = cfg.count("worker_limit", c.worker_limit, 1, 100_000)?;
         let read_timeout = match c.read_timeout {
             Some(v) => cfg.seconds("read_timeout", v)?,
             None => timeout,
@@ -142,7 +144,7 @@ impl Telnet {
         }
         Ok(Telnet {
             targets,
-            worker_limit: c.worker_limit.max(1),
+            worker_limit: worker_limit.as_usize(),
         })
     }
 }

@@ -78,6 +78,14 @@ impl EsOutput {
         let probe = config.url.replace("{es_index}", "x");
         client::validate_url(cfg, "url", &probe)?;
         client::validate(cfg, &config.client)?;
+        if config.bulk_retries > 100 {
+            return Err(cfg
+                .error(
+                    "bulk_retries",
+                    format!("must be between 0 and 100, got {}", config.bulk_retries),
+                )
+                .into());
+        }
         for (key, v) in [
             ("index", &config.index),
             ("index_alarm", &config.index_alarm),

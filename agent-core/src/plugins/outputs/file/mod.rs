@@ -1,13 +1,12 @@
 //! `file`: JSON lines or InfluxDB line protocol to a file (rotated by size)
 //! or to stdout.
 use crate::blocking::{write_std_stream, StdStream, Worker, WorkerError};
-use crate::config::parse_size;
+use crate::config::Size;
 use crate::format::{json, line_protocol};
 use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
 use crate::registry::Registry;
 use serde::Deserialize;
-use serde_yaml_ng::Value;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,8 +40,8 @@ pub struct FileConfig {
     pub format: Format,
     /// Rotate when the file would grow past this size (`50 MB`); 0 = never.
     #[serde(default)]
-    pub rotate_max_bytes: Option<Value>,
-    /// Rotated files kept (`path.1` newest … `path.N`).
+    pub rotate_max_bytes: Option<Size>,
+    /// Rotated files kept (`path.1` newest … `path.N`), at most 1000.
     #[serde(default = "d_keep")]
     pub rotate_keep: usize,
 }
@@ -66,15 +65,15 @@ const FILE_OP_TIMEOUT: Duration = Duration::from_secs(30);
 impl FileOutput {
     pub fn new(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
         let c: FileConfig = cfg.parse()?;
-        let max_bytes = match &c.rotate_max_bytes {
-            None => 0,
-            Some(v) => parse_size(v).ok_or_else(|| {
-                cfg.error(
-                    "rotate_max_bytes",
-                    "expected a size such as `50 MB` or a number of bytes",
+        let max_bytes = c.rotate_max_bytes.map_or(0, Size::bytes);
+        if c.rotate_keep > 1000 {
+            return Err(cfg
+                .error(
+                    "rotate_keep",
+                    format!("must be at most 1000, got {}", c.rotate_keep),
                 )
-            })?,
-        };
+                .into());
+        }
         if c.path.is_empty() {
             return Err(cfg.error("path", "must be a file path or `stdout`").into());
         }

@@ -1,6 +1,7 @@
 //! The HTTP client the HTTP-based outputs share (isahc/libcurl): timeouts on
 //! every request, TLS verification on unless `insecure_skip_verify`, an
 //! optional CA file, extra headers, optional gzip of the body.
+use crate::config::Seconds;
 use crate::plugin::PluginError;
 use isahc::config::{CaCertificate, Configurable, RedirectPolicy, SslOption};
 use isahc::{AsyncReadResponseExt, HttpClient, Request};
@@ -8,13 +9,12 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
-fn d_timeout() -> f64 {
-    10.0
+fn d_timeout() -> Seconds {
+    Seconds::from_secs(10)
 }
-fn d_connect_timeout() -> f64 {
-    5.0
+fn d_connect_timeout() -> Seconds {
+    Seconds::from_secs(5)
 }
 
 /// Connection settings every HTTP output accepts.
@@ -22,10 +22,10 @@ fn d_connect_timeout() -> f64 {
 pub struct ClientSettings {
     /// Whole-request timeout, seconds.
     #[serde(default = "d_timeout")]
-    pub timeout: f64,
+    pub timeout: Seconds,
     /// TCP + TLS connect timeout, seconds.
     #[serde(default = "d_connect_timeout")]
-    pub connect_timeout: f64,
+    pub connect_timeout: Seconds,
     /// Accept any certificate and host name (testing only).
     #[serde(default)]
     pub insecure_skip_verify: bool,
@@ -58,12 +58,8 @@ pub fn validate(
     cfg: &crate::config::PluginConfig,
     s: &ClientSettings,
 ) -> Result<(), crate::config::ConfigError> {
-    if !(s.timeout.is_finite() && s.timeout > 0.0) {
-        return Err(cfg.error("timeout", "must be a positive number of seconds"));
-    }
-    if !(s.connect_timeout.is_finite() && s.connect_timeout > 0.0) {
-        return Err(cfg.error("connect_timeout", "must be a positive number of seconds"));
-    }
+    cfg.seconds("timeout", s.timeout)?;
+    cfg.seconds("connect_timeout", s.connect_timeout)?;
     for (k, v) in &s.headers {
         if isahc::http::HeaderName::from_bytes(k.as_bytes()).is_err() {
             return Err(cfg.error(&format!("headers.{k}"), "not a valid header name"));
@@ -124,8 +120,8 @@ impl Reply {
 impl Client {
     pub fn new(settings: &ClientSettings) -> Result<Client, PluginError> {
         let mut b = HttpClient::builder()
-            .timeout(Duration::from_secs_f64(settings.timeout))
-            .connect_timeout(Duration::from_secs_f64(settings.connect_timeout))
+            .timeout(settings.timeout.as_duration())
+            .connect_timeout(settings.connect_timeout.as_duration())
             .redirect_policy(RedirectPolicy::None);
         if settings.insecure_skip_verify {
             b = b.ssl_options(

@@ -5,6 +5,7 @@
 //! The listener starts lazily in `connect` (the first flush), and is a tiny
 //! HTTP/1.1 responder on tokio: one request per connection, a bounded
 //! request head read under a timeout.
+use crate::config::Seconds;
 use crate::format::prometheus::{Options, SeriesStore};
 use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
@@ -21,8 +22,8 @@ fn d_listen() -> String {
 fn d_path() -> String {
     "/metrics".into()
 }
-fn d_expiration() -> f64 {
-    60.0
+fn d_expiration() -> Seconds {
+    Seconds::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,7 +35,7 @@ pub struct PromConfig {
     pub path: String,
     /// Seconds after which a series that got no new value disappears; 0 = never.
     #[serde(default = "d_expiration")]
-    pub expiration: f64,
+    pub expiration: Seconds,
     /// Expose string fields as labels (instead of dropping them).
     #[serde(default)]
     pub string_as_label: bool,
@@ -59,11 +60,11 @@ impl PrometheusClient {
         if !c.path.starts_with('/') {
             return Err(cfg.error("path", "must start with `/`").into());
         }
-        if !(c.expiration.is_finite() && c.expiration >= 0.0) {
+        if let Err(reason) = c.expiration.within(0.0, 86_400.0 * 365.0, false) {
             return Err(cfg
                 .error(
                     "expiration",
-                    "must be zero (never) or a positive number of seconds",
+                    format!("zero (never) or a number of seconds: {reason}"),
                 )
                 .into());
         }
@@ -75,7 +76,7 @@ impl PrometheusClient {
             path: c.path,
             store: Arc::new(Mutex::new(SeriesStore::new(
                 opts,
-                Duration::from_secs_f64(c.expiration),
+                c.expiration.as_duration(),
             ))),
             server: None,
         })

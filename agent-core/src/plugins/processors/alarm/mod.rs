@@ -14,7 +14,7 @@ mod threshold;
 use self::rules::Rules;
 use self::state::{StateKey, Store};
 use self::threshold::{Threshold, ThresholdConf};
-use crate::config::{load::key_string, PluginConfig};
+use crate::config::{load::key_string, PluginConfig, Seconds};
 use crate::metric::{FieldValue, Metric, MetricKind, Str};
 use crate::plugin::{PluginError, PluginResult, Processor};
 use crate::registry::Registry;
@@ -41,7 +41,7 @@ struct AlarmCommon {
     code: Option<String>,
     #[serde(rename = "for")]
     for_n: Option<u32>,
-    repeat_sec: Option<f64>,
+    repeat_sec: Option<Seconds>,
     recovery: Option<bool>,
 }
 
@@ -73,19 +73,17 @@ impl StateOpts {
         cfg: &PluginConfig,
         key: &str,
         for_n: Option<u32>,
-        repeat_sec: Option<f64>,
+        repeat_sec: Option<Seconds>,
         recovery: Option<bool>,
         base: StateOpts,
     ) -> Result<StateOpts, crate::ConfigError> {
         let repeat_ns = match repeat_sec {
             None => base.repeat_ns,
-            Some(s) if s.is_finite() && s >= 0.0 => (s * 1e9) as i64,
-            Some(_) => {
-                return Err(cfg.error(
-                    &crate::config::load::join(key, "repeat_sec"),
-                    "must be zero or a positive number of seconds",
-                ))
-            }
+            // At most a year: far from overflowing a nanosecond timestamp sum.
+            Some(s) => s
+                .within(0.0, 86_400.0 * 365.0, false)
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .map_err(|r| cfg.error(&crate::config::load::join(key, "repeat_sec"), r))?,
         };
         Ok(StateOpts {
             for_n: for_n.unwrap_or(base.for_n).max(1),

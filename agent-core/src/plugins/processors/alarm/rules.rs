@@ -2,7 +2,7 @@
 //! Thresholds are inclusive (`>=`); a threshold of 0 counts (PyAgent took
 //! 0 as unset); a negative or absent threshold disables its check.
 use super::{get, Ctx, Py, StateOpts, Text, COMMON_KEYS};
-use crate::config::{load::key_string, ConfigError, PluginConfig};
+use crate::config::{load::key_string, ConfigError, Finite, PluginConfig};
 use crate::metric::{FieldValue, Metric, Str};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -14,8 +14,8 @@ pub(crate) fn metric_tag(m: &Metric) -> Option<&str> {
     crate::plugins::processors::discard::metric_tag(m)
 }
 
-fn thr(t: Option<f64>) -> Option<f64> {
-    t.filter(|t| *t >= 0.0)
+fn thr(t: Option<Finite>) -> Option<f64> {
+    t.map(Finite::get).filter(|t| *t >= 0.0)
 }
 
 fn s(v: &'static str) -> Str {
@@ -25,22 +25,22 @@ fn s(v: &'static str) -> Str {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct CpuConf {
-    percent: Option<f64>,
-    max_percent: Option<f64>,
-    loadavg_precent_1: Option<f64>,
+    percent: Option<Finite>,
+    max_percent: Option<Finite>,
+    loadavg_precent_1: Option<Finite>,
     use_process_top: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct PercentConf {
-    percent: Option<f64>,
+    percent: Option<Finite>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct DiskConf {
-    percent: Option<f64>,
+    percent: Option<Finite>,
     disk_symbol: BTreeMap<String, Option<PercentConf>>,
 }
 
@@ -48,25 +48,25 @@ struct DiskConf {
 #[serde(default)]
 struct NicConf {
     comment: Option<String>,
-    kbps_in: Option<f64>,
-    kbps_out: Option<f64>,
+    kbps_in: Option<Finite>,
+    kbps_out: Option<Finite>,
     vip: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 #[serde(default)]
 struct PingThr {
-    loss: Option<f64>,
-    average: Option<f64>,
-    maximum: Option<f64>,
+    loss: Option<Finite>,
+    average: Option<Finite>,
+    maximum: Option<Finite>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct PingConf {
-    loss: Option<f64>,
-    average: Option<f64>,
-    maximum: Option<f64>,
+    loss: Option<Finite>,
+    average: Option<Finite>,
+    maximum: Option<Finite>,
     target: BTreeMap<String, Option<PingThr>>,
 }
 
@@ -83,8 +83,8 @@ struct ProcConf {
     comment: Option<String>,
     min_process_num: Option<i64>,
     max_process_num: Option<i64>,
-    cpu_percent: Option<f64>,
-    memory_percent: Option<f64>,
+    cpu_percent: Option<Finite>,
+    memory_percent: Option<Finite>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,7 +96,7 @@ struct ProcessConf {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct DemoConf {
-    limit: Option<f64>,
+    limit: Option<Finite>,
 }
 
 /// One curl check, in config order.
@@ -415,7 +415,7 @@ impl Rules {
                     opts,
                 )
             }
-            "demo" => Rules::Demo(c.parse::<DemoConf>()?.limit, opts),
+            "demo" => Rules::Demo(c.parse::<DemoConf>()?.limit.map(Finite::get), opts),
             _ => Rules::None,
         })
     }

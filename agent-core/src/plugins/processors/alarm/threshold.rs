@@ -15,7 +15,7 @@ pub struct ThresholdConf {
     #[serde(default, rename = "for")]
     pub for_n: Option<u32>,
     #[serde(default)]
-    pub repeat_sec: Option<f64>,
+    pub repeat_sec: Option<crate::config::Seconds>,
     #[serde(default)]
     pub recovery: Option<bool>,
     /// `{field} {value} {op} {threshold} {tag} {name}` are replaced.
@@ -109,6 +109,12 @@ impl Threshold {
         let target = match &c.value {
             Value::Number(n) => {
                 let f = n.as_f64().unwrap_or(0.0);
+                if !f.is_finite() {
+                    return Err(cfg.error(
+                        &format!("{key}.value"),
+                        format!("expected a finite number, got {f}"),
+                    ));
+                }
                 let shown = match n.as_i64() {
                     Some(i) => FieldValue::Int(i),
                     None => FieldValue::Float(f),

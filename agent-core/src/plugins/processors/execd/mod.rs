@@ -8,6 +8,7 @@
 //! <n>` (anything before an older marker is a late answer and is dropped),
 //! at most `batch_timeout`. Alarms are not sent: they stay where they are,
 //! before the transformed metrics that followed them.
+use crate::config::Seconds;
 use crate::format::parse::{Parser, ParserConfig};
 use crate::metric::{now_ns, Metric, MetricKind};
 use crate::plugin::{PluginError, PluginResult, Processor};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 #[serde(default)]
 pub struct ExecdProcessorConfig {
     /// Seconds the program may take to answer one batch.
-    pub batch_timeout: f64,
+    pub batch_timeout: Seconds,
     #[serde(flatten)]
     pub execd: ExecdConfig,
 }
@@ -32,7 +33,7 @@ pub struct ExecdProcessorConfig {
 impl Default for ExecdProcessorConfig {
     fn default() -> Self {
         ExecdProcessorConfig {
-            batch_timeout: 5.0,
+            batch_timeout: Seconds::from_secs(5),
             execd: ExecdConfig::default(),
         }
     }
