@@ -111,9 +111,20 @@ pub struct FieldSpec {
     pub kind: Kind,
     pub unit: Unit,
     pub help: &'static str,
+    /// The field's name in Prometheus family names, when the key would
+    /// break its conventions (`count` is reserved for summaries).
+    pub prometheus: Option<&'static str>,
 }
 
 impl FieldSpec {
+    /// Builder: the name Prometheus sees instead of the key.
+    pub const fn exposed_as(self, name: &'static str) -> FieldSpec {
+        FieldSpec {
+            prometheus: Some(name),
+            ..self
+        }
+    }
+
     /// Whether `key` is this field (or one of this family of fields).
     pub fn matches(&self, key: &str) -> bool {
         match self.key.find('<') {
@@ -138,6 +149,7 @@ pub const fn gauge(key: &'static str, unit: Unit, help: &'static str) -> FieldSp
         kind: Kind::Gauge,
         unit,
         help,
+        prometheus: None,
     }
 }
 pub const fn counter(key: &'static str, unit: Unit, help: &'static str) -> FieldSpec {
@@ -146,6 +158,7 @@ pub const fn counter(key: &'static str, unit: Unit, help: &'static str) -> Field
         kind: Kind::Counter,
         unit,
         help,
+        prometheus: None,
     }
 }
 pub const fn text(key: &'static str, help: &'static str) -> FieldSpec {
@@ -154,6 +167,7 @@ pub const fn text(key: &'static str, help: &'static str) -> FieldSpec {
         kind: Kind::Text,
         unit: Unit::None,
         help,
+        prometheus: None,
     }
 }
 

@@ -340,6 +340,18 @@ impl Family {
             };
         };
         let mut name = raw.to_string();
+        if let Some(exposed) = spec.prometheus {
+            // `raw` ends with the sanitized key: swap it for the exposed name.
+            let key_len = match source {
+                Source::Schema(_, k) | Source::Group(_, k) | Source::Plain(_, k) => {
+                    let mut sanitized = String::new();
+                    sanitize_at(k, &mut sanitized, true, false);
+                    sanitized.len()
+                }
+            };
+            name.truncate(name.len().saturating_sub(key_len));
+            name.push_str(exposed);
+        }
         if let Some(abbr) = spec.unit.abbreviation() {
             if name.ends_with(abbr) {
                 name.truncate(name.len() - abbr.len());

@@ -7,8 +7,8 @@ pub static SCHEMA: Schema = Schema {
     tags: &[],
     own_tags: &[],
     fields: &[
-        gauge("logical_count", Unit::None, "Logical CPUs."),
-        gauge("count", Unit::None, "Physical CPU cores."),
+        gauge("logical_count", Unit::None, "Logical CPUs.").exposed_as("logical_cpus"),
+        gauge("count", Unit::None, "Physical CPU cores.").exposed_as("cores"),
         gauge(
             "percent",
             Unit::Percent,

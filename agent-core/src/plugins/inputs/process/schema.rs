@@ -29,7 +29,8 @@ pub static SCHEMA: Schema = Schema {
             "count",
             Unit::None,
             "Processes with this name in this gather.",
-        ),
+        )
+        .exposed_as("instances"),
     ],
     groups: &[],
 };
