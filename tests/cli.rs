@@ -246,27 +246,32 @@ fn unknown_keys_warn_and_strict_refuses_them() {
         text(&out.stderr)
     );
 
-    // `run` logs it at WARNING at start (the log file is under the folder
-    // that holds etc/).
+    // `run` logs it at WARNING at start, and a new one on reload (the log
+    // file is under the folder that holds etc/).
     let mut child = spawn_run(&etc, Stdio::null);
     let log = dir.path().join("log/agent.log");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut logged = String::new();
-    while Instant::now() < deadline {
-        logged = std::fs::read_to_string(&log).unwrap_or_default();
-        if logged.contains("flush_intervall") {
-            break;
+    let logged_line = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut logged = String::new();
+        while Instant::now() < deadline {
+            logged = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = logged.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let line = logged
-        .lines()
-        .find(|l| l.contains("flush_intervall"))
-        .unwrap_or_else(|| panic!("not logged: {logged}"));
+        panic!("`{needle}` not logged: {logged}");
+    };
+    let line = logged_line("flush_intervall");
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("did you mean `flush_interval`"), "{line}");
+    std::fs::write(etc.join("input/demo.yaml"), "intervall: 2\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let line = logged_line("input.demo.intervall");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("did you mean `interval`"), "{line}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
 
     let sample = agent().arg("sample-config").output().unwrap();
     let (_d2, etc2) = temp_etc(&text(&sample.stdout));

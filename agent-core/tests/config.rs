@@ -279,7 +279,7 @@ fn hostile_values_are_config_errors() {
             "output/console.yaml",
             "retry_max_sec: 0\n",
             "output.console.retry_max_sec",
-            "above 0",
+            "between 0.001",
         ),
         (
             "output/console.yaml",
@@ -317,7 +317,7 @@ fn hostile_values_are_config_errors() {
             "main.yaml",
             "update_api_timeout: 0\n",
             "update_api_timeout",
-            "above 0",
+            "between 0.001",
         ),
         (
             "main.yaml",
@@ -353,7 +353,7 @@ fn hostile_values_are_config_errors() {
             "aggs/demo.yaml",
             "use_plugin_basicstats: {period: 0}\n",
             "aggs.demo.use_plugin_basicstats.period",
-            "above 0",
+            "between 0.001",
         ),
         (
             "aggs/demo.yaml",
@@ -660,4 +660,85 @@ fn bad_environment_override_names_the_variable() {
                 .to_string()
         ]
     );
+}
+
+/// Alarm blocks whose keys are names (NICs, curl targets, ping targets,
+/// processes) give no unknown-key warnings; a typo among the rule keys does.
+#[test]
+fn alarm_blocks_of_every_input_have_no_false_unknown_keys() {
+    let (_d, etc) = common::etc(&[
+        (
+            "main.yaml",
+            "open: [network, curl, ping, process, disk, telnet]\ncommon_output: [console]\n",
+        ),
+        ("input/curl.yaml", "target: {api: {url: 'http://127.0.0.1:1/'}}\n"),
+        ("input/ping.yaml", "target: {LO: {address: 127.0.0.1}}\n"),
+        ("input/process.yaml", "target: [agent]\n"),
+        ("input/telnet.yaml", "target: {ssh: {address: '127.0.0.1:22'}}\n"),
+        (
+            "aggs/network.yaml",
+            "alarm: {comment: NIC, eth9: {comment: SQL, kbps_in: 0, kbps_out: 7777, vip: {ipv4: 192.168.3.100}}}\n",
+        ),
+        (
+            "aggs/curl.yaml",
+            "alarm:\n  comment: CURL\n  all: {status: [200, 301]}\n  target:\n    api: {json: {ok: 1}, headers: {Server: nginx}}\n  use_msg_fields: {all: [errmsg], all_except: [text], api: [msg]}\n",
+        ),
+        (
+            "aggs/ping.yaml",
+            "alarm: {loss: 10, average: 100, target: {LO: {loss: 50}}, for: 2, repeat_sec: 60, recovery: true}\n",
+        ),
+        (
+            "aggs/process.yaml",
+            "alarm: {target: {agent: {min_process_num: 1, cpu_percent: 90}}}\n",
+        ),
+        ("aggs/disk.yaml", "alarm: {percent: 90, disk_symbol: {'/': {percent: 95}}}\n"),
+        ("aggs/telnet.yaml", "alarm: {all: true, target: [ssh]}\n"),
+    ]);
+    assert!(warnings(&etc).is_empty(), "{:#?}", warnings(&etc));
+    std::fs::write(
+        etc.join("aggs/ping.yaml"),
+        "alarm: {los: 10, target: {LO: {averag: 5}}}\n",
+    )
+    .unwrap();
+    let w = warnings(&etc);
+    assert_eq!(w.len(), 2, "{w:#?}");
+    assert!(
+        w[0].ends_with("key `aggs.ping.alarm.los`: unknown key; did you mean `loss`?"),
+        "{w:#?}"
+    );
+    assert!(
+        w[1].ends_with("key `aggs.ping.alarm.target.LO.averag`: unknown key"),
+        "{w:#?}"
+    );
+}
+
+/// exec and execd configs flatten shared settings (which hides what serde
+/// skipped): their keys are declared, so typos there are reported too.
+#[test]
+fn exec_family_typos_are_reported() {
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", "open: [exec, execd]\ncommon_output: [execd]\n"),
+        (
+            "input/exec.yaml",
+            "commands: [[\"true\"]]\ntimout: 5\nshell: false\ndata_format: influx\n",
+        ),
+        (
+            "input/execd.yaml",
+            "command: [cat]\nsignal_wiat: 1\ninherit_env: true\n",
+        ),
+        (
+            "output/execd.yaml",
+            "command: [cat]\ndata_formt: json\nbatch_size: 5\n",
+        ),
+    ]);
+    let w = warnings(&etc);
+    let ends = [
+        "key `input.exec.timout`: unknown key; did you mean `timeout`?",
+        "key `input.execd.signal_wiat`: unknown key; did you mean `signal_wait`?",
+        "key `output.execd.data_formt`: unknown key; did you mean `data_format`?",
+    ];
+    assert_eq!(w.len(), ends.len(), "{w:#?}");
+    for e in ends {
+        assert!(w.iter().any(|l| l.ends_with(e)), "{e} in {w:#?}");
+    }
 }

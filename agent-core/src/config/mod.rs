@@ -18,7 +18,7 @@ use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-pub use unknown::ConfigWarning;
+pub use unknown::{struct_fields, ConfigWarning};
 pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
 
 /// A configuration problem: which file, which key, and why.
@@ -290,14 +290,17 @@ impl AgentConfig {
             ConfigError::new(file_of(&tree, key), key.to_string(), reason)
         };
         main.reload_sec
-            .within(10.0, 86_400.0, false)
+            .within(10.0, 86_400.0)
             .map_err(|r| err("reload_sec", r))?;
         main.delay_sec
-            .within(0.0, 30.0, false)
+            .within(0.0, 30.0)
             .map_err(|r| err("delay_sec", r))?;
         check_interval(main.interval).map_err(|r| err("interval", r))?;
+        if let Some(url) = main.update_api.as_deref().filter(|u| !u.trim().is_empty()) {
+            Url::parse(url).map_err(|r| err("update_api", r))?;
+        }
         main.update_api_timeout
-            .within(0.0, 300.0, true)
+            .within(0.001, 300.0)
             .map_err(|r| err("update_api_timeout", r))?;
         if main.log.rotation.bytes() == 0 {
             return Err(err(
@@ -362,7 +365,7 @@ impl AgentConfig {
 
 /// Intervals are seconds, fractional allowed, from 1 ms to a day.
 pub fn check_interval(secs: Seconds) -> Result<Duration, String> {
-    secs.within(0.001, 86_400.0, false)
+    secs.within(0.001, 86_400.0)
 }
 
 fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
@@ -398,7 +401,16 @@ fn deserialize_at<T: DeserializeOwned>(
     base: &str,
     value: &Value,
 ) -> Result<T, ConfigError> {
-    let result = if unknown::is_collecting() {
+    deserialize_recording::<T>(tree, base, value, true)
+}
+
+fn deserialize_recording<T: DeserializeOwned>(
+    tree: &MergedTree,
+    base: &str,
+    value: &Value,
+    record: bool,
+) -> Result<T, ConfigError> {
+    let result = if record && unknown::is_collecting() {
         let mut skipped = std::collections::BTreeSet::new();
         let mut on_skip = |p: serde_ignored::Path| {
             skipped.insert(unknown::path_string(&p));
@@ -553,6 +565,15 @@ impl PluginConfig {
         deserialize_at(&self.tree, &self.path, self.value())
     }
 
+    /// [`PluginConfig::parse`] for a struct with `#[serde(flatten)]` fields,
+    /// which hide the keys they skip: its top-level `keys` are declared
+    /// instead (see [`PluginConfig::declare_keys`] and [`struct_fields`]).
+    pub fn parse_with_keys<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<T, ConfigError> {
+        let parsed = deserialize_recording(&self.tree, &self.path, self.value(), false)?;
+        self.declare_keys(keys);
+        Ok(parsed)
+    }
+
     pub fn value(&self) -> &Value {
         match &self.node {
             Node::InTree { section, name } => match self
@@ -607,9 +628,9 @@ impl PluginConfig {
         ConfigError::new(file_of(&self.tree, &full), full, reason)
     }
 
-    /// A timeout or period `v` read from `key`: above 0 and at most an hour.
+    /// A timeout or period `v` read from `key`: 1 ms to an hour.
     pub fn seconds(&self, key: &str, v: Seconds) -> Result<Duration, ConfigError> {
-        v.within(0.0, 3600.0, true).map_err(|r| self.error(key, r))
+        v.within(0.001, 3600.0).map_err(|r| self.error(key, r))
     }
 
     /// A count `v` read from `key`, between `min` and `max`.

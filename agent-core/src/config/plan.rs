@@ -83,7 +83,7 @@ pub struct OutputSettings {
     /// Metrics held while the output cannot deliver, at least `batch_size`.
     #[serde(default = "d_buffer", deserialize_with = "count_usize")]
     pub buffer_limit: usize,
-    /// Cap of the retry backoff, seconds (above 0, at most a day).
+    /// Cap of the retry backoff, seconds (1 ms to a day).
     #[serde(default = "d_retry_max")]
     pub retry_max_sec: Seconds,
     /// Write-ahead log on disk for metrics not yet delivered.
@@ -130,7 +130,7 @@ fn d_period() -> Seconds {
 /// actor, checked here.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct AggregatorSettings {
-    /// Seconds between two emissions, above 0 and at most a day.
+    /// Seconds between two emissions, 1 ms to a day.
     #[serde(default = "d_period")]
     pub period: Seconds,
     #[serde(default)]
@@ -152,7 +152,7 @@ impl AggregatorSettings {
         let settings: AggregatorSettings = cfg.parse()?;
         settings
             .period
-            .within(0.0, 86_400.0, true)
+            .within(0.001, 86_400.0)
             .map_err(|r| cfg.error("period", r))?;
         Ok(settings)
     }
@@ -374,11 +374,11 @@ fn output_plan(
     .map_err(|r| cfg.error(flush_key, r))?;
     settings
         .flush_jitter
-        .within(0.0, 3600.0, false)
+        .within(0.0, 3600.0)
         .map_err(|r| cfg.error("flush_jitter", r))?;
     settings
         .retry_max_sec
-        .within(0.0, 86_400.0, true)
+        .within(0.001, 86_400.0)
         .map_err(|r| cfg.error("retry_max_sec", r))?;
     (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
     Ok(OutputPlan {

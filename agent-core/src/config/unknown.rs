@@ -200,8 +200,9 @@ pub(crate) fn path_string(path: &serde_ignored::Path) -> String {
     segs.join(".")
 }
 
-/// The field names of struct `T` (empty for other types), for suggestions.
-pub(crate) fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+/// The field names of struct `T` (empty for other types and for structs
+/// with `#[serde(flatten)]` fields).
+pub fn struct_fields<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     struct Probe;
     #[derive(Debug)]
     struct Found(&'static [&'static str]);

@@ -21,6 +21,19 @@ pub const MAX_SECONDS: f64 = 315_360_000.0;
 /// memory anyway.
 pub const MAX_COUNT: u64 = 1 << 40;
 
+/// A number as written in error messages: `1e300`, not 301 digits.
+struct Shown(f64);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0.is_finite() && self.0.abs() >= 1e15 {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
 /// A number read from YAML: integers stay exact, floats are checked.
 enum Num {
     Int(i128),
@@ -86,11 +99,12 @@ impl Seconds {
             return Err(format!("expected a number of seconds, got {secs}"));
         }
         if secs < 0.0 {
-            return Err(format!("must not be negative, got {secs}"));
+            return Err(format!("must not be negative, got {}", Shown(secs)));
         }
         if secs > MAX_SECONDS {
             return Err(format!(
-                "must be at most {MAX_SECONDS} seconds (ten years), got {secs}"
+                "must be at most {MAX_SECONDS} seconds (ten years), got {}",
+                Shown(secs)
             ));
         }
         Ok(Seconds(secs))
@@ -115,25 +129,16 @@ impl Seconds {
         Duration::try_from_secs_f64(self.0).unwrap_or(Duration::ZERO)
     }
 
-    /// The duration if `min < secs <= max` (`min_exclusive`) or
-    /// `min <= secs <= max`; otherwise the reason, for a config error.
-    pub fn within(self, min: f64, max: f64, min_exclusive: bool) -> Result<Duration, String> {
-        let low_ok = if min_exclusive {
-            self.0 > min
-        } else {
-            self.0 >= min
-        };
-        if low_ok && self.0 <= max {
+    /// The duration if `min <= secs <= max`; otherwise the reason, for a
+    /// config error. Keys that must be above 0 use a `min` of 0.001: below
+    /// a millisecond, timers and libcurl round to 0, which means "never".
+    pub fn within(self, min: f64, max: f64) -> Result<Duration, String> {
+        if (min..=max).contains(&self.0) {
             Ok(self.as_duration())
-        } else if min_exclusive {
-            Err(format!(
-                "must be a number of seconds above {min} and at most {max}, got {}",
-                self.0
-            ))
         } else {
             Err(format!(
                 "must be a number of seconds between {min} and {max}, got {}",
-                self.0
+                Shown(self.0)
             ))
         }
     }
@@ -198,12 +203,12 @@ impl Count {
             Num::Int(i) => Count::new(u64::try_from(i).unwrap_or(u64::MAX)),
             Num::Float(f) if f.is_finite() && f.fract() == 0.0 && f >= 0.0 => {
                 if f > MAX_COUNT as f64 {
-                    Err(format!("must be at most {MAX_COUNT}, got {f}"))
+                    Err(format!("must be at most {MAX_COUNT}, got {}", Shown(f)))
                 } else {
                     Ok(Count(f as u64))
                 }
             }
-            Num::Float(f) => Err(format!("expected a whole number, got {f}")),
+            Num::Float(f) => Err(format!("expected a whole number, got {}", Shown(f))),
         }
     }
 }
@@ -273,7 +278,8 @@ impl Size {
                 Ok(Size(f as u64))
             }
             Num::Float(f) => Err(format!(
-                "expected a size between 0 and {MAX_SIZE} bytes, got {f}"
+                "expected a size between 0 and {MAX_SIZE} bytes, got {}",
+                Shown(f)
             )),
         }
     }
@@ -447,9 +453,15 @@ impl<'de> Deserialize<'de> for Retention {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Retention, E> {
                 let mut words = v.split_whitespace();
                 let n = words.next().and_then(|n| n.parse::<u64>().ok());
-                let unit_ok =
-                    matches!(words.next(), None | Some("day" | "days" | "file" | "files"))
-                        && words.next().is_none();
+                // loguru's units, each read as a number of files (as
+                // PyAgent configs were read before).
+                let unit_ok = match words.next() {
+                    None => true,
+                    Some(u) => matches!(
+                        u.to_ascii_lowercase().trim_end_matches('s'),
+                        "file" | "second" | "minute" | "hour" | "day" | "week" | "month" | "year"
+                    ),
+                } && words.next().is_none();
                 match n {
                     Some(n) if unit_ok => Count::new(n).map(Retention).map_err(E::custom),
                     _ => Err(E::custom(format!("expected {WHAT}, got {v:?}"))),
@@ -506,6 +518,8 @@ mod tests {
         );
         let err = from_str::<Seconds>("-1").unwrap_err().to_string();
         assert!(err.contains("must not be negative"), "{err}");
+        let err = from_str::<Seconds>("1e300").unwrap_err().to_string();
+        assert!(err.ends_with("got 1e300"), "{err}");
         let err = from_str::<Seconds>(".nan").unwrap_err().to_string();
         assert!(err.contains("NaN"), "{err}");
     }
@@ -513,15 +527,12 @@ mod tests {
     #[test]
     fn seconds_within_names_the_range() {
         let s: Seconds = from_str("0").unwrap();
-        let err = s.within(0.0, 3600.0, true).unwrap_err();
-        assert!(err.contains("above 0 and at most 3600"), "{err}");
+        let err = s.within(0.001, 3600.0).unwrap_err();
+        assert!(err.contains("between 0.001 and 3600"), "{err}");
         let s: Seconds = from_str("7200").unwrap();
-        assert!(s.within(0.0, 3600.0, true).is_err());
+        assert!(s.within(0.001, 3600.0).is_err());
         let s: Seconds = from_str("0.001").unwrap();
-        assert_eq!(
-            s.within(0.001, 86_400.0, false).unwrap(),
-            Duration::from_millis(1)
-        );
+        assert_eq!(s.within(0.001, 86_400.0).unwrap(), Duration::from_millis(1));
     }
 
     #[test]
@@ -598,7 +609,8 @@ mod tests {
         assert_eq!(from_str::<Retention>("10").unwrap().files(), 10);
         assert_eq!(from_str::<Retention>("\"10 days\"").unwrap().files(), 10);
         assert_eq!(from_str::<Retention>("\"3 files\"").unwrap().files(), 3);
-        for bad in ["-1", ".nan", "\"many\"", "\"10 weeks\"", "[1]", "1e300"] {
+        assert_eq!(from_str::<Retention>("\"1 week\"").unwrap().files(), 1);
+        for bad in ["-1", ".nan", "\"many\"", "\"10 parsecs\"", "[1]", "1e300"] {
             assert!(from_str::<Retention>(bad).is_err(), "{bad} accepted");
         }
     }

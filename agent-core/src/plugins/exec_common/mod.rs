@@ -288,7 +288,7 @@ pub(crate) fn secs(
     min: f64,
     max: f64,
 ) -> Result<Duration, (String, String)> {
-    v.within(min, max, false).map_err(|r| (key.to_string(), r))
+    v.within(min, max).map_err(|r| (key.to_string(), r))
 }
 
 #[cfg(test)]
@@ -472,6 +472,14 @@ pub(crate) mod testutil {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap()
     }
+}
+
+/// The top-level keys of [`ExecdConfig`] (its flattened [`EnvConfig`]
+/// included), for [`crate::PluginConfig::parse_with_keys`].
+pub(crate) fn execd_keys() -> Vec<&'static str> {
+    let mut keys = vec!["command", "restart_delay", "stop_timeout", "max_line_bytes"];
+    keys.extend_from_slice(crate::config::struct_fields::<EnvConfig>());
+    keys
 }
 
 /// The keys every execd plugin accepts.

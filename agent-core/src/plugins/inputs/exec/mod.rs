@@ -163,7 +163,10 @@ pub fn register(r: &mut Registry) {
         "Runs commands every interval and parses their output (influx, json, value, nagios, pyagent)",
         include_str!("sample.yaml"),
         |cfg| {
-            let parsed: ExecConfig = cfg.parse()?;
+            let mut keys = vec!["commands", "timeout", "max_output_bytes"];
+            keys.extend_from_slice(crate::config::struct_fields::<EnvConfig>());
+            keys.extend_from_slice(crate::config::struct_fields::<ParserConfig>());
+            let parsed: ExecConfig = cfg.parse_with_keys(&keys)?;
             Exec::new(&cfg.instance, parsed)
                 .map(|e| e.with_log(cfg.log(), &cfg.instance))
                 .map_err(|(k, r)| cfg.error(&k, r).into())

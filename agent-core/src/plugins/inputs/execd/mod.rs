@@ -239,7 +239,10 @@ pub fn register(r: &mut Registry) {
         "Keeps a program running and collects the metrics it prints, one per line",
         include_str!("sample.yaml"),
         |cfg| {
-            let parsed: ExecdInputConfig = cfg.parse()?;
+            let mut keys = crate::plugins::exec_common::execd_keys();
+            keys.extend(["signal", "signal_wait", "interval"]);
+            keys.extend_from_slice(crate::config::struct_fields::<ParserConfig>());
+            let parsed: ExecdInputConfig = cfg.parse_with_keys(&keys)?;
             ExecdInput::new(&cfg.instance, parsed)
                 .map(|p| p.with_log(cfg.log()))
                 .map_err(|(k, r)| cfg.error(&k, r).into())

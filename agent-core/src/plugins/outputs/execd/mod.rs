@@ -133,7 +133,9 @@ pub fn register(r: &mut Registry) {
         "Writes metrics to a long-running program's stdin (influx, json or pyagent lines)",
         include_str!("sample.yaml"),
         |cfg| {
-            let parsed: ExecdOutputConfig = cfg.parse()?;
+            let mut keys = crate::plugins::exec_common::execd_keys();
+            keys.push("data_format");
+            let parsed: ExecdOutputConfig = cfg.parse_with_keys(&keys)?;
             ExecdOutput::new(&cfg.instance, parsed)
                 .map(|p| p.with_log(cfg.log()))
                 .map_err(|(k, r)| cfg.error(&k, r).into())

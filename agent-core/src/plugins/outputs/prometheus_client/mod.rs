@@ -60,7 +60,8 @@ impl PrometheusClient {
         if !c.path.starts_with('/') {
             return Err(cfg.error("path", "must start with `/`").into());
         }
-        if let Err(reason) = c.expiration.within(0.0, 86_400.0 * 365.0, false) {
+        let never = c.expiration.as_secs_f64() == 0.0;
+        if let (false, Err(reason)) = (never, c.expiration.within(0.001, 86_400.0 * 365.0)) {
             return Err(cfg
                 .error(
                     "expiration",

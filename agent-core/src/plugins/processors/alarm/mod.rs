@@ -81,7 +81,7 @@ impl StateOpts {
             None => base.repeat_ns,
             // At most a year: far from overflowing a nanosecond timestamp sum.
             Some(s) => s
-                .within(0.0, 86_400.0 * 365.0, false)
+                .within(0.0, 86_400.0 * 365.0)
                 .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
                 .map_err(|r| cfg.error(&crate::config::load::join(key, "repeat_sec"), r))?,
         };

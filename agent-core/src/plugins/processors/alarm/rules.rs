@@ -281,6 +281,8 @@ impl Rules {
                 let Value::Mapping(map) = alarm else {
                     unreachable!("checked above")
                 };
+                // Its keys are NIC names (each parsed as a NicConf below).
+                c.declare_keys(&["*"]);
                 let mut nics = HashMap::new();
                 for (k, v) in map {
                     let nic = key_string(k);
@@ -351,6 +353,7 @@ impl Rules {
                 let Value::Mapping(map) = alarm else {
                     unreachable!("checked above")
                 };
+                c.declare_keys(&["all", "target", "use_msg_fields"]);
                 let all = match map.get("all") {
                     Some(v) => checks(&c, "all", v)?,
                     None => Vec::new(),

@@ -214,7 +214,9 @@ pub fn register(r: &mut Registry) {
         "Pipes metrics through a long-running program as line protocol",
         include_str!("sample.yaml"),
         |cfg| {
-            let parsed: ExecdProcessorConfig = cfg.parse()?;
+            let mut keys = crate::plugins::exec_common::execd_keys();
+            keys.push("batch_timeout");
+            let parsed: ExecdProcessorConfig = cfg.parse_with_keys(&keys)?;
             ExecdProcessor::new(&cfg.instance, parsed)
                 .map(|p| p.with_log(cfg.log()))
                 .map_err(|(k, r)| cfg.error(&k, r).into())
