@@ -180,7 +180,7 @@ pub fn for_each_sample(
     if m.kind == MetricKind::Alarm {
         return;
     }
-    let schema = lookup(&m.name).filter(|s| s.reshapes() || !s.fields.is_empty());
+    let schema = lookup(&m.name);
     let is_tag = |k: &str| schema.is_some_and(|s| s.is_tag(k));
     let grouped = |k: &str| schema.is_some_and(|s| s.group_of(k).is_some());
     let labels = &mut scratch.labels;
