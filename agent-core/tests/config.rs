@@ -742,3 +742,38 @@ fn exec_family_typos_are_reported() {
         assert!(w.iter().any(|l| l.ends_with(e)), "{e} in {w:#?}");
     }
 }
+
+#[test]
+fn http_family_output_typos_are_reported() {
+    // es, http and influxdb flatten their client settings into the config,
+    // which hides the keys serde skipped: they declare theirs.
+    let (_d, etc) = common::etc(&[
+        (
+            "main.yaml",
+            "open: [demo]\ncommon_output: [es, http, influxdb]\n",
+        ),
+        (
+            "output/es.yaml",
+            "url: http://127.0.0.1:9/v1/{es_index}/bulk\nindx: m\ntimeout: 2\nflush_intervall: 1\n",
+        ),
+        (
+            "output/http.yaml",
+            "url: http://127.0.0.1:9/write\nbearer_tokn: x\ngzip: true\n",
+        ),
+        (
+            "output/influxdb.yaml",
+            "url: http://127.0.0.1:9\ndatabse: m\nconnect_timeout: 1\n",
+        ),
+    ]);
+    let w = warnings(&etc);
+    let ends = [
+        "key `output.es.indx`: unknown key; did you mean `index`?",
+        "key `output.es.flush_intervall`: unknown key; did you mean `flush_interval`?",
+        "key `output.http.bearer_tokn`: unknown key; did you mean `bearer_token`?",
+        "key `output.influxdb.databse`: unknown key; did you mean `database`?",
+    ];
+    assert_eq!(w.len(), ends.len(), "{w:#?}");
+    for e in ends {
+        assert!(w.iter().any(|l| l.ends_with(e)), "{e} in {w:#?}");
+    }
+}

@@ -74,7 +74,19 @@ pub struct EsOutput {
 
 impl EsOutput {
     pub fn new(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
-        let config: EsConfig = cfg.parse()?;
+        // The flattened client settings hide skipped keys: declare them.
+        let mut keys = vec![
+            "url",
+            "index",
+            "index_alarm",
+            "format",
+            "bulk_action",
+            "bulk_retries",
+            "username",
+            "password",
+        ];
+        keys.extend_from_slice(crate::config::struct_fields::<ClientSettings>());
+        let config: EsConfig = cfg.parse_with_keys(&keys)?;
         let probe = config.url.replace("{es_index}", "x");
         client::validate_url(cfg, "url", &probe)?;
         client::validate(cfg, &config.client)?;

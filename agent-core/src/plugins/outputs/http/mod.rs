@@ -49,7 +49,10 @@ pub struct HttpOutput {
 
 impl HttpOutput {
     pub fn new(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
-        let config: HttpConfig = cfg.parse()?;
+        // The flattened client settings hide skipped keys: declare them.
+        let mut keys = vec!["url", "format", "username", "password", "bearer_token"];
+        keys.extend_from_slice(crate::config::struct_fields::<ClientSettings>());
+        let config: HttpConfig = cfg.parse_with_keys(&keys)?;
         client::validate_url(cfg, "url", &config.url)?;
         client::validate(cfg, &config.client)?;
         if config.username.is_some() && config.bearer_token.is_some() {

@@ -82,7 +82,23 @@ fn enc(s: &str) -> String {
 
 impl InfluxOutput {
     pub fn new(cfg: &crate::config::PluginConfig) -> PluginResult<Self> {
-        let config: InfluxConfig = cfg.parse()?;
+        // The flattened client settings hide skipped keys: declare them.
+        let mut keys = vec![
+            "url",
+            "version",
+            "database",
+            "retention_policy",
+            "create_database",
+            "username",
+            "password",
+            "org",
+            "bucket",
+            "token",
+            "precision",
+            "uint_support",
+        ];
+        keys.extend_from_slice(crate::config::struct_fields::<ClientSettings>());
+        let config: InfluxConfig = cfg.parse_with_keys(&keys)?;
         client::validate_url(cfg, "url", &config.url)?;
         client::validate(cfg, &config.client)?;
         let v2 = match config.version {
