@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod plugins;
 pub mod registry;
 pub mod reload;
+pub mod schema;
 
 pub use config::{AgentConfig, ConfigError, ConfigWarning, Plan, PluginConfig};
 pub use metric::{FieldValue, Metric, MetricKind, Str};

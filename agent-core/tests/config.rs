@@ -546,6 +546,45 @@ fn plan_with_env(etc: &Path, env: &[(&str, &str)]) -> Result<Plan, ConfigError> 
 
 /// `AGENT__<SECTION>__<NAME>__<KEY>` overrides every file; single-underscore
 /// variables are not taken.
+/// PyAgent printed each metric as it was made: with no interval configured
+/// the console flushes within 0.1 s; a configured one is kept, and other
+/// outputs keep the 10 s default.
+#[test]
+fn console_flushes_at_once_unless_configured() {
+    let flush = |files: &[(&str, &str)]| {
+        let (_d, etc) = common::etc(files);
+        let plan = plan(&etc).unwrap();
+        plan.outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.settings.flush_every()))
+            .collect::<Vec<_>>()
+    };
+    let main = "open: [demo]\ncommon_output: [console, file]\n";
+    assert_eq!(
+        flush(&[("main.yaml", main)]),
+        [
+            ("console".to_string(), Duration::from_millis(100)),
+            ("file".to_string(), Duration::from_secs(10))
+        ]
+    );
+    assert_eq!(
+        flush(&[
+            ("main.yaml", main),
+            ("output/console.yaml", "interval: 5\n")
+        ])[0]
+            .1,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        flush(&[
+            ("main.yaml", main),
+            ("output/console.yaml", "flush_interval: 2\n")
+        ])[0]
+            .1,
+        Duration::from_secs(2)
+    );
+}
+
 #[test]
 fn environment_overrides_are_the_last_layer() {
     let (_d, etc) = common::etc(&[

@@ -301,6 +301,9 @@ fn config_error(config: &AgentConfig, key: &str, reason: String) -> ConfigError 
     ConfigError::new(file, key, reason)
 }
 
+/// The console's flush interval when none is configured.
+pub const CONSOLE_FLUSH_SECS: f64 = 0.1;
+
 fn output_plan(
     config: &AgentConfig,
     registry: &Registry,
@@ -323,6 +326,11 @@ fn output_plan(
         ));
     };
     let mut settings: OutputSettings = cfg.parse()?;
+    if plugin == "console" && settings.flush_interval.is_none() && settings.interval.is_none() {
+        // PyAgent printed each metric as it was made: without a configured
+        // interval the console flushes what reached it within 0.1 s.
+        settings.flush_interval = Seconds::new(CONSOLE_FLUSH_SECS).ok();
+    }
     if let Some(disk) = settings.disk_buffer.as_mut() {
         if disk.path.as_os_str().is_empty() {
             return Err(cfg.error("disk_buffer.path", "must name a directory"));
@@ -514,7 +522,7 @@ impl Plan {
         let mut console = output_plan(config, registry, "console", "common_output")?;
         console.name = "console (test)".to_string();
         console.config = PluginConfig::from_value("console", Value::Mapping(Default::default()));
-        console.settings.flush_interval = Seconds::new(0.1).ok();
+        console.settings.flush_interval = Seconds::new(CONSOLE_FLUSH_SECS).ok();
         for p in &mut self.pipelines {
             p.outputs = vec![console.name.clone()];
         }

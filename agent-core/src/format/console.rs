@@ -2,7 +2,7 @@
 //! `>>> METRIC, name=mem time=2021-11-08T16:58:55+08:00 timestamp=1636361935 node_ip=… k=v …`
 //! The time carries the host's real UTC offset (PyAgent always printed
 //! `+08:00`); values print as Python's `str()` did.
-use crate::metric::Metric;
+use crate::metric::{FieldValue, Metric, MetricKind};
 use chrono::{Local, TimeZone};
 use std::fmt::Write;
 
@@ -25,6 +25,11 @@ pub fn write_line(m: &Metric, out: &mut String) {
         let _ = write!(out, " {k}={v}");
     }
     for (k, v) in &m.fields {
+        // An alarm's empty fields (`tag=`, `flag=` with no value) are left
+        // out: PyAgent's alarm carried only `code`, `info`, `more`.
+        if m.kind == MetricKind::Alarm && matches!(v, FieldValue::Str(s) if s.is_empty()) {
+            continue;
+        }
         let _ = write!(out, " {k}={v}");
     }
     out.push('\n');
@@ -41,7 +46,6 @@ pub fn line(m: &Metric) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metric::MetricKind;
 
     #[test]
     fn golden_alarm_line_in_utc() {
@@ -52,6 +56,8 @@ mod tests {
             .with_tag("host", "Host001")
             .with_field("code", "monitor_metric_alarm")
             .with_field("info", "测试网络不通 丢包比例过高(%): 100>=100.0")
+            .with_field("tag", "")
+            .with_field("flag", "")
             .with_field("more", "123.0.0.45");
         m.kind = MetricKind::Alarm;
         assert_eq!(
@@ -68,10 +74,11 @@ mod tests {
             .with_field("percent", 33.1)
             .with_field("loss", 100.0)
             .with_field("isup", true)
-            .with_field("human_total", "7.8 GB");
+            .with_field("human_total", "7.8 GB")
+            .with_field("empty", "");
         assert_eq!(
             line(&m),
-            ">>> METRIC, name=mem time=1970-01-01T00:00:00+00:00 timestamp=0 total=8348397568 percent=33.1 loss=100.0 isup=True human_total=7.8 GB"
+            ">>> METRIC, name=mem time=1970-01-01T00:00:00+00:00 timestamp=0 total=8348397568 percent=33.1 loss=100.0 isup=True human_total=7.8 GB empty="
         );
     }
 }

@@ -18,6 +18,7 @@
 //! Alarms are written to the measurement `<name>_alarm`, so their string
 //! fields (`code`, `info`, `more`) do not mix with the metric's own series.
 use crate::metric::{FieldValue, Metric, MetricKind};
+use crate::schema::{tag_text, Schema};
 
 /// Timestamp precision of the written lines (InfluxDB's `precision`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -71,6 +72,10 @@ pub struct Options {
     /// Write unsigned integers with the `u` suffix. InfluxDB 1.x rejects
     /// them; without this they are written as `i`, clamped to `i64::MAX`.
     pub uint_support: bool,
+    /// Reshape metrics by their input's schema ([`crate::schema`]):
+    /// identity fields become tags, indexed keys their own series. Off for
+    /// exec plugins, which must get back the metric they were given.
+    pub dimensional: bool,
 }
 
 impl Default for Options {
@@ -78,6 +83,18 @@ impl Default for Options {
         Options {
             precision: Precision::Nanos,
             uint_support: true,
+            dimensional: false,
+        }
+    }
+}
+
+impl Options {
+    /// Defaults, with metrics reshaped by their schema (the dimensional
+    /// outputs: influxdb, http and file in line protocol).
+    pub fn dimensional() -> Self {
+        Options {
+            dimensional: true,
+            ..Options::default()
         }
     }
 }
@@ -222,9 +239,58 @@ fn push_field_value(out: &mut String, v: &FieldValue, opts: &Options) -> bool {
     true
 }
 
+fn push_tag(out: &mut String, k: &str, v: &str) {
+    let (k, v) = (trim(k), trim(v));
+    if k.is_empty() || v.is_empty() {
+        return;
+    }
+    out.push(',');
+    push_escaped(out, k, KEY);
+    out.push('=');
+    push_escaped(out, v, KEY);
+}
+
+/// Appends ` k=v` (first field) or `,k=v`; `sep` becomes `,` once a field
+/// was written.
+fn push_field(out: &mut String, sep: &mut char, k: &str, v: &FieldValue, opts: &Options) {
+    let k = trim(k);
+    if k.is_empty() {
+        return;
+    }
+    let mark = out.len();
+    out.push(*sep);
+    push_escaped(out, k, KEY);
+    out.push('=');
+    if push_field_value(out, v, opts) {
+        *sep = ',';
+    } else {
+        out.truncate(mark);
+    }
+}
+
+/// Ends the line started at `start` with the timestamp, or removes it when
+/// no field was written.
+fn finish_line(out: &mut String, start: usize, sep: char, m: &Metric, opts: &Options) -> bool {
+    if sep == ' ' {
+        out.truncate(start);
+        return false;
+    }
+    out.push(' ');
+    push_int(out, m.timestamp_ns.div_euclid(opts.precision.divisor()));
+    out.push('\n');
+    true
+}
+
 /// Appends one line (with `\n`) to `out`; returns false (and appends
-/// nothing) when the metric has no name or no writable field.
+/// nothing) when the metric has no name or no writable field. With
+/// [`Options::dimensional`], a metric of an input with a reshaping schema
+/// may give several lines (see [`write_dimensional`]).
 pub fn write_metric(m: &Metric, opts: &Options, out: &mut String) -> bool {
+    if opts.dimensional && m.kind == MetricKind::Metric {
+        if let Some(schema) = crate::schema::lookup(&m.name).filter(|s| s.reshapes()) {
+            return write_dimensional(m, schema, opts, out) > 0;
+        }
+    }
     let name = trim(&m.name);
     if name.is_empty() {
         return false;
@@ -235,39 +301,98 @@ pub fn write_metric(m: &Metric, opts: &Options, out: &mut String) -> bool {
         out.push_str("_alarm");
     }
     for (k, v) in &m.tags {
-        let (k, v) = (trim(k), trim(v));
-        if k.is_empty() || v.is_empty() {
-            continue;
-        }
-        out.push(',');
-        push_escaped(out, k, KEY);
-        out.push('=');
-        push_escaped(out, v, KEY);
+        push_tag(out, k, v);
     }
     let mut sep = ' ';
     for (k, v) in &m.fields {
-        let k = trim(k);
-        if k.is_empty() {
+        push_field(out, &mut sep, k, v, opts);
+    }
+    finish_line(out, start, sep, m, opts)
+}
+
+/// Writes `m` as its schema's series: the metric's identity fields as
+/// tags, then one line per index of each group (`cpu_percpu,cpu=0
+/// percent=4.8`, `cpu_process_top,pid=812,name=java rank=1i,...`).
+/// Returns the number of lines written.
+pub fn write_dimensional(m: &Metric, schema: &Schema, opts: &Options, out: &mut String) -> usize {
+    let mut lines = 0;
+    let start = out.len();
+    let name = trim(&m.name);
+    if name.is_empty() {
+        return 0;
+    }
+    push_escaped(out, name, MEASUREMENT);
+    for (k, v) in &m.tags {
+        push_tag(out, k, v);
+    }
+    for (k, v) in &m.fields {
+        if schema.is_tag(k) {
+            if let Some(text) = tag_text(v) {
+                push_tag(out, k, &text);
+            }
+        }
+    }
+    let mut sep = ' ';
+    let mut grouped = false;
+    for (k, v) in &m.fields {
+        if schema.is_tag(k) {
             continue;
         }
-        let mark = out.len();
-        out.push(sep);
-        push_escaped(out, k, KEY);
-        out.push('=');
-        if push_field_value(out, v, opts) {
-            sep = ',';
-        } else {
-            out.truncate(mark);
+        if schema.group_of(k).is_some() {
+            grouped = true;
+            continue;
+        }
+        push_field(out, &mut sep, k, v, opts);
+    }
+    lines += finish_line(out, start, sep, m, opts) as usize;
+    if !grouped {
+        return lines;
+    }
+    for g in schema.groups {
+        // Indexes in the order they first appear.
+        let mut indexes: Vec<&str> = Vec::new();
+        for (k, _) in &m.fields {
+            if let Some((i, _)) = g.split(k) {
+                if !indexes.contains(&i) {
+                    indexes.push(i);
+                }
+            }
+        }
+        for index in indexes {
+            let start = out.len();
+            push_escaped(out, g.measurement, MEASUREMENT);
+            for (k, v) in &m.tags {
+                push_tag(out, k, v);
+            }
+            if g.index_is_tag {
+                push_tag(out, g.index, index);
+            }
+            let members = m.fields.iter().filter_map(|(k, v)| match g.split(k) {
+                Some((i, sub)) if i == index => Some((sub, v)),
+                _ => None,
+            });
+            for (sub, v) in members.clone() {
+                if g.tags.contains(&sub) {
+                    if let Some(text) = tag_text(v) {
+                        push_tag(out, sub, &text);
+                    }
+                }
+            }
+            let mut sep = ' ';
+            if !g.index_is_tag {
+                if let Ok(rank) = index.parse::<i64>() {
+                    push_field(out, &mut sep, g.index, &FieldValue::Int(rank), opts);
+                }
+            }
+            for (sub, v) in members {
+                if !g.tags.contains(&sub) {
+                    push_field(out, &mut sep, sub, v, opts);
+                }
+            }
+            lines += finish_line(out, start, sep, m, opts) as usize;
         }
     }
-    if sep == ' ' {
-        out.truncate(start);
-        return false;
-    }
-    out.push(' ');
-    push_int(out, m.timestamp_ns.div_euclid(opts.precision.divisor()));
-    out.push('\n');
-    true
+    lines
 }
 
 /// Encodes a batch; returns how many metrics were written.
@@ -302,6 +427,7 @@ mod tests {
         let v1 = Options {
             precision: Precision::Seconds,
             uint_support: false,
+            ..Options::default()
         };
         assert_eq!(
             line(&m, &v1),
@@ -357,6 +483,7 @@ mod tests {
         let opts = Options {
             precision: Precision::Seconds,
             uint_support: true,
+            ..Options::default()
         };
         assert_eq!(line(&m, &opts), "ping_alarm info=\"lost\" -2\n");
     }
@@ -367,5 +494,72 @@ mod tests {
         assert_eq!(fmt_i64(&mut b, i64::MIN), "-9223372036854775808");
         assert_eq!(fmt_i64(&mut b, 0), "0");
         assert_eq!(fmt_u64(&mut b, u64::MAX), "18446744073709551615");
+    }
+
+    fn dimensional() -> Options {
+        Options {
+            precision: Precision::Seconds,
+            dimensional: true,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn probe_identity_becomes_escaped_tags() {
+        let m = Metric::new("telnet", 2_000_000_000)
+            .with_tag("host_name", "h1")
+            .with_field("tag", "百度 80,端口=\"v4\"")
+            .with_field("address", "127.0.0.1:80")
+            .with_field("yes", true)
+            .with_field("errcode", 0i64)
+            .with_field("result", "success");
+        assert_eq!(
+            line(&m, &dimensional()),
+            "telnet,host_name=h1,tag=百度\\ 80\\,端口\\=\"v4\",address=127.0.0.1:80 yes=true,errcode=0i,result=\"success\" 2\n"
+        );
+        // Flat (exec plugins, dimensional off): unchanged.
+        assert_eq!(
+            line(&m, &Options { dimensional: false, ..dimensional() }),
+            "telnet,host_name=h1 tag=\"百度 80,端口=\\\"v4\\\"\",address=\"127.0.0.1:80\",yes=true,errcode=0i,result=\"success\" 2\n"
+        );
+    }
+
+    #[test]
+    fn indexed_keys_become_series() {
+        let m = Metric::new("cpu", 1_000_000_000)
+            .with_tag("host_name", "h1")
+            .with_field("percent", 4.5)
+            .with_field("percent_percpu_0", 4.0)
+            .with_field("percent_percpu_1", 5.0)
+            .with_field("process_top", "812.java(12.5%)")
+            .with_field("process_top_1_pid", 812u64)
+            .with_field("process_top_1_name", "java vm")
+            .with_field("process_top_1_cpu_percent", 12.5)
+            .with_field("process_top_2_pid", 1u64)
+            .with_field("process_top_2_name", "systemd")
+            .with_field("process_top_2_cpu_percent", 0.0);
+        assert_eq!(
+            line(&m, &dimensional()),
+            "cpu,host_name=h1 percent=4.5,process_top=\"812.java(12.5%)\" 1\n\
+             cpu_percpu,host_name=h1,cpu=0 percent=4.0 1\n\
+             cpu_percpu,host_name=h1,cpu=1 percent=5.0 1\n\
+             cpu_process_top,host_name=h1,pid=812,name=java\\ vm rank=1i,cpu_percent=12.5 1\n\
+             cpu_process_top,host_name=h1,pid=1,name=systemd rank=2i,cpu_percent=0.0 1\n"
+        );
+    }
+
+    #[test]
+    fn metrics_without_a_reshaping_schema_pass_through() {
+        let exec = Metric::new("my_exec", 1_000_000_000)
+            .with_tag("tag", "x")
+            .with_field("tag_like", "y")
+            .with_field("v", 1i64);
+        assert_eq!(
+            line(&exec, &dimensional()),
+            "my_exec,tag=x tag_like=\"y\",v=1i 1\n"
+        );
+        let mut alarm = Metric::new("telnet", 1_000_000_000).with_field("tag", "t");
+        alarm.kind = MetricKind::Alarm;
+        assert_eq!(line(&alarm, &dimensional()), "telnet_alarm tag=\"t\" 1\n");
     }
 }

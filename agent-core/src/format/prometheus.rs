@@ -1,17 +1,28 @@
 //! Prometheus text exposition format (version 0.0.4).
 //!
 //! Each numeric field of a metric becomes a sample of the family
-//! `<metric name>_<field>`; tags become labels. Names are sanitized: any
-//! character outside `[a-zA-Z0-9_:]` (labels: `[a-zA-Z0-9_]`) becomes `_`,
-//! and a leading digit gets a `_` prefix. Booleans are 1/0. String fields
-//! are dropped, or (with `string_as_label`) added as labels of every sample
-//! of that metric. Alarms are not exposed (they are events, not series).
+//! `<metric name>_<field>`, tags become labels. Metrics of an input with a
+//! schema ([`crate::schema`]) are reshaped first: identity fields (a
+//! probe's `tag`, `address`, `url`) become labels, indexed keys series of
+//! their own (`cpu_percpu_percent{cpu="0"}`). The schema also gives every
+//! family its `# HELP` and `# TYPE`: counters are named `..._total`, units
+//! are in the name in base units (`mem_total_bytes`, `telnet_response_seconds`,
+//! milliseconds scaled to seconds). Fields of no schema (exec, execd,
+//! processed metrics) are `untyped` with a generic help.
+//!
+//! Names are sanitized: any character outside `[a-zA-Z0-9_:]` (labels:
+//! `[a-zA-Z0-9_]`) becomes `_`, and a leading digit gets a `_` prefix. Label
+//! values keep any UTF-8, with `\`, `"` and newline escaped. Booleans are
+//! 1/0. String fields are dropped, or (with `string_as_label`) added as
+//! labels of every sample of that metric. Alarms are not exposed (they are
+//! events, not series).
 //!
 //! [`SeriesStore`] keeps the latest value of every series and forgets
 //! series not updated within the expiration, so a stopped NIC or process
 //! disappears from the endpoint.
 use crate::format::line_protocol::{fmt_i64, fmt_u64, push_f64};
-use crate::metric::{FieldValue, Metric, MetricKind};
+use crate::metric::{FieldValue, Metric, MetricKind, Str};
+use crate::schema::{lookup, tag_text, FieldSpec, Group, Kind, Schema};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -121,47 +132,83 @@ impl SampleValue {
 pub struct Scratch {
     family: String,
     labels: String,
+    group_labels: String,
+    indexes: Vec<Str>,
 }
 
-/// Calls `f(family, labels, value)` for every numeric field of `m`, where
-/// `labels` is the rendered `{k="v",...}` (empty when there are none).
+/// Where a sample's meaning comes from: resolved once per family by
+/// [`SeriesStore`], not per sample.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// No schema: the measurement and the field key.
+    Plain(&'a str, &'a str),
+    Schema(&'static Schema, &'a str),
+    Group(&'static Group, &'a str),
+}
+
+impl Source<'_> {
+    fn spec(&self) -> Option<&'static FieldSpec> {
+        match *self {
+            Source::Plain(..) => None,
+            Source::Schema(s, k) => s.spec(k),
+            Source::Group(g, k) => g.spec(k),
+        }
+    }
+}
+
+/// Appends `k="v"` to a label list (inner text, no braces).
+fn add_label(labels: &mut String, k: &str, v: &str) {
+    if !labels.is_empty() {
+        labels.push(',');
+    }
+    push_label_name(labels, k);
+    labels.push_str("=\"");
+    push_label_value(labels, v);
+    labels.push('"');
+}
+
+/// Calls `f(family, labels, value, source)` for every numeric field of
+/// `m`, where `family` is `<measurement>_<field>` (sanitized, before the
+/// schema's unit and `_total`) and `labels` the rendered `k="v",...`
+/// without braces (empty when there are none).
 pub fn for_each_sample(
     m: &Metric,
     opts: &Options,
     scratch: &mut Scratch,
-    mut f: impl FnMut(&str, &str, SampleValue),
+    mut f: impl FnMut(&str, &str, SampleValue, Source<'_>),
 ) {
     if m.kind == MetricKind::Alarm {
         return;
     }
+    let schema = lookup(&m.name);
+    let is_tag = |k: &str| schema.is_some_and(|s| s.is_tag(k));
+    let grouped = |k: &str| schema.is_some_and(|s| s.group_of(k).is_some());
     let labels = &mut scratch.labels;
     labels.clear();
-    let mut first = true;
-    let mut add_label = |labels: &mut String, k: &str, v: &str| {
-        labels.push(if first { '{' } else { ',' });
-        first = false;
-        push_label_name(labels, k);
-        labels.push_str("=\"");
-        push_label_value(labels, v);
-        labels.push('"');
-    };
     for (i, (k, v)) in m.tags.iter().enumerate() {
         if m.tags[..i].iter().any(|(p, _)| p == k) {
             continue;
         }
         add_label(labels, k, v);
     }
-    if opts.string_as_label {
+    let tagged = |k: &str| m.tags.iter().any(|(p, _)| p == k);
+    if let Some(s) = schema {
         for (k, v) in &m.fields {
-            if let FieldValue::Str(s) = v {
-                if !m.tags.iter().any(|(p, _)| p == k) {
-                    add_label(labels, k, s);
+            if s.is_tag(k) && !tagged(k) {
+                if let Some(text) = tag_text(v) {
+                    add_label(labels, k, &text);
                 }
             }
         }
     }
-    if !first {
-        labels.push('}');
+    if opts.string_as_label {
+        for (k, v) in &m.fields {
+            if let FieldValue::Str(s) = v {
+                if !tagged(k) && !is_tag(k) && !grouped(k) {
+                    add_label(labels, k, s);
+                }
+            }
+        }
     }
     let family = &mut scratch.family;
     family.clear();
@@ -169,12 +216,76 @@ pub fn for_each_sample(
     family.push('_');
     let prefix = family.len();
     for (k, v) in &m.fields {
+        if is_tag(k) || grouped(k) {
+            continue;
+        }
         let Some(value) = SampleValue::from_field(v) else {
             continue;
         };
         family.truncate(prefix);
         sanitize_at(k, family, true, false);
-        f(family, labels, value);
+        let source = match schema {
+            Some(s) => Source::Schema(s, k),
+            None => Source::Plain(&m.name, k),
+        };
+        f(family, labels, value, source);
+    }
+    let Some(schema) = schema else { return };
+    for g in schema.groups {
+        let indexes = &mut scratch.indexes;
+        indexes.clear();
+        for (k, _) in &m.fields {
+            if let Some((i, _)) = g.split(k) {
+                if !indexes.iter().any(|p| p == i) {
+                    indexes.push(Str::new(i));
+                }
+            }
+        }
+        for index in indexes.iter() {
+            let members = m.fields.iter().filter_map(|(k, v)| match g.split(k) {
+                Some((i, sub)) if i == index => Some((sub, v)),
+                _ => None,
+            });
+            let gl = &mut scratch.group_labels;
+            gl.clear();
+            gl.push_str(labels);
+            if g.index_is_tag {
+                add_label(gl, g.index, index);
+            }
+            for (sub, v) in members.clone() {
+                if g.tags.contains(&sub) {
+                    if let Some(text) = tag_text(v) {
+                        add_label(gl, sub, &text);
+                    }
+                }
+            }
+            family.clear();
+            push_metric_name(family, g.measurement);
+            family.push('_');
+            let prefix = family.len();
+            if !g.index_is_tag {
+                if let Ok(rank) = index.parse::<i64>() {
+                    family.push_str(g.index);
+                    f(
+                        family,
+                        gl,
+                        SampleValue::Int(rank),
+                        Source::Group(g, g.index),
+                    );
+                }
+            }
+            for (sub, v) in members {
+                if g.tags.contains(&sub) {
+                    continue;
+                }
+                let Some(value) = SampleValue::from_field(v) else {
+                    continue;
+                };
+                family.truncate(prefix);
+                sanitize_at(sub, family, true, false);
+                f(family, gl, value, Source::Group(g, sub));
+            }
+        }
     }
 }
 
@@ -184,16 +295,104 @@ struct Sample {
     seen: Instant,
 }
 
+/// A family's exposed name, help and type, resolved from the schema when
+/// the family first appears.
+#[derive(Debug)]
+struct Family {
+    name: String,
+    help: String,
+    type_: &'static str,
+    /// Factor to the base unit (milliseconds → seconds).
+    scale: f64,
+    /// A number that is not a measurement (`ppid`): not exposed.
+    hidden: bool,
+    series: BTreeMap<u32, Sample>,
+}
+
+/// Appends HELP text with `\` and newline escaped.
+fn push_help(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+impl Family {
+    fn new(raw: &str, source: Source<'_>) -> Family {
+        let Some(spec) = source.spec() else {
+            let (measurement, key) = match source {
+                Source::Plain(measurement, key) => (measurement, key),
+                Source::Schema(s, key) => (s.name, key),
+                Source::Group(g, key) => (g.measurement, key),
+            };
+            return Family {
+                name: raw.to_string(),
+                help: format!(
+                    "Field {key} of {measurement} (no schema: exec, execd or processed metrics)."
+                ),
+                type_: "untyped",
+                scale: 1.0,
+                hidden: false,
+                series: BTreeMap::new(),
+            };
+        };
+        let mut name = raw.to_string();
+        if let Some(exposed) = spec.prometheus {
+            // `raw` ends with the sanitized key: swap it for the exposed name.
+            let key_len = match source {
+                Source::Schema(_, k) | Source::Group(_, k) | Source::Plain(_, k) => {
+                    let mut sanitized = String::new();
+                    sanitize_at(k, &mut sanitized, true, false);
+                    sanitized.len()
+                }
+            };
+            name.truncate(name.len().saturating_sub(key_len));
+            name.push_str(exposed);
+        }
+        if let Some(abbr) = spec.unit.abbreviation() {
+            if name.ends_with(abbr) {
+                name.truncate(name.len() - abbr.len());
+            }
+        }
+        if let Some(suffix) = spec.unit.prometheus_suffix() {
+            if !name.split('_').any(|part| part == suffix) {
+                name.push('_');
+                name.push_str(suffix);
+            }
+        }
+        let type_ = match spec.kind {
+            Kind::Counter => {
+                if !name.ends_with("_total") {
+                    name.push_str("_total");
+                }
+                "counter"
+            }
+            Kind::Gauge | Kind::Text => "gauge",
+        };
+        Family {
+            name,
+            help: spec.help.to_string(),
+            type_,
+            scale: spec.unit.prometheus_scale(),
+            hidden: spec.kind == Kind::Text,
+            series: BTreeMap::new(),
+        }
+    }
+}
+
 /// The latest value of every series, with expiration.
 ///
-/// Label sets are interned: every distinct rendered `{k="v",...}` gets a
+/// Label sets are interned: every distinct rendered `k="v",...` gets a
 /// small id (reference counted, freed when its last series expires), so the
 /// per-field work of an update is an integer lookup, not a string compare.
 #[derive(Debug)]
 pub struct SeriesStore {
-    /// Family name → label-set id → sample. Families render sorted by name,
-    /// series within a family in the order they first appeared.
-    families: BTreeMap<String, BTreeMap<u32, Sample>>,
+    /// Family (by its name before units) → label-set id → sample. Families
+    /// render sorted, series within a family in label-set id order.
+    families: BTreeMap<String, Family>,
     label_ids: HashMap<String, u32>,
     label_text: Vec<String>,
     label_refs: Vec<u32>,
@@ -239,23 +438,46 @@ impl SeriesStore {
 
     pub fn add(&mut self, m: &Metric, now: Instant) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let mut id: Option<u32> = None;
+        // Interned once per label set (the main series, then each group's).
+        let mut last: Option<u32> = None;
         let opts = self.opts;
-        for_each_sample(m, &opts, &mut scratch, |family, labels, value| {
-            // Same label set for every field of the metric: intern once.
-            let id = *id.get_or_insert_with(|| self.intern(labels));
+        for_each_sample(m, &opts, &mut scratch, |family, labels, value, source| {
             // Look up by &str first: no allocation for a known family.
             let fam = match self.families.get_mut(family) {
                 Some(f) => f,
-                None => self.families.entry(family.to_string()).or_default(),
+                None => self
+                    .families
+                    .entry(family.to_string())
+                    .or_insert_with(|| Family::new(family, source)),
             };
-            match fam.get_mut(&id) {
+            if fam.hidden {
+                return;
+            }
+            let value = if fam.scale == 1.0 {
+                value
+            } else {
+                SampleValue::Float(value.as_f64() * fam.scale)
+            };
+            // Consecutive samples mostly share their label set.
+            let id = match last {
+                Some(id) if self.label_text[id as usize] == labels => id,
+                _ => {
+                    let id = self.intern(labels);
+                    last = Some(id);
+                    id
+                }
+            };
+            let fam = match self.families.get_mut(family) {
+                Some(f) => f,
+                None => return,
+            };
+            match fam.series.get_mut(&id) {
                 Some(s) => {
                     s.value = value;
                     s.seen = now;
                 }
                 None => {
-                    fam.insert(id, Sample { value, seen: now });
+                    fam.series.insert(id, Sample { value, seen: now });
                     self.label_refs[id as usize] += 1;
                 }
             }
@@ -272,7 +494,7 @@ impl SeriesStore {
         let refs = &mut self.label_refs;
         let mut freed = Vec::new();
         self.families.retain(|_, fam| {
-            fam.retain(|id, s| {
+            fam.series.retain(|id, s| {
                 let keep = now.saturating_duration_since(s.seen) < exp;
                 if !keep {
                     let r = &mut refs[*id as usize];
@@ -283,7 +505,7 @@ impl SeriesStore {
                 }
                 keep
             });
-            !fam.is_empty()
+            !fam.series.is_empty() || fam.hidden
         });
         for id in freed {
             let text = std::mem::take(&mut self.label_text[id as usize]);
@@ -293,18 +515,33 @@ impl SeriesStore {
     }
 
     pub fn series_count(&self) -> usize {
-        self.families.values().map(|f| f.len()).sum()
+        self.families.values().map(|f| f.series.len()).sum()
     }
 
-    /// Renders every family, sorted by name, each with a `# TYPE` line.
+    /// Renders every family, sorted by name, each with `# HELP` and
+    /// `# TYPE` lines.
     pub fn render(&self, out: &mut String) {
-        for (name, fam) in &self.families {
-            out.push_str("# TYPE ");
-            out.push_str(name);
-            out.push_str(" untyped\n");
-            for (id, s) in fam {
-                out.push_str(name);
-                out.push_str(&self.label_text[*id as usize]);
+        for fam in self.families.values() {
+            if fam.series.is_empty() {
+                continue;
+            }
+            out.push_str("# HELP ");
+            out.push_str(&fam.name);
+            out.push(' ');
+            push_help(out, &fam.help);
+            out.push_str("\n# TYPE ");
+            out.push_str(&fam.name);
+            out.push(' ');
+            out.push_str(fam.type_);
+            out.push('\n');
+            for (id, s) in &fam.series {
+                out.push_str(&fam.name);
+                let labels = &self.label_text[*id as usize];
+                if !labels.is_empty() {
+                    out.push('{');
+                    out.push_str(labels);
+                    out.push('}');
+                }
                 out.push(' ');
                 s.value.write(out);
                 out.push('\n');
@@ -317,8 +554,18 @@ impl SeriesStore {
 mod tests {
     use super::*;
 
+    fn render(metrics: &[Metric], opts: Options) -> String {
+        let mut store = SeriesStore::new(opts, Duration::ZERO);
+        for m in metrics {
+            store.add(m, Instant::now());
+        }
+        let mut out = String::new();
+        store.render(&mut out);
+        out
+    }
+
     #[test]
-    fn names_labels_and_values() {
+    fn names_labels_and_values_without_a_schema() {
         let m = Metric::new("net-io", 0)
             .with_tag("host name", "we\"b\\1\n")
             .with_tag("9nic", "eth0")
@@ -328,43 +575,105 @@ mod tests {
             .with_field("neg", -2i64)
             .with_field("mac", "aa:bb")
             .with_field("nan", f64::NAN);
-        let mut store = SeriesStore::new(Options::default(), Duration::ZERO);
-        store.add(&m, Instant::now());
-        let mut out = String::new();
-        store.render(&mut out);
         let labels = r#"{host_name="we\"b\\1\n",_9nic="eth0"}"#;
-        let expected = format!(
-            "# TYPE net_io_bytes_recv untyped\nnet_io_bytes_recv{labels} 10\n\
-             # TYPE net_io_nan untyped\nnet_io_nan{labels} NaN\n\
-             # TYPE net_io_neg untyped\nnet_io_neg{labels} -2\n\
-             # TYPE net_io_rate untyped\nnet_io_rate{labels} 1.5\n\
-             # TYPE net_io_up untyped\nnet_io_up{labels} 1\n"
-        );
-        assert_eq!(out, expected);
+        let fam = |name: &str, field: &str, v: &str| {
+            format!(
+                "# HELP {name} Field {field} of net-io (no schema: exec, execd or processed metrics).\n\
+                 # TYPE {name} untyped\n{name}{labels} {v}\n"
+            )
+        };
+        let expected = [
+            fam("net_io_bytes_recv", "bytes.recv", "10"),
+            fam("net_io_nan", "nan", "NaN"),
+            fam("net_io_neg", "neg", "-2"),
+            fam("net_io_rate", "rate", "1.5"),
+            fam("net_io_up", "up", "1"),
+        ]
+        .concat();
+        assert_eq!(render(&[m], Options::default()), expected);
     }
 
     #[test]
     fn strings_as_labels_and_alarms_skipped() {
         let m = Metric::new("disk", 0)
-            .with_tag("path", "/")
+            .with_tag("mountpoint", "/")
             .with_field("fstype", "ext4")
             .with_field("used", 3u64);
-        let mut store = SeriesStore::new(
-            Options {
-                string_as_label: true,
-            },
-            Duration::ZERO,
-        );
-        store.add(&m, Instant::now());
         let mut alarm = m.clone();
         alarm.kind = MetricKind::Alarm;
         alarm.name = "other".into();
-        store.add(&alarm, Instant::now());
-        let mut out = String::new();
-        store.render(&mut out);
+        assert_eq!(
+            render(
+                &[m, alarm],
+                Options {
+                    string_as_label: true
+                }
+            ),
+            "# HELP disk_used_bytes Used space.\n# TYPE disk_used_bytes gauge\n\
+             disk_used_bytes{mountpoint=\"/\",fstype=\"ext4\"} 3\n"
+        );
+    }
+
+    #[test]
+    fn probe_targets_are_labels_with_escaped_utf8_values() {
+        let target = |tag: &str, ms: f64| {
+            Metric::new("telnet", 0)
+                .with_tag("host_name", "h")
+                .with_field("tag", tag)
+                .with_field("address", "127.0.0.1:80")
+                .with_field("yes", true)
+                .with_field("response_ms", ms)
+                .with_field("result", "success")
+        };
+        let out = render(
+            &[
+                target("百度80端口(IPv4)", 1.5),
+                target("a \"b\", \\c\nd", 250.0),
+            ],
+            Options::default(),
+        );
         assert_eq!(
             out,
-            "# TYPE disk_used untyped\ndisk_used{path=\"/\",fstype=\"ext4\"} 3\n"
+            "# HELP telnet_response_seconds Time to resolve and connect.\n\
+             # TYPE telnet_response_seconds gauge\n\
+             telnet_response_seconds{host_name=\"h\",tag=\"百度80端口(IPv4)\",address=\"127.0.0.1:80\"} 0.0015\n\
+             telnet_response_seconds{host_name=\"h\",tag=\"a \\\"b\\\", \\\\c\\nd\",address=\"127.0.0.1:80\"} 0.25\n\
+             # HELP telnet_yes Whether the port accepted the connection (1) or not (0).\n\
+             # TYPE telnet_yes gauge\n\
+             telnet_yes{host_name=\"h\",tag=\"百度80端口(IPv4)\",address=\"127.0.0.1:80\"} 1\n\
+             telnet_yes{host_name=\"h\",tag=\"a \\\"b\\\", \\\\c\\nd\",address=\"127.0.0.1:80\"} 1\n"
+        );
+    }
+
+    #[test]
+    fn counters_get_total_and_units_and_indexes_become_labels() {
+        let net = Metric::new("network", 0)
+            .with_tag("nic", "eth0")
+            .with_field("bytes_recv", 10u64)
+            .with_field("mtu", 1500u64);
+        let cpu = Metric::new("cpu", 0)
+            .with_field("times_user", 2.5)
+            .with_field("percent_percpu_0", 4.0)
+            .with_field("percent_percpu_1", 6.0)
+            .with_field("process_top_1_pid", 812u64)
+            .with_field("process_top_1_name", "java")
+            .with_field("process_top_1_cpu_percent", 12.5);
+        let out = render(&[net, cpu], Options::default());
+        for line in [
+            "# TYPE network_bytes_recv_total counter\nnetwork_bytes_recv_total{nic=\"eth0\"} 10\n",
+            "# TYPE network_mtu_bytes gauge\nnetwork_mtu_bytes{nic=\"eth0\"} 1500\n",
+            "# TYPE cpu_times_user_seconds_total counter\ncpu_times_user_seconds_total 2.5\n",
+            "# TYPE cpu_percpu_percent gauge\ncpu_percpu_percent{cpu=\"0\"} 4.0\ncpu_percpu_percent{cpu=\"1\"} 6.0\n",
+            "# TYPE cpu_process_top_rank gauge\ncpu_process_top_rank{pid=\"812\",name=\"java\"} 1\n",
+            "cpu_process_top_cpu_percent{pid=\"812\",name=\"java\"} 12.5\n",
+        ] {
+            assert!(out.contains(line), "{line:?} missing from:\n{out}");
+        }
+        assert!(!out.contains("percpu_0"), "{out}");
+        assert!(!out.contains("process_top_1"), "{out}");
+        assert_eq!(
+            out.matches("# HELP ").count(),
+            out.matches("# TYPE ").count()
         );
     }
 
@@ -385,9 +694,10 @@ mod tests {
             t0 + Duration::from_secs(6),
         );
         store.expire(t0 + Duration::from_secs(11));
+        let head = "# HELP a_v Field v of a (no schema: exec, execd or processed metrics).\n# TYPE a_v untyped\n";
         let mut out = String::new();
         store.render(&mut out);
-        assert_eq!(out, "# TYPE a_v untyped\na_v{k=\"1\"} 5\n");
+        assert_eq!(out, format!("{head}a_v{{k=\"1\"}} 5\n"));
         store.expire(t0 + Duration::from_secs(17));
         assert_eq!(store.series_count(), 0);
         assert!(
@@ -401,6 +711,6 @@ mod tests {
         assert_eq!(store.label_text.len(), 2, "freed ids are reused");
         let mut out = String::new();
         store.render(&mut out);
-        assert_eq!(out, "# TYPE a_v untyped\na_v{k=\"3\"} 3\n");
+        assert_eq!(out, format!("{head}a_v{{k=\"3\"}} 3\n"));
     }
 }

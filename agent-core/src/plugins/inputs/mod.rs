@@ -13,6 +13,22 @@ pub mod process;
 pub mod telnet;
 
 use crate::registry::Registry;
+use crate::schema::Schema;
+
+/// Every input's schema (exec and execd take theirs from the line protocol
+/// they read, so they have none here).
+pub static SCHEMAS: &[&Schema] = &[
+    &cpu::schema::SCHEMA,
+    &curl::schema::SCHEMA,
+    &demo::schema::SCHEMA,
+    &disk::schema::SCHEMA,
+    &internal::schema::SCHEMA,
+    &mem::schema::SCHEMA,
+    &network::schema::SCHEMA,
+    &ping::schema::SCHEMA,
+    &process::schema::SCHEMA,
+    &telnet::schema::SCHEMA,
+];
 
 pub fn register(r: &mut Registry) {
     curl::register(r);

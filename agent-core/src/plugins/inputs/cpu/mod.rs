@@ -7,6 +7,7 @@
 //! does not expose. The first gather primes: it samples, waits
 //! `sysinfo::MINIMUM_CPU_UPDATE_INTERVAL` and samples again, so even the
 //! first `percent` is real (PyAgent's first value was always 0).
+pub mod schema;
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::plugins::inputs::mem::round_to;

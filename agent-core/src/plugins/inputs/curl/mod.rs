@@ -1,5 +1,6 @@
 //! `curl`: HTTP checks per target (PyAgent's curl input) on isahc/libcurl,
 //! with timeouts, TLS verification, retries, timings and a body size limit.
+pub mod schema;
 use crate::config::{Count, Seconds, Size};
 use crate::metric::{FieldValue, Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};

@@ -1,5 +1,6 @@
 //! `demo`: PyAgent's demo input, a random `x` to exercise alarms and the
 //! discard sub-plugin without touching the host.
+pub mod schema;
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
 use rand::Rng;

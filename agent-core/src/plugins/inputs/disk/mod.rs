@@ -9,6 +9,7 @@
 //! `statvfs` can block for minutes (a dead NFS server, a stalled disk), so
 //! it runs on a prober thread ([`StatvfsProber`]) with a per-mount timeout,
 //! never on the event loop.
+pub mod schema;
 #[cfg(unix)]
 use crate::blocking::{Worker, WorkerError};
 use crate::metric::Metric;

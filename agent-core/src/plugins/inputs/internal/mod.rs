@@ -3,6 +3,7 @@
 //! output its buffer, drops and write time, the process's RSS, CPU and
 //! logging problems (failed log writes, dropped log records), and the
 //! reload counters.
+pub mod schema;
 use crate::metric::Metric;
 use crate::pipeline::directory;
 use crate::plugin::{Accumulator, Input, PluginResult};

@@ -6,6 +6,7 @@
 //! and its `used` is not psutil's), so no `System` is kept at all. Elsewhere
 //! sysinfo's memory refresh gives total/available/free/used and the
 //! Linux-only figures are 0.
+pub mod schema;
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::registry::Registry;

@@ -12,6 +12,7 @@
 //! a false dip in graphs). A counter that went backwards (reset, 32-bit
 //! wrap, NIC re-created) is taken as restarted from 0: the rate is the new
 //! value over the interval, never negative.
+pub mod schema;
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::plugins::inputs::mem::{human_bps, round_to};

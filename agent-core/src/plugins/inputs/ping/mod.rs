@@ -6,6 +6,7 @@
 //! its output, as Telegraf's ping plugin does; `method: auto` tries native
 //! and falls back to exec when the raw socket cannot be opened.
 mod exec;
+pub mod schema;
 #[cfg(target_os = "linux")]
 mod tune;
 

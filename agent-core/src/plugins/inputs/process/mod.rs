@@ -8,6 +8,7 @@
 //! the first `cpu_percent` is real. With a `target` list only the pids whose
 //! `comm` can match are refreshed. `num_threads` is read from
 //! `/proc/<pid>/stat` for the reported processes only (sysinfo lacks it).
+pub mod schema;
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::plugins::inputs::mem::round_to;

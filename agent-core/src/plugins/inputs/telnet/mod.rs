@@ -3,6 +3,7 @@
 //!
 //! One fractional `timeout` covers name resolution and connecting; a name
 //! with several addresses is tried address by address until one accepts.
+pub mod schema;
 use crate::config::{Count, Seconds};
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;

@@ -220,7 +220,7 @@ impl Output for FileOutput {
                 }
             }
             Format::Influx => {
-                line_protocol::write_batch(batch, &line_protocol::Options::default(), &mut buf);
+                line_protocol::write_batch(batch, &line_protocol::Options::dimensional(), &mut buf);
             }
         }
         let Some(path) = self.path.clone() else {

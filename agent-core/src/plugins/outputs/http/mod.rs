@@ -101,7 +101,7 @@ impl Output for HttpOutput {
             Format::Influx => {
                 line_protocol::write_batch(
                     batch,
-                    &line_protocol::Options::default(),
+                    &line_protocol::Options::dimensional(),
                     &mut self.buf,
                 );
                 "text/plain; charset=utf-8"

@@ -144,6 +144,7 @@ impl InfluxOutput {
         let opts = line_protocol::Options {
             precision: config.precision,
             uint_support: config.uint_support.unwrap_or(v2),
+            dimensional: true,
         };
         Ok(InfluxOutput {
             config,

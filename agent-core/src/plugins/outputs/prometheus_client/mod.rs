@@ -237,6 +237,8 @@ mod tests {
         .unwrap()
     }
 
+    const HEAD: &str = "# HELP net_bytes_recv Field bytes_recv of net (no schema: exec, execd or processed metrics).\n# TYPE net_bytes_recv untyped\n";
+
     #[actix_rt::test]
     async fn serves_latest_values_and_expires_series() {
         let mut out = output("listen: 127.0.0.1:0\nexpiration: 0.4\nstring_as_label: true\n");
@@ -259,7 +261,7 @@ mod tests {
         let body = resp.split("\r\n\r\n").nth(1).unwrap();
         assert_eq!(
             body,
-            "# TYPE net_bytes_recv untyped\nnet_bytes_recv{nic=\"eth0\",mac=\"aa:bb\"} 10\nnet_bytes_recv{nic=\"eth1\"} 7\n"
+            format!("{HEAD}net_bytes_recv{{nic=\"eth0\",mac=\"aa:bb\"}} 10\nnet_bytes_recv{{nic=\"eth1\"}} 7\n")
         );
         // eth1 keeps reporting, eth0 stops: it expires.
         for _ in 0..3 {
@@ -272,10 +274,7 @@ mod tests {
         }
         let resp = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
         let body = resp.split("\r\n\r\n").nth(1).unwrap();
-        assert_eq!(
-            body,
-            "# TYPE net_bytes_recv untyped\nnet_bytes_recv{nic=\"eth1\"} 8\n"
-        );
+        assert_eq!(body, format!("{HEAD}net_bytes_recv{{nic=\"eth1\"}} 8\n"));
         let resp = get(addr, "GET /other HTTP/1.1\r\n\r\n").await;
         assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
         let resp = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;

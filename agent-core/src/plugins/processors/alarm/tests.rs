@@ -58,13 +58,13 @@ fn ping_golden_line_and_order() {
     assert_eq!(lines.len(), 4);
     assert_eq!(
         lines[0],
-        format!("{HEAD} code=monitor_metric_alarm info=测试网络不通 丢包比例过高(%): 100>=100.0 tag=测试网络不通 flag= more=123.0.0.45")
+        format!("{HEAD} code=monitor_metric_alarm info=测试网络不通 丢包比例过高(%): 100>=100.0 tag=测试网络不通 more=123.0.0.45")
     );
     assert!(lines[1].starts_with(">>> METRIC, name=ping") && lines[1].contains("tag=测试网络不通"));
     // Target thresholds win; loss 0 < 40, the average (inclusive) fires.
     assert_eq!(
         alarms(&lines)[1],
-        "code=monitor_metric_alarm info=谷歌IP 平均延迟过高(ms): 350.0>=350.0 tag=谷歌IP flag= more=8.8.8.8"
+        "code=monitor_metric_alarm info=谷歌IP 平均延迟过高(ms): 350.0>=350.0 tag=谷歌IP more=8.8.8.8"
     );
     assert!(lines[3].starts_with(">>> METRIC"));
 }
@@ -91,16 +91,16 @@ fn cpu_first_match_process_top_and_zero_threshold() {
     assert_eq!(
         alarms(&lines),
         [
-            "code=monitor_metric_alarm info=CPU 总使用率过高(%): 85.0>=82.3 tag= flag= more=42.java(80.1%), 7.sh(1.0%)",
+            "code=monitor_metric_alarm info=CPU 总使用率过高(%): 85.0>=82.3 more=42.java(80.1%), 7.sh(1.0%)",
             // A 0 threshold counts (PyAgent read it as unset).
-            "code=monitor_metric_alarm info=系统平均负载过高(%): 0.0>=0.0 tag= flag= more=CPU",
+            "code=monitor_metric_alarm info=系统平均负载过高(%): 0.0>=0.0 more=CPU",
         ]
     );
     let mut a = alarm("cpu", "alarm: {max_percent: 90, use_process_top: false}");
     let lines = run(&mut a, vec![metric("cpu").with_field("max_percent", 90i64)]);
     assert_eq!(
         alarms(&lines),
-        ["code=monitor_metric_alarm info=CPU 单核使用率过高(%): 90>=90.0 tag= flag= more="]
+        ["code=monitor_metric_alarm info=CPU 单核使用率过高(%): 90>=90.0"]
     );
 }
 
@@ -113,7 +113,7 @@ fn mem_and_disk() {
     let lines = run(&mut a, vec![metric("mem").with_field("percent", 54.3)]);
     assert_eq!(
         alarms(&lines),
-        ["code=mem_code info=内存占用率过高(%): 54.3>=54.3 tag= flag= more=内存"]
+        ["code=mem_code info=内存占用率过高(%): 54.3>=54.3 more=内存"]
     );
 
     let mut a = alarm(
@@ -137,8 +137,8 @@ fn mem_and_disk() {
     assert_eq!(
         alarms(&lines),
         [
-            "mountpoint=c:\\ code=monitor_metric_alarm info=磁盘 c 占用率高(%): 91.0>=90.0 tag= flag= more=",
-            "mountpoint=/data code=monitor_metric_alarm info=磁盘 /data 占用率高(%): 80.0>=80.0 tag= flag= more=",
+            "mountpoint=c:\\ code=monitor_metric_alarm info=磁盘 c 占用率高(%): 91.0>=90.0",
+            "mountpoint=/data code=monitor_metric_alarm info=磁盘 /data 占用率高(%): 80.0>=80.0",
         ]
     );
 }
@@ -157,7 +157,7 @@ fn network_bandwidth_and_vip_watch() {
     let lines = run(&mut a, vec![n("10.0.0.1,192.168.3.100", 0.0)]);
     assert_eq!(
         alarms(&lines),
-        ["nic=eth9 code=monitor_metric_alarm info=eth9 流入带宽(kbps): 0.0>=0.0 tag=eth9 flag= more=SQL 集群"]
+        ["nic=eth9 code=monitor_metric_alarm info=eth9 流入带宽(kbps): 0.0>=0.0 tag=eth9 more=SQL 集群"]
     );
     let mut later = n("10.0.0.1", 0.0);
     later.timestamp_ns += 60_000_000_000;
@@ -188,7 +188,7 @@ fn telnet_and_demo() {
     );
     assert_eq!(
         alarms(&lines),
-        ["code=monitor_metric_alarm info=web - Telnet 端口不通 tag=web flag= more=127.0.0.1:1"]
+        ["code=monitor_metric_alarm info=web - Telnet 端口不通 tag=web more=127.0.0.1:1"]
     );
     let mut a = alarm("demo", "alarm: {comment: 数字比较, limit: 15}");
     let lines = run(
@@ -245,11 +245,11 @@ alarm:
     assert_eq!(
         got,
         [
-            "down - HTTP 状态码错误: 504 timeout tag=down flag= more=http://127.0.0.1/down",
-            "api - 返回值: ok != 1 tag=api flag= more=http://127.0.0.1/api",
-            "api - 返回值不是有效JSON键值对 tag=api flag= more=http://127.0.0.1/api",
-            "charge - 数据项: msg !=  余额不足 tag=charge flag= more=http://127.0.0.1/charge",
-            "text - 返回值不包含: baidu.com tag=text flag= more=http://127.0.0.1/text",
+            "down - HTTP 状态码错误: 504 timeout tag=down more=http://127.0.0.1/down",
+            "api - 返回值: ok != 1 tag=api more=http://127.0.0.1/api",
+            "api - 返回值不是有效JSON键值对 tag=api more=http://127.0.0.1/api",
+            "charge - 数据项: msg !=  余额不足 tag=charge more=http://127.0.0.1/charge",
+            "text - 返回值不包含: baidu.com tag=text more=http://127.0.0.1/text",
         ]
     );
 }
@@ -276,10 +276,10 @@ fn process_counts_and_absent_process() {
     assert_eq!(
         alarms(&lines),
         [
-            "code=monitor_metric_alarm info=bash 内存占用过高(%): 0.67>=0.5 tag= flag= more=",
+            "code=monitor_metric_alarm info=bash 内存占用过高(%): 0.67>=0.5",
             // Absent: alarms instead of crashing, placed first.
-            "code=monitor_metric_alarm info=mysqld 进程数小于配置: 0<1 tag= flag= more=",
-            "code=monitor_metric_alarm info=nginx CPU占用过高(%): 20.5>=20.0 tag= flag= more=web",
+            "code=monitor_metric_alarm info=mysqld 进程数小于配置: 0<1",
+            "code=monitor_metric_alarm info=nginx CPU占用过高(%): 20.5>=20.0 more=web",
         ]
     );
     // Each alarm sits just before the first metric of its process.
@@ -312,9 +312,9 @@ threshold:
     let lines: Vec<String> = batch.iter().map(line).collect();
     let got = alarms(&lines);
     assert_eq!(got.len(), 2);
-    assert!(got[0].contains("info=x too low: 3 tag= "), "{}", got[0]);
+    assert!(got[0].contains("info=x too low: 3"), "{}", got[0]);
     assert!(
-        got[1].contains("info=state: down!=up tag=svc "),
+        got[1].contains("info=state: down!=up tag=svc"),
         "{}",
         got[1]
     );
@@ -341,7 +341,7 @@ fn state_for_repeat_recovery_survive_rebuild() {
     let lines = run(&mut a, at(120, 91.0));
     assert_eq!(
         alarms(&lines),
-        ["code=monitor_metric_alarm info=内存占用率过高(%): 91.0>=80.0 tag= flag= more=two"]
+        ["code=monitor_metric_alarm info=内存占用率过高(%): 91.0>=80.0 more=two"]
     );
     // Active: suppressed until repeat_sec has passed.
     assert!(alarms(&run(&mut a, at(180, 95.0))).is_empty());
@@ -350,7 +350,7 @@ fn state_for_repeat_recovery_survive_rebuild() {
     let lines = run(&mut a, at(300, 10.0));
     assert_eq!(
         alarms(&lines),
-        ["code=monitor_metric_alarm info=已恢复: 内存占用率过高(%): 95.0>=80.0 tag= flag=recover more=three"]
+        ["code=monitor_metric_alarm info=已恢复: 内存占用率过高(%): 95.0>=80.0 flag=recover more=three"]
     );
     assert!(alarms(&run(&mut a, at(360, 10.0))).is_empty());
 }
