@@ -299,3 +299,52 @@ async fn disk_buffer_replays_previous_run_first_and_skips_corrupt_record() {
         "replayed in order, the corrupt record skipped"
     );
 }
+
+/// A pull output answers scrapes from the start, not from its first flush:
+/// the output actor connects (here: binds the listener) when it starts.
+#[actix_rt::test]
+async fn prometheus_endpoint_listens_before_the_first_flush() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_d, etc) = etc(&[(
+        "main.yaml",
+        &format!(
+            "open: [demo]\ninterval: 3600\ndelay_sec: 0\ncommon_output: [prometheus_client]\n\
+             output:\n  prometheus_client: {{listen: '127.0.0.1:{port}', flush_interval: 3600}}\n"
+        ),
+    )]);
+    let sup = start(Registry::with_builtins(), &etc);
+    // The first flush is an hour away; the endpoint must answer within seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let got = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).ok()?;
+            Some(text)
+        })
+        .await
+        .unwrap();
+        match got {
+            Some(text) => break text,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            None => panic!("the /metrics endpoint did not answer within 10 s of the start"),
+        }
+    };
+    assert!(answer.starts_with("HTTP/1."), "{answer}");
+    assert!(answer.contains(" 200 "), "{answer}");
+    let _ = sup
+        .send(Shutdown {
+            deadline: Duration::from_secs(5),
+        })
+        .await;
+}

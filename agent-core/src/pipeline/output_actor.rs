@@ -623,7 +623,62 @@ impl Actor for OutputActor {
         // Replay what an earlier run (or incarnation) left as soon as the actor runs.
         if self.pending() > 0 {
             ctx.run_later(Duration::ZERO, |act, ctx| act.flush(ctx));
+        } else {
+            self.connect_now(ctx);
         }
+    }
+}
+
+impl OutputActor {
+    /// Connects when the actor starts, as Telegraf's `Connect` does, so a
+    /// pull output (prometheus_client) listens before the first flush. A
+    /// failure is only logged: the first write connects again, with the
+    /// usual retry and backoff.
+    fn connect_now(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.connected {
+            return;
+        }
+        let Some(mut plugin) = self.plugin.take() else {
+            return;
+        };
+        self.writing = true;
+        let connect = async move {
+            let result =
+                AssertUnwindSafe(tokio::time::timeout(WRITE_TIMEOUT, plugin.connect_boxed()))
+                    .catch_unwind()
+                    .await;
+            (plugin, result)
+        };
+        ctx.spawn(connect.into_actor(self).map(|(plugin, result), act, ctx| {
+            act.writing = false;
+            let connected = matches!(result, Ok(Ok(Ok(()))));
+            let panicked = result.is_err();
+            match result {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    slog::debug!(act.log, "connect at start failed; the first write retries"; "error" => %e)
+                }
+                Ok(Err(_)) => slog::debug!(act.log, "connect at start timed out"),
+                Err(p) => {
+                    PluginStats::add(&act.stats.panics, 1);
+                    slog::warn!(act.log, "connect at start panicked"; "error" => panic_message(&*p));
+                }
+            }
+            // A panicked plugin is dropped (flush rebuilds it); one replaced
+            // by a reconfigure meanwhile is dropped too.
+            if !panicked && act.plugin.is_none() {
+                act.plugin = Some(plugin);
+                act.connected = connected;
+            }
+            if act.pending() > 0 {
+                act.flush(ctx);
+            }
+            if !act.writing {
+                for w in act.idle_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }));
     }
 }
 
