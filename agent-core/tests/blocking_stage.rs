@@ -4,26 +4,11 @@
 //! the processor rebuilt.
 mod common;
 
-use agent_core::{Accumulator, Input, Metric, PluginResult, Processor, Registry, Shutdown, Status};
+use agent_core::{Metric, PluginResult, Processor, Registry, Shutdown, Status};
 use common::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Emits one metric per gather carrying a sequence number.
-struct Counter {
-    seq: Arc<AtomicU64>,
-}
-
-impl Input for Counter {
-    async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
-        let n = self.seq.fetch_add(1, Ordering::SeqCst);
-        let mut m = acc.metric();
-        m.push_field("seq", n);
-        acc.add(m);
-        Ok(())
-    }
-}
 
 /// Sleeps `pause` per batch (a program that answers slowly) and tags each
 /// metric `processed=yes`; panics on the batch number `panic_on` (counted

@@ -8,21 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Emits one metric per gather carrying a global sequence number.
-struct Counter {
-    seq: Arc<AtomicU64>,
-}
-
-impl Input for Counter {
-    async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
-        let n = self.seq.fetch_add(1, Ordering::SeqCst);
-        let mut m = acc.metric();
-        m.push_field("seq", n);
-        acc.add(m);
-        Ok(())
-    }
-}
-
 /// Panics on every other gather (by a counter that survives rebuilds).
 struct Flaky {
     calls: Arc<AtomicU64>,

@@ -94,3 +94,19 @@ pub fn one_line_panics() {
         }));
     });
 }
+
+/// An input that emits one metric per gather carrying a sequence number
+/// (`seq`), shared across rebuilds: gaps and repeats show in the numbers.
+pub struct Counter {
+    pub seq: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl agent_core::Input for Counter {
+    async fn gather(&mut self, acc: &mut agent_core::Accumulator) -> PluginResult {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut m = acc.metric();
+        m.push_field("seq", n);
+        acc.add(m);
+        Ok(())
+    }
+}
