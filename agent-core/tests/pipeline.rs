@@ -250,3 +250,49 @@ async fn reported_errors_are_counted_without_a_restart_or_a_skipped_gather() {
         made.load(Ordering::SeqCst)
     );
 }
+
+/// An execd program that answers its first request late (a slow start on a
+/// loaded host) under main.yaml's short interval: execd's wait is bounded by
+/// the interval the core gathers at, so the gather is never abandoned and
+/// the program never restarted. Before, `signal_wait` (2 s) outlived the
+/// core's 1 s gather timeout and the program was killed at every start.
+#[actix_rt::test]
+async fn slow_execd_answer_under_main_interval_keeps_its_program() {
+    let mut r = Registry::with_builtins();
+    let collected = add_collect(&mut r);
+    let (_d, etc) = etc(&[
+        (
+            "main.yaml",
+            "open: [slow]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [collect]\noutput:\n  collect: {flush_interval: 0.05}\n",
+        ),
+        (
+            "input/slow.yaml",
+            "plugin: execd\nsignal: STDIN\ncommand: [sh, -c, 'sleep 1.5; n=0; while read x; do n=$((n+1)); echo \"slow n=${n}i\"; done']\n",
+        ),
+    ]);
+    let sup = start(r, &etc);
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while collected.count_named("slow") < 3 && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = sup.send(Status).await.unwrap();
+    sup.send(Shutdown {
+        deadline: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let s = &status.find("input", "slow").unwrap().stats;
+    assert_eq!(s.restarts, 0, "{s:?}");
+    let ns: Vec<i64> = collected
+        .metrics()
+        .iter()
+        .filter(|m| m.name == "slow")
+        .map(|m| match m.field("n") {
+            Some(agent_core::FieldValue::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(ns.len() >= 3, "{ns:?}");
+    // One program: its answers count up from 1 without a gap.
+    assert_eq!(ns, (1..=ns.len() as i64).collect::<Vec<_>>());
+}

@@ -371,6 +371,7 @@ impl AgentConfig {
             instance: Str::new(name),
             input: Str::new(name),
             alarm_code: Str::new(&self.main.alarm.code),
+            interval: None,
             log: discard_logger(),
         }
     }
@@ -530,6 +531,11 @@ pub struct PluginConfig {
     pub input: Str,
     /// `alarm.code` from main.yaml, for alarm-raising plugins.
     pub alarm_code: Str,
+    /// For an input: the interval the core gathers it at (its own
+    /// `interval`, else main.yaml's), set by the planner. A gather that
+    /// outlives `max(interval, 1 s)` is abandoned and the plugin rebuilt, so
+    /// a plugin that waits inside a gather bounds its wait by this.
+    pub interval: Option<Duration>,
     /// The plugin's logger (its actor's, with the input and plugin names);
     /// a discarding one while configs are only validated.
     log: slog::Logger,
@@ -569,6 +575,7 @@ impl PluginConfig {
             instance: Str::new(name),
             input: Str::new(name),
             alarm_code: Str::new(d_code()),
+            interval: None,
             log: discard_logger(),
         }
     }
@@ -670,6 +677,7 @@ impl PluginConfig {
             instance: Str::new(instance),
             input: self.input.clone(),
             alarm_code: self.alarm_code.clone(),
+            interval: self.interval,
             log: self.log.clone(),
         }
     }

@@ -218,7 +218,7 @@ impl Plan {
             {
                 continue;
             }
-            let cfg = config.section("input", name);
+            let mut cfg = config.section("input", name);
             let common: InputCommon = cfg.parse()?;
             let plugin = common.plugin.clone().unwrap_or_else(|| name.clone());
             let Some(entry) = registry.inputs.get(plugin.as_str()) else {
@@ -235,6 +235,7 @@ impl Plan {
             };
             let secs = common.interval.unwrap_or(main.interval);
             let interval = check_interval(secs).map_err(|r| cfg.error("interval", r))?;
+            cfg.interval = Some(interval);
             (entry.factory)(&cfg).map_err(|e| build_error(&cfg, e))?;
 
             let mut stages = Vec::new();

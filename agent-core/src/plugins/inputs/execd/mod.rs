@@ -33,10 +33,11 @@ pub enum Signal {
 pub struct ExecdInputConfig {
     pub signal: Signal,
     /// With a signal: seconds to wait for the first line of the answer
-    /// (at most half the input's `interval`, when set here).
+    /// (at most half the interval the input is gathered at).
     pub signal_wait: Seconds,
     /// The gather interval (read only to bound `signal_wait`: the core
-    /// abandons a gather that outlives its interval).
+    /// abandons a gather that outlives its interval); the planner's
+    /// effective interval replaces it when the config is built from files.
     pub interval: Option<Seconds>,
     #[serde(flatten)]
     pub execd: ExecdConfig,
@@ -242,7 +243,13 @@ pub fn register(r: &mut Registry) {
             let mut keys = crate::plugins::exec_common::execd_keys();
             keys.extend(["signal", "signal_wait", "interval"]);
             keys.extend_from_slice(crate::config::struct_fields::<ParserConfig>());
-            let parsed: ExecdInputConfig = cfg.parse_with_keys(&keys)?;
+            let mut parsed: ExecdInputConfig = cfg.parse_with_keys(&keys)?;
+            // The interval the core gathers at, also when it is main.yaml's:
+            // a wait longer than the gather's timeout would get the program
+            // killed and restarted at every slow answer.
+            if let Some(i) = cfg.interval {
+                parsed.interval = Seconds::new(i.as_secs_f64()).ok().or(parsed.interval);
+            }
             ExecdInput::new(&cfg.instance, parsed)
                 .map(|p| p.with_log(cfg.log()))
                 .map_err(|(k, r)| cfg.error(&k, r).into())
