@@ -23,7 +23,7 @@
 use crate::format::line_protocol::{fmt_i64, fmt_u64, push_f64};
 use crate::metric::{FieldValue, Metric, MetricKind, Str};
 use crate::schema::{lookup, tag_text, FieldSpec, Group, Kind, Schema};
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
 
 /// How metrics become samples.
@@ -299,6 +299,9 @@ struct Sample {
 /// the family first appears.
 #[derive(Debug)]
 struct Family {
+    /// The name before units and `_total` (what samples are looked up by,
+    /// and what families render sorted by).
+    raw: Box<str>,
     name: String,
     help: String,
     type_: &'static str,
@@ -306,7 +309,42 @@ struct Family {
     scale: f64,
     /// A number that is not a measurement (`ppid`): not exposed.
     hidden: bool,
-    series: BTreeMap<u32, Sample>,
+    /// The family's series: label-set ids, sorted, and their latest
+    /// samples at the same positions. Ids apart from samples keep the
+    /// search within a few cache lines.
+    ids: Vec<u32>,
+    samples: Vec<Sample>,
+    /// Where the last update landed: metrics arrive in the same order every
+    /// flush (an input reports its targets in config order), so the next
+    /// update of the family is almost always at the next position.
+    cursor: usize,
+}
+
+impl Family {
+    /// Sets the sample of label set `id`; true when the series is new.
+    fn update(&mut self, id: u32, sample: Sample) -> bool {
+        let next = self.cursor + 1;
+        let at = if self.ids.get(next) == Some(&id) {
+            Ok(next)
+        } else if self.ids.get(self.cursor) == Some(&id) {
+            Ok(self.cursor)
+        } else {
+            self.ids.binary_search(&id)
+        };
+        match at {
+            Ok(at) => {
+                self.samples[at] = sample;
+                self.cursor = at;
+                false
+            }
+            Err(at) => {
+                self.ids.insert(at, id);
+                self.samples.insert(at, sample);
+                self.cursor = at;
+                true
+            }
+        }
+    }
 }
 
 /// Appends HELP text with `\` and newline escaped.
@@ -329,6 +367,7 @@ impl Family {
                 Source::Group(g, key) => (g.measurement, key),
             };
             return Family {
+                raw: raw.into(),
                 name: raw.to_string(),
                 help: format!(
                     "Field {key} of {measurement} (no schema: exec, execd or processed metrics)."
@@ -336,7 +375,9 @@ impl Family {
                 type_: "untyped",
                 scale: 1.0,
                 hidden: false,
-                series: BTreeMap::new(),
+                ids: Vec::new(),
+                samples: Vec::new(),
+                cursor: 0,
             };
         };
         let mut name = raw.to_string();
@@ -373,12 +414,15 @@ impl Family {
             Kind::Gauge | Kind::Text => "gauge",
         };
         Family {
+            raw: raw.into(),
             name,
             help: spec.help.to_string(),
             type_,
             scale: spec.unit.prometheus_scale(),
             hidden: spec.kind == Kind::Text,
-            series: BTreeMap::new(),
+            ids: Vec::new(),
+            samples: Vec::new(),
+            cursor: 0,
         }
     }
 }
@@ -387,12 +431,17 @@ impl Family {
 ///
 /// Label sets are interned: every distinct rendered `k="v",...` gets a
 /// small id (reference counted, freed when its last series expires), so the
-/// per-field work of an update is an integer lookup, not a string compare.
+/// per-field work of an update is one hash lookup of the family and a
+/// binary search of the label-set id, not a string compare.
 #[derive(Debug)]
 pub struct SeriesStore {
-    /// Family (by its name before units) → label-set id → sample. Families
-    /// render sorted, series within a family in label-set id order.
-    families: BTreeMap<String, Family>,
+    /// Family id → family; ids are indexes, reassigned when expiry removes
+    /// a family.
+    families: Vec<Family>,
+    /// Family raw name → family id.
+    family_ids: HashMap<Box<str>, u32>,
+    /// Family ids sorted by raw name: the render order.
+    order: Vec<u32>,
     label_ids: HashMap<String, u32>,
     label_text: Vec<String>,
     label_refs: Vec<u32>,
@@ -406,8 +455,10 @@ impl SeriesStore {
     /// `expiration` zero keeps series forever.
     pub fn new(opts: Options, expiration: Duration) -> Self {
         SeriesStore {
-            families: BTreeMap::new(),
-            label_ids: HashMap::new(),
+            families: Vec::new(),
+            family_ids: HashMap::default(),
+            order: Vec::new(),
+            label_ids: HashMap::default(),
             label_text: Vec::new(),
             label_refs: Vec::new(),
             free_ids: Vec::new(),
@@ -436,20 +487,30 @@ impl SeriesStore {
         id
     }
 
+    /// The id of the family `raw`, created from `source` when new.
+    fn family(&mut self, raw: &str, source: Source<'_>) -> u32 {
+        if let Some(&id) = self.family_ids.get(raw) {
+            return id;
+        }
+        let id = self.families.len() as u32;
+        self.families.push(Family::new(raw, source));
+        self.family_ids.insert(raw.into(), id);
+        let families = &self.families;
+        let at = self
+            .order
+            .partition_point(|&f| *families[f as usize].raw < *raw);
+        self.order.insert(at, id);
+        id
+    }
+
     pub fn add(&mut self, m: &Metric, now: Instant) {
         let mut scratch = std::mem::take(&mut self.scratch);
         // Interned once per label set (the main series, then each group's).
         let mut last: Option<u32> = None;
         let opts = self.opts;
         for_each_sample(m, &opts, &mut scratch, |family, labels, value, source| {
-            // Look up by &str first: no allocation for a known family.
-            let fam = match self.families.get_mut(family) {
-                Some(f) => f,
-                None => self
-                    .families
-                    .entry(family.to_string())
-                    .or_insert_with(|| Family::new(family, source)),
-            };
+            let fid = self.family(family, source) as usize;
+            let fam = &self.families[fid];
             if fam.hidden {
                 return;
             }
@@ -467,19 +528,8 @@ impl SeriesStore {
                     id
                 }
             };
-            let fam = match self.families.get_mut(family) {
-                Some(f) => f,
-                None => return,
-            };
-            match fam.series.get_mut(&id) {
-                Some(s) => {
-                    s.value = value;
-                    s.seen = now;
-                }
-                None => {
-                    fam.series.insert(id, Sample { value, seen: now });
-                    self.label_refs[id as usize] += 1;
-                }
+            if self.families[fid].update(id, Sample { value, seen: now }) {
+                self.label_refs[id as usize] += 1;
             }
         });
         self.scratch = scratch;
@@ -493,36 +543,58 @@ impl SeriesStore {
         let exp = self.expiration;
         let refs = &mut self.label_refs;
         let mut freed = Vec::new();
-        self.families.retain(|_, fam| {
-            fam.series.retain(|id, s| {
-                let keep = now.saturating_duration_since(s.seen) < exp;
-                if !keep {
-                    let r = &mut refs[*id as usize];
+        for fam in &mut self.families {
+            let mut kept = 0;
+            for at in 0..fam.ids.len() {
+                let id = fam.ids[at];
+                if now.saturating_duration_since(fam.samples[at].seen) < exp {
+                    fam.ids[kept] = id;
+                    fam.samples.swap(kept, at);
+                    kept += 1;
+                } else {
+                    let r = &mut refs[id as usize];
                     *r -= 1;
                     if *r == 0 {
-                        freed.push(*id);
+                        freed.push(id);
                     }
                 }
-                keep
-            });
-            !fam.series.is_empty() || fam.hidden
-        });
+            }
+            fam.ids.truncate(kept);
+            fam.samples.truncate(kept);
+            fam.cursor = 0;
+        }
         for id in freed {
             let text = std::mem::take(&mut self.label_text[id as usize]);
             self.label_ids.remove(&text);
             self.free_ids.push(id);
         }
+        // Families without series go (a stopped exec program's fields);
+        // hidden ones stay so they are not re-resolved. Ids are renumbered.
+        if self.families.iter().any(|f| f.ids.is_empty() && !f.hidden) {
+            self.families.retain(|f| !f.ids.is_empty() || f.hidden);
+            self.family_ids = self
+                .families
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.raw.clone(), i as u32))
+                .collect();
+            self.order = (0..self.families.len() as u32).collect();
+            let families = &self.families;
+            self.order
+                .sort_unstable_by(|a, b| families[*a as usize].raw.cmp(&families[*b as usize].raw));
+        }
     }
 
     pub fn series_count(&self) -> usize {
-        self.families.values().map(|f| f.series.len()).sum()
+        self.families.iter().map(|f| f.ids.len()).sum()
     }
 
     /// Renders every family, sorted by name, each with `# HELP` and
     /// `# TYPE` lines.
     pub fn render(&self, out: &mut String) {
-        for fam in self.families.values() {
-            if fam.series.is_empty() {
+        for &fid in &self.order {
+            let fam = &self.families[fid as usize];
+            if fam.ids.is_empty() {
                 continue;
             }
             out.push_str("# HELP ");
@@ -534,7 +606,7 @@ impl SeriesStore {
             out.push(' ');
             out.push_str(fam.type_);
             out.push('\n');
-            for (id, s) in &fam.series {
+            for (id, s) in fam.ids.iter().zip(&fam.samples) {
                 out.push_str(&fam.name);
                 let labels = &self.label_text[*id as usize];
                 if !labels.is_empty() {
@@ -675,6 +747,33 @@ mod tests {
             out.matches("# HELP ").count(),
             out.matches("# TYPE ").count()
         );
+    }
+
+    #[test]
+    fn updates_in_any_order_land_on_their_series() {
+        let t0 = Instant::now();
+        let mut store = SeriesStore::new(Options::default(), Duration::ZERO);
+        let m = |k: &str, v: i64| Metric::new("a", 0).with_tag("k", k).with_field("v", v);
+        for (k, v) in [("1", 1), ("2", 2), ("3", 3)] {
+            store.add(&m(k, v), t0);
+        }
+        // Reverse order, a repeat, and a new series between known ones.
+        for (k, v) in [("3", 30), ("3", 31), ("2", 20), ("4", 40), ("1", 10)] {
+            store.add(&m(k, v), t0);
+        }
+        let mut out = String::new();
+        store.render(&mut out);
+        let body: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            [
+                "a_v{k=\"1\"} 10",
+                "a_v{k=\"2\"} 20",
+                "a_v{k=\"3\"} 31",
+                "a_v{k=\"4\"} 40"
+            ]
+        );
+        assert_eq!(store.series_count(), 4);
     }
 
     #[test]
