@@ -21,9 +21,11 @@ pub mod metric;
 pub mod pipeline;
 pub mod plugin;
 pub mod plugins;
+pub mod rate_limit;
 pub mod registry;
 pub mod reload;
 pub mod schema;
+pub mod selfstat;
 
 pub use config::{AgentConfig, ConfigError, ConfigWarning, Plan, PluginConfig};
 pub use metric::{FieldValue, Metric, MetricKind, Str};

@@ -180,7 +180,7 @@ impl PipelineSupervisor {
         let stats = Arc::new(PluginStats::default());
         let buffers = OutputBuffers::shared();
         let (id, slot) = self.output_actor(plan, &buffers, &stats, None)?;
-        super::stats::directory::register("output", "", &plan.name, &stats);
+        crate::selfstat::directory::register("output", "", &plan.name, &stats);
         Some(RunningOutput {
             plan: plan.clone(),
             slot,
@@ -277,7 +277,7 @@ impl PipelineSupervisor {
                 StageKind::Processor => "processor",
                 StageKind::Aggregator => "aggregator",
             };
-            super::stats::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
+            crate::selfstat::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
             stages.push(RunningStage {
                 kind: stage.kind,
                 plugin: stage.plugin.clone(),
@@ -333,7 +333,7 @@ impl PipelineSupervisor {
         let (next, stages) = self.start_stages(plan);
         let stats = Arc::new(PluginStats::default());
         let (id, input) = self.input_actor(plan, &next, &stats, start_after)?;
-        super::stats::directory::register("input", &plan.name, &plan.name, &stats);
+        crate::selfstat::directory::register("input", &plan.name, &plan.name, &stats);
         Some(RunningPipeline {
             plan: plan.clone(),
             input,

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 /// The metric's `tag`: a tag first, else a string field.
 pub(crate) fn metric_tag(m: &Metric) -> Option<&str> {
-    crate::plugins::processors::discard::metric_tag(m)
+    crate::plugins::common::tag::metric_tag(m)
 }
 
 fn thr(t: Option<Finite>) -> Option<f64> {
