@@ -31,10 +31,12 @@
 //! supervisor, which starts a new incarnation with backoff and swaps it into
 //! the actor's [`Slot`], the address every sender goes through. An output's
 //! buffers belong to the supervisor and are handed to each incarnation.
+mod buffer;
 pub mod disk_buffer;
 mod disk_worker;
 mod input_actor;
 mod output_actor;
+mod output_buffers;
 mod stage_actor;
 #[cfg(test)]
 mod supervision_tests;

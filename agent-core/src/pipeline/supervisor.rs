@@ -2,7 +2,8 @@
 //! addresses and counters, drains them in order on shutdown, and reports
 //! their state.
 use super::input_actor::{GatherNow, InputSpec};
-use super::output_actor::{FlushAndClose, OutputBuffers, ReconfigureOutput, SharedBuffers};
+use super::output_actor::{FlushAndClose, ReconfigureOutput};
+use super::output_buffers::{OutputBuffers, SharedBuffers};
 use super::stage_actor::StageEntry;
 use super::{
     ActorDied, Backoff, DeathGuard, Drain, InputActor, OutputActor, OutputSlot, PluginStats, Sink,
