@@ -37,6 +37,7 @@ mod disk_worker;
 mod input_actor;
 mod output_actor;
 mod output_buffers;
+mod output_flush;
 mod stage_actor;
 #[cfg(test)]
 mod supervision_tests;
