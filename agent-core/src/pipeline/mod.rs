@@ -32,6 +32,7 @@
 //! the actor's [`Slot`], the address every sender goes through. An output's
 //! buffers belong to the supervisor and are handed to each incarnation.
 mod buffer;
+pub mod diff;
 pub mod disk_buffer;
 mod disk_worker;
 mod input_actor;
@@ -44,6 +45,7 @@ mod supervision_tests;
 mod supervisor;
 
 pub use crate::selfstat::{directory, PluginStats, StatsSnapshot};
+pub use diff::{ConfigDiff, Difference, PipelineChange};
 pub use supervisor::{
     ActorStatus, ApplyConfig, ApplyReport, GatherOnce, PipelineStatus, PipelineSupervisor,
     Shutdown, ShutdownReport, Status, StatusReport,
