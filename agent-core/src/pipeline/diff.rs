@@ -181,7 +181,11 @@ mod tests {
         let d = ConfigDiff::new(&a, &ai, &b, &bi);
         assert_eq!(d.outputs.to_change, ["console"]);
         assert!(d.outputs.to_remove.is_empty());
-        assert_eq!(d.outputs.to_add, ["file"], "only outputs in use are planned");
+        assert_eq!(
+            d.outputs.to_add,
+            ["file"],
+            "only outputs in use are planned"
+        );
         assert_eq!(d.pipelines.to_remove, [Str::new("mem")]);
         assert_eq!(d.pipelines.to_add, [Str::new("cpu")]);
         assert_eq!(d.pipelines.to_change, [Str::new("demo")]);
