@@ -18,7 +18,7 @@ pub(super) fn build(
     };
     c.declare_keys(&["all", "target", "use_msg_fields"]);
     let all = match map.get("all") {
-        Some(v) => checks(&c, "all", v)?,
+        Some(v) => checks(c, "all", v)?,
         None => Vec::new(),
     };
     let mut target = Vec::new();
@@ -28,7 +28,7 @@ pub(super) fn build(
         };
         for (tag, v) in tm {
             let tag = key_string(tag);
-            let ch = checks(&c, &format!("target.{tag}"), v)?;
+            let ch = checks(c, &format!("target.{tag}"), v)?;
             target.push((Str::from(tag), ch));
         }
     }
