@@ -20,6 +20,30 @@
 //! them until the next release, so the caller logs first (with
 //! [`SettledPages::mapped_bytes`]) and [`SettledPages::release`] drops the
 //! file mappings as its very last step.
+use agent_core::reload::SharedReloadState;
+use slog::Logger;
+use std::time::Duration;
+
+/// Releases the settled pages `settle` after start, and again `settle`
+/// after each reload attempt (a reload runs the config code once more).
+pub fn schedule(settle: Duration, reload_state: SharedReloadState, log: Logger) {
+    actix::spawn(async move {
+        let mut released_at_attempt = None;
+        loop {
+            let attempts = reload_state.lock().map(|s| s.attempts).unwrap_or_default();
+            if released_at_attempt != Some(attempts) {
+                tokio::time::sleep(settle).await;
+                released_at_attempt = Some(attempts);
+                let pages = SettledPages::find();
+                slog::info!(log, "settled pages released"; "mapped_bytes" => pages.mapped_bytes());
+                pages.release();
+            }
+            // A lock and a compare every few seconds; reloads are rare.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+}
+
 #[derive(Debug, Default)]
 pub struct SettledPages {
     /// Clean read-only file mappings.

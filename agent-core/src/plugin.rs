@@ -46,44 +46,7 @@ impl PluginError {
 
 pub type PluginResult<T = ()> = Result<T, PluginError>;
 
-/// A warning a plugin may repeat on every call (a server refusing points, a
-/// child's stderr): logged at most once per period, with the number of
-/// lines held back. Usable from any thread.
-#[derive(Debug)]
-pub struct RateLimitedLog {
-    log: slog::Logger,
-    what: String,
-    period: std::time::Duration,
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-impl RateLimitedLog {
-    /// At most one line a minute about `what` (a plugin or child name).
-    pub fn new(log: slog::Logger, what: impl Into<String>) -> Self {
-        RateLimitedLog {
-            log,
-            what: what.into(),
-            period: std::time::Duration::from_secs(60),
-            state: std::sync::Mutex::new((None, 0)),
-        }
-    }
-
-    /// Logs `msg()` at WARNING unless a line went out less than a period ago.
-    pub fn warn(&self, msg: impl FnOnce() -> String) {
-        let Ok(mut st) = self.state.lock() else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        match st.0 {
-            Some(t) if now.duration_since(t) < self.period => st.1 += 1,
-            _ => {
-                let held = std::mem::take(&mut st.1);
-                st.0 = Some(now);
-                slog::warn!(self.log, "{}", msg(); "from" => &self.what, "suppressed" => held);
-            }
-        }
-    }
-}
+pub use crate::rate_limit::RateLimitedLog;
 
 /// Collects what an input gathers. Metrics made with [`Accumulator::metric`]
 /// carry the input's name, the gather's timestamp and the `info` tags.

@@ -613,3 +613,85 @@ async fn an_info_change_reaches_every_pipeline() {
         assert!(regions[first_us..].iter().all(|r| r == "us"), "{regions:?}");
     }
 }
+
+/// A processor that blocks (so it runs on its stage's worker thread) for
+/// `delay_ms` per batch.
+struct Slow {
+    delay: Duration,
+}
+
+#[derive(serde::Deserialize)]
+struct SlowConfig {
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+impl agent_core::Processor for Slow {
+    fn apply(&mut self, _: &mut Vec<Metric>) -> PluginResult {
+        std::thread::sleep(self.delay);
+        Ok(())
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+}
+
+#[actix_rt::test]
+async fn a_removed_output_gets_what_its_old_chain_drains_before_it_closes() {
+    let mut h = harness();
+    let mut registry = Registry::with_builtins();
+    h.collected = add_collect(&mut registry);
+    let g = h.gathers.clone();
+    registry.add_input("seq", "", "", move |cfg| {
+        let c: SeqConfig = cfg.parse()?;
+        Ok(Seq {
+            n: 0,
+            label: c.label,
+            gathers: g.clone(),
+        })
+    });
+    registry.add_processor("slow", "", "", |cfg| {
+        let c: SlowConfig = cfg.parse()?;
+        Ok(Slow {
+            delay: Duration::from_millis(c.delay_ms),
+        })
+    });
+    h.registry = Arc::new(registry);
+    let main = |output: &str| {
+        format!(
+            "open: [seq]\ninterval: 0.1\ndelay_sec: 0\nreload_sec: 3600\ncommon_output: [{output}]\n\
+             output:\n  old: {{plugin: collect, flush_interval: 0.05}}\n  new: {{plugin: collect, flush_interval: 0.05}}\n"
+        )
+    };
+    let (_d, etc) = etc(&[
+        ("main.yaml", &main("old")),
+        ("processor/seq.yaml", "use_plugin_slow: {delay_ms: 400}\n"),
+    ]);
+    let r = start(&h, &etc);
+    // Gathers every 100 ms, processed one per 400 ms: batches queue up in
+    // the slow stage, several seconds' worth to drain.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    write(
+        &etc.join("processor/seq.yaml"),
+        "use_plugin_slow: {delay_ms: 0}\n",
+    );
+    write(&etc.join("main.yaml"), &main("new"));
+    r.reloader.send(Reload { reason: "test" }).await.unwrap();
+    let applied = r.reloader.send(GetReloadState).await.unwrap();
+    assert_eq!(applied.last_result, "ok");
+    let status = r.sup.send(Status).await.unwrap();
+    assert!(
+        status.outputs.iter().all(|o| o.name != "old"),
+        "old removed"
+    );
+    // The old chain drains into `old` (a fixed wait would have flushed and
+    // closed it long before), then `old` flushes and stops.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop(r).await;
+    let mut s = seqs(&h.collected, "seq");
+    s.sort_unstable();
+    let n = s.len() as u64;
+    assert!(n >= 20, "only {n} delivered");
+    assert_eq!(s, (0..n).collect::<Vec<_>>(), "every metric once");
+}

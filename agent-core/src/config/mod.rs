@@ -1,10 +1,18 @@
 //! PyAgent-compatible configuration: `etc/main.yaml` and friends, merged
 //! deeply (see [`load`]), then resolved into a [`Plan`]: one pipeline per
 //! open input, each a chain of stages ending in outputs.
+mod deserialize;
+mod error;
+mod host;
 pub mod load;
 mod plan;
+mod plugin_config;
 mod unknown;
 pub mod value;
+
+pub use error::ConfigError;
+pub use host::InfoTags;
+pub use plugin_config::PluginConfig;
 
 pub use load::{MergedTree, Provenance};
 pub use plan::{
@@ -13,7 +21,9 @@ pub use plan::{
 };
 
 use crate::metric::Str;
-use serde::de::DeserializeOwned;
+use deserialize::{deserialize_at, file_of, warnings_for};
+use host::resolve_info;
+use plugin_config::{discard_logger, Node};
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 use std::path::{Path, PathBuf};
@@ -21,50 +31,6 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use unknown::{struct_fields, ConfigWarning};
 pub use value::{Address, Count, Finite, Retention, Seconds, Size, Url};
-
-/// A configuration problem: which file, which key, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", self.render())]
-pub struct ConfigError {
-    pub file: String,
-    /// Dotted key path (`input.cpu.interval`); empty for whole-file problems.
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigError {
-    pub fn new(file: impl AsRef<Path>, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError {
-            file: file.as_ref().display().to_string(),
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-
-    pub fn file(file: impl AsRef<Path>, reason: impl Into<String>) -> Self {
-        Self::new(file, "", reason)
-    }
-
-    fn render(&self) -> String {
-        let reason = shorten(&self.reason);
-        if self.key.is_empty() {
-            format!("{}: {}", self.file, reason)
-        } else {
-            format!("{}: key `{}`: {}", self.file, self.key, reason)
-        }
-    }
-}
-
-/// Longest reason shown in full; serde quotes the offending value, and a
-/// 1 MB string would make a 1 MB error line.
-const MAX_REASON_CHARS: usize = 500;
-
-fn shorten(reason: &str) -> std::borrow::Cow<'_, str> {
-    match reason.char_indices().nth(MAX_REASON_CHARS) {
-        None => reason.into(),
-        Some((cut, _)) => format!("{}… ({} bytes in all)", &reason[..cut], reason.len()).into(),
-    }
-}
 
 fn d_true() -> bool {
     true
@@ -87,7 +53,7 @@ fn d_update_timeout() -> Seconds {
 fn d_control_socket() -> String {
     "run/agent.sock".into()
 }
-fn d_code() -> String {
+pub(crate) fn d_code() -> String {
     "monitor_metric_alarm".into()
 }
 
@@ -382,327 +348,9 @@ pub fn check_interval(secs: Seconds) -> Result<Duration, String> {
     secs.within(0.001, 86_400.0)
 }
 
-fn file_of(tree: &MergedTree, key: &str) -> PathBuf {
-    tree.provenance
-        .file_of(key)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("main.yaml"))
-}
-
-/// Warnings for unknown keys (key path, nearest known key).
-fn warnings_for(
-    tree: &MergedTree,
-    unknown_keys: impl IntoIterator<Item = (String, Option<String>)>,
-) -> Vec<ConfigWarning> {
-    unknown_keys
-        .into_iter()
-        .map(|(key, near)| ConfigWarning {
-            file: file_of(tree, &key).display().to_string(),
-            message: match near {
-                Some(k) => format!("unknown key; did you mean `{k}`?"),
-                None => "unknown key".to_string(),
-            },
-            key,
-        })
-        .collect()
-}
-
-/// Deserializes `value` (found at `base` in the tree) into `T`; errors name
-/// the full key path and the file that set it. While a plan is built, the
-/// keys `T` skipped are recorded (see [`unknown`]).
-fn deserialize_at<T: DeserializeOwned>(
-    tree: &MergedTree,
-    base: &str,
-    value: &Value,
-) -> Result<T, ConfigError> {
-    deserialize_recording::<T>(tree, base, value, true)
-}
-
-fn deserialize_recording<T: DeserializeOwned>(
-    tree: &MergedTree,
-    base: &str,
-    value: &Value,
-    record: bool,
-) -> Result<T, ConfigError> {
-    let result = if record && unknown::is_collecting() {
-        let mut skipped = std::collections::BTreeSet::new();
-        let mut on_skip = |p: serde_ignored::Path| {
-            skipped.insert(unknown::path_string(&p));
-        };
-        let d = serde_ignored::Deserializer::new(value, &mut on_skip);
-        let result = serde_path_to_error::deserialize(d);
-        if result.is_ok() {
-            unknown::record_parse(base, skipped, unknown::struct_fields::<T>());
-        }
-        result
-    } else {
-        serde_path_to_error::deserialize(value)
-    };
-    result.map_err(|e| {
-        let sub = e.path().to_string();
-        let key = match (base.is_empty(), sub.as_str()) {
-            (_, ".") => base.to_string(),
-            (true, s) => s.to_string(),
-            (false, s) => format!("{base}.{s}"),
-        };
-        let reason = e.into_inner().to_string();
-        // serde reports a missing field at its parent: name the field itself.
-        let (key, reason) = match reason.strip_prefix("missing field ") {
-            Some(field) => (
-                load::join(&key, field.trim_matches('`')),
-                format!("required key {field} is missing"),
-            ),
-            None => (key, reason),
-        };
-        ConfigError::new(file_of(tree, &key), key, reason)
-    })
-}
-
-/// The `info` tags shared by every metric.
-pub type InfoTags = Arc<[(Str, Str)]>;
-
-fn resolve_info(info: &Mapping) -> Result<InfoTags, (String, String)> {
-    let mut out: Vec<(Str, Str)> = Vec::with_capacity(info.len() + 2);
-    for (k, v) in info {
-        let key = load::key_string(k);
-        let val = match v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-            // An empty value means "fill it in" for the shipped keys.
-            Value::Null => String::new(),
-            _ => return Err((key, "info values must be plain strings or numbers".into())),
-        };
-        out.push((Str::new(key), Str::from(val)));
-    }
-    for (key, fill) in [
-        ("node_ip", detect_node_ip as fn() -> String),
-        ("host_name", detect_host_name),
-    ] {
-        match out.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) if v.is_empty() => *v = Str::from(fill()),
-            Some(_) => {}
-            None => out.push((Str::new(key), Str::from(fill()))),
-        }
-    }
-    Ok(out.into())
-}
-
-/// The first non-loopback IPv4 address of the host, by interface name.
-fn detect_node_ip() -> String {
-    let Ok(nets) = sysinfo::Networks::new_with_refreshed_list() else {
-        return "127.0.0.1".to_string();
-    };
-    let mut names: Vec<&std::ffi::OsString> = nets.keys().collect();
-    names.sort();
-    for name in names {
-        for ip in nets[name].ip_networks() {
-            if let std::net::IpAddr::V4(v4) = ip.addr {
-                if !v4.is_loopback() && !v4.is_unspecified() && !v4.is_link_local() {
-                    return v4.to_string();
-                }
-            }
-        }
-    }
-    "127.0.0.1".to_string()
-}
-
-fn detect_host_name() -> String {
-    sysinfo::System::host_name()
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-fn discard_logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
-}
-
-/// One plugin instance's merged configuration. Plugins read it with
-/// [`PluginConfig::parse`], whose errors carry the file and key path.
-#[derive(Debug, Clone)]
-pub struct PluginConfig {
-    node: Node,
-    path: String,
-    tree: Arc<MergedTree>,
-    /// The instance name (for inputs, the metric name).
-    pub instance: Str,
-    /// The input whose pipeline this plugin serves.
-    pub input: Str,
-    /// `alarm.code` from main.yaml, for alarm-raising plugins.
-    pub alarm_code: Str,
-    /// For an input: the interval the core gathers it at (its own
-    /// `interval`, else main.yaml's), set by the planner. A gather that
-    /// outlives `max(interval, 1 s)` is abandoned and the plugin rebuilt, so
-    /// a plugin that waits inside a gather bounds its wait by this.
-    pub interval: Option<Duration>,
-    /// The plugin's logger (its actor's, with the input and plugin names);
-    /// a discarding one while configs are only validated.
-    log: slog::Logger,
-}
-
-/// Where a [`PluginConfig`]'s value lives. Section entries stay in the
-/// shared tree: a plugin config is cloned for the plan, every actor and
-/// every rebuild, and an input with a thousand targets must not be copied
-/// each time.
-#[derive(Debug, Clone)]
-enum Node {
-    /// `tree.root[section][name]`; missing or null reads as an empty mapping.
-    InTree {
-        section: Str,
-        name: Str,
-    },
-    Owned(Arc<Value>),
-}
-
-fn empty_mapping() -> &'static Value {
-    static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Value::Mapping(Mapping::new()))
-}
-
-impl PluginConfig {
-    /// A config not read from files: for tests and embedding programs.
-    pub fn from_value(name: &str, value: Value) -> Self {
-        let tree = MergedTree {
-            root: Value::Mapping(Mapping::new()),
-            provenance: Provenance::default(),
-            files: Vec::new(),
-        };
-        PluginConfig {
-            node: Node::Owned(Arc::new(value)),
-            path: name.to_string(),
-            tree: Arc::new(tree),
-            instance: Str::new(name),
-            input: Str::new(name),
-            alarm_code: Str::new(d_code()),
-            interval: None,
-            log: discard_logger(),
-        }
-    }
-
-    /// Parses the whole config into the plugin's config struct.
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        deserialize_at(&self.tree, &self.path, self.value())
-    }
-
-    /// [`PluginConfig::parse`] for a struct with `#[serde(flatten)]` fields,
-    /// which hide the keys they skip: its top-level `keys` are declared
-    /// instead (see [`PluginConfig::declare_keys`] and [`struct_fields`]).
-    pub fn parse_with_keys<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<T, ConfigError> {
-        let parsed = deserialize_recording(&self.tree, &self.path, self.value(), false)?;
-        self.declare_keys(keys);
-        Ok(parsed)
-    }
-
-    pub fn value(&self) -> &Value {
-        match &self.node {
-            Node::InTree { section, name } => match self
-                .tree
-                .root
-                .get(section.as_str())
-                .and_then(|s| s.get(name.as_str()))
-            {
-                Some(v) if !v.is_null() => v,
-                _ => empty_mapping(),
-            },
-            Node::Owned(v) => v,
-        }
-    }
-
-    /// Where the plugin logs (rate-limit repeated lines with
-    /// [`crate::plugin::RateLimitedLog`]).
-    pub fn log(&self) -> &slog::Logger {
-        &self.log
-    }
-
-    /// The same config with the logger the plugin should use.
-    pub fn with_log(mut self, log: slog::Logger) -> Self {
-        self.log = log;
-        self
-    }
-
-    /// Dotted key path of this config in the merged tree.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// The registered plugin of the input this config serves: the `plugin:`
-    /// key of `input.<input>` when set, else the input's name. Alarm rules
-    /// are chosen by it.
-    pub fn input_plugin(&self) -> Str {
-        match self
-            .tree
-            .root
-            .get("input")
-            .and_then(|s| s.get(self.input.as_str()))
-            .and_then(|c| c.get("plugin"))
-        {
-            Some(Value::String(p)) => Str::new(p),
-            _ => self.input.clone(),
-        }
-    }
-
-    /// An error about `key` (relative to this plugin) naming the right file.
-    pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
-        let full = load::join(&self.path, key);
-        ConfigError::new(file_of(&self.tree, &full), full, reason)
-    }
-
-    /// A timeout or period `v` read from `key`: 1 ms to an hour.
-    pub fn seconds(&self, key: &str, v: Seconds) -> Result<Duration, ConfigError> {
-        v.within(0.001, 3600.0).map_err(|r| self.error(key, r))
-    }
-
-    /// A count `v` read from `key`, between `min` and `max`.
-    pub fn count(&self, key: &str, v: Count, min: u64, max: u64) -> Result<Count, ConfigError> {
-        v.within(min, max).map_err(|r| self.error(key, r))
-    }
-
-    /// Declares the keys of a block read by hand (a trailing `*` matches a
-    /// prefix): while a plan is built, its other keys are reported unknown
-    /// unless a parse of the same block reads them.
-    pub fn declare_keys(&self, keys: &[&str]) {
-        unknown::record_declared(&self.path, self.value(), keys);
-    }
-
-    /// The config of a nested key, e.g. `use_plugin_converter`.
-    pub fn child(&self, key: &str, value: Value, instance: &str) -> PluginConfig {
-        PluginConfig {
-            node: Node::Owned(Arc::new(match value {
-                Value::Null => Value::Mapping(Mapping::new()),
-                v => v,
-            })),
-            path: load::join(&self.path, key),
-            tree: self.tree.clone(),
-            instance: Str::new(instance),
-            input: self.input.clone(),
-            alarm_code: self.alarm_code.clone(),
-            interval: self.interval,
-            log: self.log.clone(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_huge_value_in_an_error_is_cut_short() {
-        let long = format!("unknown input plugin `{}`", "x".repeat(1 << 20));
-        let shown = ConfigError::new("etc/main.yaml", "open[0]", long).to_string();
-        assert!(shown.len() < 1000, "{} bytes", shown.len());
-        assert!(shown.starts_with("etc/main.yaml: key `open[0]`: unknown input plugin `xxx"));
-        assert!(
-            shown.ends_with(&format!("… ({} bytes in all)", (1 << 20) + 23)),
-            "{shown}"
-        );
-        let short = ConfigError::new("etc/main.yaml", "interval", "must be positive");
-        assert_eq!(
-            short.to_string(),
-            "etc/main.yaml: key `interval`: must be positive"
-        );
-    }
 
     #[test]
     fn interval_range() {

@@ -99,3 +99,32 @@ pub fn human_bps(bps: f64) -> String {
     write_scaled(bps, 1000.0, &BPS, &mut s);
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_like_pyagent() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KB");
+        assert_eq!(human_bytes(1536), "1.5 KB");
+        // 23.5 GiB
+        assert_eq!(human_bytes(25_232_932_864), "23.5 GB");
+        // Rounds up into the next unit rather than printing 1024.0 KB.
+        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MB");
+        assert_eq!(human_bytes(5 * 1024u64.pow(4)), "5.0 TB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EB");
+    }
+
+    #[test]
+    fn human_bps_like_pyagent() {
+        assert_eq!(human_bps(0.0), "0.0 bps");
+        assert_eq!(human_bps(999.5), "999.5 bps");
+        assert_eq!(human_bps(1000.0), "1.0 Kbps");
+        assert_eq!(human_bps(12_345.0), "12.3 Kbps");
+        assert_eq!(human_bps(2_500_000.0), "2.5 Mbps");
+        assert_eq!(human_bps(f64::NAN), "0.0 bps");
+    }
+}

@@ -5,8 +5,10 @@
 //! pool: its jobs must run one at a time and in order (an append, then a
 //! read that sees it, an ack after the read), which a FIFO queue in front
 //! of one thread gives for free.
+use super::buffer::{Buffer, Transaction};
 use super::disk_buffer::{DiskBuffer, DiskBufferError, ReadBatch};
 use crate::metric::Metric;
+use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -145,6 +147,50 @@ impl DiskWorker {
             n.dropped,
             std::mem::take(&mut n.refused),
         )
+    }
+}
+
+/// The disk log as a [`Buffer`]: metrics stay in the log until a
+/// transaction ending accepted acknowledges them. Its size is bounded by
+/// `max_bytes` (the oldest segments go, counted in [`DiskWorker::take_news`]),
+/// not by the metric limit.
+impl Buffer for DiskWorker {
+    fn len(&self) -> usize {
+        self.pending() as usize
+    }
+
+    fn add(&mut self, metrics: Arc<Vec<Metric>>, _limit: usize) -> usize {
+        self.append(metrics);
+        0
+    }
+
+    fn begin(&mut self, max: usize) -> BoxFuture<'static, Option<Transaction>> {
+        let read = self.read(max);
+        let jobs = self.jobs.clone();
+        Box::pin(async move {
+            let mut read = read.await.ok()?;
+            if read.metrics.is_empty() {
+                // A batch of only corrupt records is still consumed.
+                if !read.counts_empty() {
+                    let _ = jobs.send(Job::Ack(read));
+                }
+                return None;
+            }
+            Some(Transaction {
+                batch: Arc::new(std::mem::take(&mut read.metrics)),
+                from_disk: Some(read),
+            })
+        })
+    }
+
+    fn end(&mut self, tx: Transaction, accepted: bool) {
+        if let Some(read) = tx.from_disk {
+            if accepted {
+                self.ack(read);
+            } else {
+                self.rewind(read);
+            }
+        }
     }
 }
 

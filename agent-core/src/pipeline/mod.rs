@@ -31,22 +31,27 @@
 //! supervisor, which starts a new incarnation with backoff and swaps it into
 //! the actor's [`Slot`], the address every sender goes through. An output's
 //! buffers belong to the supervisor and are handed to each incarnation.
+mod buffer;
+pub mod diff;
 pub mod disk_buffer;
 mod disk_worker;
 mod input_actor;
 mod output_actor;
+mod output_buffers;
+mod output_flush;
 mod stage_actor;
-pub mod stats;
 #[cfg(test)]
 mod supervision_tests;
 mod supervisor;
 
-pub use stats::{directory, PluginStats, StatsSnapshot};
+pub use crate::selfstat::{directory, PluginStats, StatsSnapshot};
+pub use diff::{ConfigDiff, Difference, PipelineChange};
 pub use supervisor::{
     ActorStatus, ApplyConfig, ApplyReport, GatherOnce, PipelineStatus, PipelineSupervisor,
     Shutdown, ShutdownReport, Status, StatusReport,
 };
 
+pub(crate) use crate::rate_limit::RateLimit;
 pub(crate) use input_actor::InputActor;
 pub(crate) use output_actor::OutputActor;
 pub(crate) use stage_actor::StageActor;
@@ -55,7 +60,7 @@ use crate::metric::Metric;
 use actix::prelude::*;
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Tells an actor that its slot holds work. At most one is pending per
 /// slot, so the actix mailbox never holds metrics.
@@ -310,32 +315,6 @@ impl Default for Backoff {
     }
 }
 
-/// Lets a repeated log line through at most once per period, counting the
-/// rest.
-#[derive(Debug, Default)]
-pub(crate) struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(n)` when the line may be logged now; `n` lines were held back
-    /// since the last one.
-    pub(crate) fn check(&mut self, period: Duration) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(t) if now.duration_since(t) < period => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 /// The text of a caught panic.
 pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
@@ -359,14 +338,5 @@ mod tests {
         assert_eq!(*seq.last().unwrap(), 30_000);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn rate_limit_counts_suppressed() {
-        let mut r = RateLimit::default();
-        assert_eq!(r.check(Duration::from_secs(60)), Some(0));
-        assert_eq!(r.check(Duration::from_secs(60)), None);
-        assert_eq!(r.check(Duration::from_secs(60)), None);
-        assert_eq!(r.check(Duration::ZERO), Some(2));
     }
 }

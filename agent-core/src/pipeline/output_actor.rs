@@ -5,21 +5,20 @@
 //! deadline on shutdown. When the buffer is full the oldest metrics are
 //! dropped and counted, never silently.
 //!
-//! With `disk_buffer` configured, delivered metrics are appended to a
-//! segment log on disk ([`super::disk_buffer`]) instead of the memory
-//! buffer; batches are read from the log and acknowledged (deleted) only
-//! after a successful write, and what an earlier run left is replayed first.
-//! The memory buffer then only holds metrics the log could not take (a disk
-//! error), so they are still delivered.
+//! Every write, periodic, retried or the shutdown's, goes through one flush
+//! step, [`deliver`]: begin a transaction on the output's buffers
+//! ([`super::output_buffers`]: memory, and the disk log with
+//! `disk_buffer`), write the batch, end the transaction accepted or
+//! rejected.
 //!
 //! Everything accepted and not yet delivered (batches waiting in the
-//! output's slot, memory buffer, disk log, the batch in flight) outlives
-//! the actor: the slot and [`OutputBuffers`] are owned by the supervisor and
-//! handed to each incarnation of the actor: a batch leaves it only when the
-//! backend acknowledged the write (begin/commit/rollback), so an actor that
-//! dies mid-write loses nothing; its successor sends the batch again.
-use super::disk_buffer::ReadBatch;
-use super::disk_worker::DiskWorker;
+//! output's slot, the buffers, the batch in flight) outlives the actor: the
+//! slot and [`OutputBuffers`] are owned by the supervisor and handed to each
+//! incarnation of the actor; a batch leaves them only when the backend
+//! acknowledged the write, so an actor that dies mid-write loses nothing;
+//! its successor sends the batch again.
+use super::output_buffers::{lock, OutputBuffers, SharedBuffers};
+use super::output_flush::{deliver, final_flush, Written};
 use super::{
     panic_message, Backoff, DeathGuard, OutputSlot, PluginStats, RateLimit, Reconfigure, Wake,
 };
@@ -30,199 +29,14 @@ use crate::registry::{build_error, OutputEntry};
 use actix::prelude::*;
 use futures::FutureExt;
 use slog::{error, info, warn, Logger};
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// No single write may take longer than this, whatever the plugin does.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The batch being written: it stays owned by the buffers until the write
-/// is acknowledged.
-struct InFlight {
-    batch: Arc<Vec<Metric>>,
-    /// Log positions when the batch came from the disk log.
-    from_disk: Option<ReadBatch>,
-}
-
-/// What an output accepted and has not delivered. Outlives the actor.
-#[derive(Default)]
-pub(crate) struct OutputBuffers {
-    memory: VecDeque<Metric>,
-    /// The disk log, on its own thread.
-    disk: Option<DiskWorker>,
-    /// The settings the open disk log was opened with.
-    disk_settings: Option<DiskBufferSettings>,
-    in_flight: Option<InFlight>,
-    disk_dropped_seen: u64,
-}
-
-pub(crate) type SharedBuffers = Arc<Mutex<OutputBuffers>>;
-
-impl OutputBuffers {
-    pub(crate) fn shared() -> SharedBuffers {
-        Arc::new(Mutex::new(OutputBuffers::default()))
-    }
-
-    /// Metrics waiting to be written: in memory, and in the disk log
-    /// (which counts its records until they are acknowledged). A batch in
-    /// flight from memory is not counted (as `buffered` always showed).
-    fn pending(&self) -> usize {
-        self.memory.len() + self.disk.as_ref().map_or(0, |d| d.pending() as usize)
-    }
-
-    /// Takes up to `max` metrics from memory to write; they stay here (in
-    /// flight) until [`commit`](Self::commit) or [`rollback`](Self::rollback).
-    fn begin_memory(&mut self, max: usize) -> Option<Arc<Vec<Metric>>> {
-        if self.in_flight.is_some() {
-            return None;
-        }
-        let n = max.min(self.memory.len());
-        if n == 0 {
-            return None;
-        }
-        let batch = Arc::new(self.memory.drain(..n).collect::<Vec<_>>());
-        self.in_flight = Some(InFlight {
-            batch: batch.clone(),
-            from_disk: None,
-        });
-        Some(batch)
-    }
-
-    /// A read from the disk log arrived: it becomes the batch in flight.
-    fn begin_disk(&mut self, mut read: ReadBatch) -> Option<Arc<Vec<Metric>>> {
-        let metrics = std::mem::take(&mut read.metrics);
-        let disk = self.disk.as_ref()?;
-        if self.in_flight.is_some() {
-            disk.rewind(read);
-            return None;
-        }
-        if metrics.is_empty() {
-            // A batch of only corrupt records is still consumed.
-            if !read.counts_empty() {
-                disk.ack(read);
-            }
-            return None;
-        }
-        let batch = Arc::new(metrics);
-        self.in_flight = Some(InFlight {
-            batch: batch.clone(),
-            from_disk: Some(read),
-        });
-        Some(batch)
-    }
-
-    /// Asks the disk log for a batch when it has metrics.
-    fn read_disk(&self, max: usize) -> Option<oneshot::Receiver<ReadBatch>> {
-        self.disk
-            .as_ref()
-            .filter(|d| d.pending() > 0)
-            .map(|d| d.read(max))
-    }
-
-    /// The backend took the batch in flight.
-    fn commit(&mut self) {
-        if let Some(InFlight {
-            from_disk: Some(read),
-            ..
-        }) = self.in_flight.take()
-        {
-            if let Some(disk) = self.disk.as_ref() {
-                disk.ack(read);
-            }
-        }
-    }
-
-    /// The batch in flight was not delivered: back to the front, in order.
-    fn rollback(&mut self) {
-        let Some(f) = self.in_flight.take() else {
-            return;
-        };
-        match (f.from_disk, self.disk.as_ref()) {
-            (Some(read), Some(disk)) => disk.rewind(read),
-            _ => {
-                let batch = Arc::try_unwrap(f.batch).unwrap_or_else(|shared| (*shared).clone());
-                for m in batch.into_iter().rev() {
-                    self.memory.push_front(m);
-                }
-            }
-        }
-    }
-
-    /// Drops the oldest metrics in memory above `limit`; returns how many.
-    fn enforce_limit(&mut self, limit: usize) -> usize {
-        let excess = self.memory.len().saturating_sub(limit);
-        self.memory.drain(..excess);
-        excess
-    }
-
-    /// Opens, moves or closes the disk log to match `wanted`. Metrics in
-    /// memory move into a new log; what an old log holds comes back through
-    /// the returned receiver (its thread reads it out), for the new log or
-    /// memory. Call only with nothing in flight.
-    fn set_disk(
-        &mut self,
-        wanted: Option<&DiskBufferSettings>,
-    ) -> Result<Option<oneshot::Receiver<Vec<Metric>>>, String> {
-        if self.disk_settings.as_ref() == wanted && (wanted.is_none() || self.disk.is_some()) {
-            return Ok(None);
-        }
-        self.rollback();
-        if let (Some(w), Some(old), Some(disk)) =
-            (wanted, self.disk_settings.as_ref(), self.disk.as_ref())
-        {
-            if w.path == old.path {
-                // Same log, new size limit.
-                disk.set_max_bytes(w.max_bytes().unwrap_or(256 << 20));
-                self.disk_settings = Some(w.clone());
-                return Ok(None);
-            }
-        }
-        let new = match wanted {
-            // Opening scans the folder: once per start or reconfigure.
-            Some(w) => match DiskWorker::open(&w.path, w.max_bytes().unwrap_or(256 << 20)) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    if self.disk.is_none() {
-                        self.disk_settings = None;
-                    }
-                    // Keep the log we had.
-                    return Err(e.to_string());
-                }
-            },
-            None => None,
-        };
-        let old = std::mem::replace(&mut self.disk, new);
-        self.disk_settings = wanted.cloned();
-        self.disk_dropped_seen = 0;
-        if let Some(to) = self.disk.as_ref() {
-            if !self.memory.is_empty() {
-                to.append(Arc::new(self.memory.drain(..).collect()));
-            }
-        }
-        // The old thread reads its log out, closes it and ends.
-        Ok(old.map(|from| from.empty()))
-    }
-
-    /// Metrics read out of an old log after a `disk_buffer` change: into
-    /// the log now in use, or to the front of memory.
-    fn take_migrated(&mut self, moved: Vec<Metric>) {
-        if moved.is_empty() {
-            return;
-        }
-        match self.disk.as_ref() {
-            Some(to) => to.append(Arc::new(moved)),
-            None => {
-                for m in moved.into_iter().rev() {
-                    self.memory.push_front(m);
-                }
-            }
-        }
-    }
-}
 
 pub(crate) struct OutputActor {
     entry: OutputEntry,
@@ -248,11 +62,6 @@ pub(crate) struct OutputActor {
     slot: Arc<OutputSlot>,
     pub(crate) guard: DeathGuard,
 }
-
-type WriteResult = Result<
-    Result<Result<(), PluginError>, tokio::time::error::Elapsed>,
-    Box<dyn std::any::Any + Send>,
->;
 
 fn retry_backoff(settings: &OutputSettings) -> Backoff {
     // The planner keeps retry_max_sec within (0, 1 day].
@@ -298,8 +107,7 @@ impl OutputActor {
     }
 
     fn bufs(&self) -> MutexGuard<'_, OutputBuffers> {
-        // The buffers hold no invariant a panic elsewhere could break.
-        self.buffers.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.buffers)
     }
 
     fn apply_disk_settings(&mut self, ctx: &mut Context<Self>) {
@@ -340,26 +148,15 @@ impl OutputActor {
     /// Logs what the disk thread reported, counts its drops, and keeps in
     /// memory the metrics it could not write.
     fn log_disk_reports(&mut self) {
-        let (reports, newly) = {
-            let mut b = self.bufs();
-            let b = &mut *b;
-            let Some(disk) = b.disk.as_ref() else {
-                return;
-            };
-            let (reports, dropped, refused) = disk.take_news();
-            let newly = dropped.saturating_sub(b.disk_dropped_seen);
-            b.disk_dropped_seen = dropped;
-            for batch in refused {
-                b.memory.extend(batch.iter().cloned());
-            }
-            (reports, newly)
+        let Some(news) = self.bufs().disk_news() else {
+            return;
         };
-        for r in reports {
+        for r in news.reports {
             if let Some(held) = self.drop_log.check(Duration::from_secs(60)) {
                 error!(self.log, "disk buffer problem"; "detail" => r, "similar_messages_suppressed" => held);
             }
         }
-        PluginStats::add(&self.stats.dropped, newly);
+        PluginStats::add(&self.stats.dropped, news.newly_dropped);
     }
 
     fn pending(&self) -> usize {
@@ -401,36 +198,9 @@ impl OutputActor {
     }
 
     fn accept(&mut self, metrics: Arc<Vec<Metric>>) {
-        let n = metrics.len() as u64;
-        let to_memory = {
-            let b = self.bufs();
-            match b.disk.as_ref() {
-                Some(d) => {
-                    d.append(metrics);
-                    None
-                }
-                None => Some(metrics),
-            }
-        };
-        match to_memory {
-            Some(m) => self.push_memory(m),
-            None => PluginStats::add(&self.stats.metrics_in, n),
-        }
-        self.log_disk_reports();
-        self.update_buffered();
-    }
-
-    fn push_memory(&mut self, metrics: Arc<Vec<Metric>>) {
         let limit = self.settings.buffer_limit;
         let n = metrics.len();
-        let dropped = {
-            let mut b = self.bufs();
-            match Arc::try_unwrap(metrics) {
-                Ok(v) => b.memory.extend(v),
-                Err(shared) => b.memory.extend(shared.iter().cloned()),
-            }
-            b.enforce_limit(limit)
-        };
+        let dropped = self.bufs().add(metrics, limit);
         PluginStats::add(&self.stats.metrics_in, n as u64);
         if dropped > 0 {
             PluginStats::add(&self.stats.dropped, dropped as u64);
@@ -439,6 +209,8 @@ impl OutputActor {
                     "dropped" => dropped, "buffer_limit" => limit, "similar_messages_suppressed" => held);
             }
         }
+        self.log_disk_reports();
+        self.update_buffered();
     }
 
     /// Starts a write of up to `batch_size` metrics when allowed.
@@ -468,37 +240,19 @@ impl OutputActor {
             return;
         };
         self.writing = true;
-        let max = self.settings.batch_size;
-        let read = self.bufs().read_disk(max);
-        let buffers = self.buffers.clone();
-        let connected = self.connected;
-        let write = async move {
-            let Some(batch) = take_batch(&buffers, read, max).await else {
-                return (plugin, None);
-            };
-            let started = Instant::now();
-            let (plugin, n, result) = write_batch(plugin, batch, connected).await;
-            (plugin, Some((n, result, started.elapsed())))
-        };
+        let write = deliver(
+            self.buffers.clone(),
+            plugin,
+            self.connected,
+            self.settings.batch_size,
+            WRITE_TIMEOUT,
+        );
         ctx.spawn(
             write
                 .into_actor(self)
-                .map(move |(plugin, outcome), act, ctx| {
+                .map(move |(plugin, written), act, ctx| {
                     act.writing = false;
-                    match outcome {
-                        Some((n, result, took)) => {
-                            act.stats
-                                .last_duration_us
-                                .store(took.as_micros() as u64, Relaxed);
-                            act.after_write(plugin, n, result);
-                        }
-                        // Nothing to write after all.
-                        None => {
-                            if act.plugin.is_none() {
-                                act.plugin = Some(plugin);
-                            }
-                        }
-                    }
+                    act.after_write(plugin, written);
                     if let Some(change) = act.disk_change.take() {
                         act.settings.disk_buffer = change;
                         act.apply_disk_settings(ctx);
@@ -515,22 +269,18 @@ impl OutputActor {
         );
     }
 
-    fn after_write(&mut self, plugin: Box<dyn DynOutput>, n: usize, result: WriteResult) {
-        let failure = match result {
-            Ok(Ok(Ok(()))) => None,
-            Ok(Ok(Err(e))) => Some(format!("write failed: {e}")),
-            Ok(Err(_)) => Some(format!(
-                "write timed out after {}s",
-                WRITE_TIMEOUT.as_secs()
-            )),
-            Err(p) => {
-                PluginStats::add(&self.stats.panics, 1);
-                Some(format!("write panicked: {}", panic_message(&*p)))
+    fn after_write(&mut self, plugin: Box<dyn DynOutput>, written: Written) {
+        match written {
+            Written::Nothing => {
+                if self.plugin.is_none() {
+                    self.plugin = Some(plugin);
+                }
+                return;
             }
-        };
-        match failure {
-            None => {
-                self.bufs().commit();
+            Written::Delivered { n, took } => {
+                self.stats
+                    .last_duration_us
+                    .store(took.as_micros() as u64, Relaxed);
                 PluginStats::add(&self.stats.calls, 1);
                 PluginStats::add(&self.stats.metrics_out, n as u64);
                 self.stats.last_ok_ns.store(now_ns(), Relaxed);
@@ -542,20 +292,24 @@ impl OutputActor {
                 self.backoff.reset();
                 self.retry_at = None;
             }
-            Some(msg) => {
+            Written::Failed {
+                error,
+                panicked,
+                took,
+            } => {
+                self.stats
+                    .last_duration_us
+                    .store(took.as_micros() as u64, Relaxed);
                 let limit = self.settings.buffer_limit;
-                let dropped = {
-                    let mut b = self.bufs();
-                    b.rollback();
-                    b.enforce_limit(limit)
-                };
+                let dropped = self.bufs().enforce_limit(limit);
                 PluginStats::add(&self.stats.dropped, dropped as u64);
-                let panicked = msg.starts_with("write panicked");
-                if !panicked && self.plugin.is_none() {
+                if panicked {
+                    PluginStats::add(&self.stats.panics, 1);
+                } else if self.plugin.is_none() {
                     self.plugin = Some(plugin);
                 }
                 self.connected = false;
-                self.write_failed(msg);
+                self.write_failed(error);
             }
         }
         self.log_disk_reports();
@@ -572,46 +326,13 @@ impl OutputActor {
     }
 }
 
-/// The next batch to write: from the disk log when a read was asked for
-/// and brought metrics, else from memory.
-async fn take_batch(
-    buffers: &SharedBuffers,
-    read: Option<oneshot::Receiver<ReadBatch>>,
-    max: usize,
-) -> Option<Arc<Vec<Metric>>> {
-    if let Some(rx) = read {
-        if let Ok(read) = rx.await {
-            if let Some(batch) = lock(buffers).begin_disk(read) {
-                return Some(batch);
-            }
-        }
-    }
-    lock(buffers).begin_memory(max)
-}
-
-async fn write_batch(
-    mut plugin: Box<dyn DynOutput>,
-    batch: Arc<Vec<Metric>>,
-    connected: bool,
-) -> (Box<dyn DynOutput>, usize, WriteResult) {
-    let result = AssertUnwindSafe(tokio::time::timeout(WRITE_TIMEOUT, async {
-        if !connected {
-            plugin.connect_boxed().await?;
-        }
-        plugin.write_boxed(&batch).await
-    }))
-    .catch_unwind()
-    .await;
-    (plugin, batch.len(), result)
-}
-
 impl Actor for OutputActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // A predecessor that died mid-write left its batch in flight: it
         // was not acknowledged, so it is sent again.
-        self.bufs().rollback();
+        self.bufs().end(false);
         let config = self.config.clone();
         match self.build(&config) {
             Ok(p) => self.plugin = Some(p),
@@ -744,7 +465,7 @@ impl Handler<FlushAndClose> for OutputActor {
         Box::pin(wait.into_actor(self).then(move |_, act, _| {
             let plugin = act.plugin.take();
             // A write still in flight past the deadline: its batch is not acknowledged.
-            act.bufs().rollback();
+            act.bufs().end(false);
             final_flush(
                 plugin,
                 act.buffers.clone(),
@@ -757,131 +478,6 @@ impl Handler<FlushAndClose> for OutputActor {
             .into_actor(act)
         }))
     }
-}
-
-fn lock(buffers: &SharedBuffers) -> MutexGuard<'_, OutputBuffers> {
-    buffers.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Writes the whole buffer (the disk log first, then memory) in batches,
-/// retrying failed batches with a short backoff until the deadline. What is
-/// left goes to the disk log when there is one. Returns how many metrics were
-/// not delivered (those kept on disk included: they are sent on the next start).
-async fn final_flush(
-    plugin: Option<Box<dyn DynOutput>>,
-    buffers: SharedBuffers,
-    batch_size: usize,
-    mut connected: bool,
-    deadline: Instant,
-    log: Logger,
-    stats: Arc<PluginStats>,
-) -> usize {
-    let Some(mut plugin) = plugin else {
-        let left = park_on_disk(&buffers, &log).await;
-        if left > 0 {
-            error!(log, "output has no working plugin at shutdown"; "undelivered" => left);
-        }
-        return left;
-    };
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    while lock(&buffers).pending() > 0 && Instant::now() < deadline {
-        let read = lock(&buffers).read_disk(batch_size);
-        let Some(batch) = take_batch(&buffers, read, batch_size).await else {
-            // Nothing readable although something is pending (unreadable log).
-            break;
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let result = AssertUnwindSafe(tokio::time::timeout(remaining, async {
-            if !connected {
-                plugin.connect_boxed().await?;
-            }
-            plugin.write_boxed(&batch).await
-        }))
-        .catch_unwind()
-        .await;
-        let n = batch.len();
-        drop(batch);
-        match result {
-            Ok(Ok(Ok(()))) => {
-                lock(&buffers).commit();
-                connected = true;
-                PluginStats::add(&stats.calls, 1);
-                PluginStats::add(&stats.metrics_out, n as u64);
-                backoff.reset();
-            }
-            other => {
-                lock(&buffers).rollback();
-                connected = false;
-                if other.is_err() {
-                    break;
-                }
-                let wait = backoff
-                    .next_delay()
-                    .min(deadline.saturating_duration_since(Instant::now()));
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-    let left = park_on_disk(&buffers, &log).await;
-    stats.buffered.store(left as u64, Relaxed);
-    if let Err(e) = AssertUnwindSafe(tokio::time::timeout(
-        deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100)),
-        plugin.close_boxed(),
-    ))
-    .catch_unwind()
-    .await
-    .unwrap_or_else(|_| Ok(Err(PluginError::msg("close panicked"))))
-    .unwrap_or_else(|_| Err(PluginError::msg("close timed out")))
-    {
-        warn!(log, "output close failed"; "error" => %e);
-    }
-    if left > 0 {
-        let on_disk = lock(&buffers).disk.as_ref().map(|d| d.pending() as usize);
-        match on_disk {
-            Some(kept) if kept == left => {
-                warn!(log, "metrics not delivered by the shutdown deadline kept in the disk buffer";
-                    "kept_on_disk" => left)
-            }
-            _ => {
-                error!(log, "metrics not delivered by the shutdown deadline"; "undelivered" => left)
-            }
-        }
-    }
-    left
-}
-
-/// Moves what is left in memory to the disk log (when there is one) and
-/// closes the log; returns how many metrics are undelivered in total.
-async fn park_on_disk(buffers: &SharedBuffers, log: &Logger) -> usize {
-    let closed = {
-        let mut b = lock(buffers);
-        b.rollback();
-        let b = &mut *b;
-        let Some(d) = b.disk.as_ref() else {
-            return b.memory.len();
-        };
-        if !b.memory.is_empty() {
-            d.append(Arc::new(b.memory.drain(..).collect()));
-        }
-        d.close()
-    };
-    let left = closed.await.unwrap_or(0) as usize;
-    let mut b = lock(buffers);
-    if let Some(d) = b.disk.as_ref() {
-        let (reports, _, refused) = d.take_news();
-        for r in reports {
-            error!(log, "disk buffer problem"; "detail" => r);
-        }
-        let lost: usize = refused.iter().map(|r| r.len()).sum();
-        if lost > 0 {
-            error!(log, "metrics could not be kept in the disk buffer"; "undelivered" => lost);
-            b.memory
-                .extend(refused.iter().flat_map(|r| r.iter().cloned()));
-        }
-    }
-    left + b.memory.len()
 }
 
 /// A new config for a running output, with its settings as the plan

@@ -1,12 +1,14 @@
 //! The PipelineSupervisor: builds every actor from a [`Plan`], owns their
 //! addresses and counters, drains them in order on shutdown, and reports
-//! their state.
+//! their state. Applying a reload is in `supervisor/apply.rs`, `agent
+//! status` in `supervisor/status.rs`.
 use super::input_actor::{GatherNow, InputSpec};
-use super::output_actor::{FlushAndClose, OutputBuffers, ReconfigureOutput, SharedBuffers};
+use super::output_actor::FlushAndClose;
+use super::output_buffers::{OutputBuffers, SharedBuffers};
 use super::stage_actor::StageEntry;
 use super::{
     ActorDied, Backoff, DeathGuard, Drain, InputActor, OutputActor, OutputSlot, PluginStats, Sink,
-    Slot, StageActor, StageSlot, StatsSnapshot,
+    Slot, StageActor, StageSlot,
 };
 use crate::config::{AgentConfig, OutputPlan, PipelinePlan, Plan, PluginConfig, StageKind};
 
@@ -15,6 +17,12 @@ use actix::prelude::*;
 use slog::{error, info, o, warn, Logger};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod apply;
+mod status;
+
+pub use apply::{ApplyConfig, ApplyReport};
+pub use status::{ActorStatus, PipelineStatus, Status, StatusReport};
 
 /// An incarnation that lived this long before dying restarts without
 /// waiting (its backoff starts over).
@@ -180,7 +188,7 @@ impl PipelineSupervisor {
         let stats = Arc::new(PluginStats::default());
         let buffers = OutputBuffers::shared();
         let (id, slot) = self.output_actor(plan, &buffers, &stats, None)?;
-        super::stats::directory::register("output", "", &plan.name, &stats);
+        crate::selfstat::directory::register("output", "", &plan.name, &stats);
         Some(RunningOutput {
             plan: plan.clone(),
             slot,
@@ -277,7 +285,7 @@ impl PipelineSupervisor {
                 StageKind::Processor => "processor",
                 StageKind::Aggregator => "aggregator",
             };
-            super::stats::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
+            crate::selfstat::directory::register(kind_name, &plan.name, &stage.plugin, &stats);
             stages.push(RunningStage {
                 kind: stage.kind,
                 plugin: stage.plugin.clone(),
@@ -333,7 +341,7 @@ impl PipelineSupervisor {
         let (next, stages) = self.start_stages(plan);
         let stats = Arc::new(PluginStats::default());
         let (id, input) = self.input_actor(plan, &next, &stats, start_after)?;
-        super::stats::directory::register("input", &plan.name, &plan.name, &stats);
+        crate::selfstat::directory::register("input", &plan.name, &plan.name, &stats);
         Some(RunningPipeline {
             plan: plan.clone(),
             input,
@@ -567,294 +575,6 @@ macro_rules! stop_handler {
     )*};
 }
 stop_handler!(InputActor, StageActor, OutputActor);
-
-/// One actor's state, for `agent status`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct ActorStatus {
-    /// `input`, `processor`, `aggregator` or `output`.
-    pub kind: String,
-    /// Instance name.
-    pub name: String,
-    /// Registered plugin name.
-    pub plugin: String,
-    /// False when the actor's mailbox is closed.
-    pub alive: bool,
-    pub stats: StatsSnapshot,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PipelineStatus {
-    pub input: String,
-    pub interval_sec: f64,
-    pub actors: Vec<ActorStatus>,
-    pub outputs: Vec<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StatusReport {
-    pub uptime_sec: f64,
-    pub pipelines: Vec<PipelineStatus>,
-    pub outputs: Vec<ActorStatus>,
-}
-
-impl StatusReport {
-    /// Every actor, pipelines first then outputs.
-    pub fn actors(&self) -> impl Iterator<Item = &ActorStatus> {
-        self.pipelines
-            .iter()
-            .flat_map(|p| p.actors.iter())
-            .chain(self.outputs.iter())
-    }
-
-    pub fn find(&self, kind: &str, name: &str) -> Option<&ActorStatus> {
-        self.actors().find(|a| a.kind == kind && a.name == name)
-    }
-}
-
-#[derive(Message)]
-#[rtype(result = "StatusReport")]
-pub struct Status;
-
-impl Handler<Status> for PipelineSupervisor {
-    type Result = MessageResult<Status>;
-
-    fn handle(&mut self, _: Status, _: &mut Context<Self>) -> Self::Result {
-        let pipelines = self
-            .pipelines
-            .iter()
-            .map(|p| {
-                let mut actors = vec![ActorStatus {
-                    kind: "input".into(),
-                    name: p.plan.name.to_string(),
-                    plugin: p.plan.plugin.clone(),
-                    alive: p.input.connected(),
-                    stats: p.stats.snapshot(),
-                }];
-                actors.extend(p.stages.iter().map(|s| {
-                    ActorStatus {
-                        kind: match s.kind {
-                            StageKind::Processor => "processor",
-                            StageKind::Aggregator => "aggregator",
-                        }
-                        .into(),
-                        name: s.plugin.clone(),
-                        plugin: s.plugin.clone(),
-                        alive: s.slot.connected(),
-                        stats: s.stats.snapshot(),
-                    }
-                }));
-                PipelineStatus {
-                    input: p.plan.name.to_string(),
-                    interval_sec: p.plan.interval.as_secs_f64(),
-                    actors,
-                    outputs: p.plan.outputs.clone(),
-                }
-            })
-            .collect();
-        let outputs = self
-            .outputs
-            .iter()
-            .map(|o| ActorStatus {
-                kind: "output".into(),
-                name: o.plan.name.clone(),
-                plugin: o.plan.plugin.clone(),
-                alive: o.slot.connected(),
-                stats: o.stats.snapshot(),
-            })
-            .collect();
-        MessageResult(StatusReport {
-            uptime_sec: self.started_at.elapsed().as_secs_f64(),
-            pipelines,
-            outputs,
-        })
-    }
-}
-
-/// Apply a new, already validated configuration to the running actors:
-/// unchanged actors are not touched (their timers keep their cadence),
-/// changed ones get a `Reconfigure` message, new ones start, removed ones
-/// drain and stop.
-#[derive(Message)]
-#[rtype(result = "ApplyReport")]
-pub struct ApplyConfig {
-    pub config: AgentConfig,
-    pub plan: Plan,
-}
-
-/// What a reload changed, by instance (`input:cpu`, `stage:cpu/alarm`,
-/// `output:es`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ApplyReport {
-    pub started: Vec<String>,
-    pub stopped: Vec<String>,
-    pub reconfigured: Vec<String>,
-    pub failed: Vec<String>,
-}
-
-impl ApplyReport {
-    pub fn is_noop(&self) -> bool {
-        self.started.is_empty()
-            && self.stopped.is_empty()
-            && self.reconfigured.is_empty()
-            && self.failed.is_empty()
-    }
-}
-
-fn same_stages(a: &PipelinePlan, b: &PipelinePlan) -> bool {
-    a.stages.len() == b.stages.len()
-        && a.stages
-            .iter()
-            .zip(&b.stages)
-            .all(|(x, y)| x.kind == y.kind && x.plugin == y.plugin)
-}
-
-fn stop_pipeline(p: RunningPipeline) {
-    let stages: Vec<Addr<StageActor>> = p.stages.iter().map(|s| s.slot.addr()).collect();
-    let input = p.input;
-    actix::spawn(async move {
-        let _ = input.send(Drain).await;
-        input.do_send(StopActor);
-        for s in stages {
-            s.do_send(StopActor);
-        }
-    });
-}
-
-fn stop_stages(stages: Vec<RunningStage>) {
-    actix::spawn(async move {
-        if let Some(first) = stages.first() {
-            let _ = first.slot.addr().send(Drain).await;
-        }
-        for s in stages {
-            s.slot.addr().do_send(StopActor);
-        }
-    });
-}
-
-impl Handler<ApplyConfig> for PipelineSupervisor {
-    type Result = MessageResult<ApplyConfig>;
-
-    fn handle(&mut self, msg: ApplyConfig, _: &mut Context<Self>) -> Self::Result {
-        let mut report = ApplyReport::default();
-        let info_changed = msg.config.info != self.config.info;
-        self.config = msg.config;
-
-        // Outputs first, so pipelines can point at them.
-        let mut replaced_outputs = Vec::new();
-        let old_outputs = std::mem::take(&mut self.outputs);
-        let mut kept = Vec::new();
-        for old in old_outputs {
-            match msg.plan.outputs.iter().find(|o| o.name == old.plan.name) {
-                Some(new) if new.plugin == old.plan.plugin => {
-                    if new.config.value() != old.plan.config.value() {
-                        old.slot.addr().do_send(ReconfigureOutput {
-                            config: new.config.clone(),
-                            settings: new.settings.clone(),
-                        });
-                        report.reconfigured.push(format!("output:{}", new.name));
-                    }
-                    kept.push(RunningOutput {
-                        plan: new.clone(),
-                        ..old
-                    });
-                }
-                other => {
-                    if other.is_some() {
-                        replaced_outputs.push(old.plan.name.clone());
-                    }
-                    report.stopped.push(format!("output:{}", old.plan.name));
-                    let addr = old.slot.addr();
-                    // Pipelines drain into it first; then it flushes.
-                    actix::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        let deadline = Instant::now() + Duration::from_secs(10);
-                        let _ = addr.send(FlushAndClose { deadline }).await;
-                        addr.do_send(StopActor);
-                    });
-                }
-            }
-        }
-        self.outputs = kept;
-        for plan in &msg.plan.outputs {
-            if !self.outputs.iter().any(|o| o.plan.name == plan.name) {
-                if let Some(o) = self.start_output(plan) {
-                    report.started.push(format!("output:{}", plan.name));
-                    self.outputs.push(o);
-                }
-            }
-        }
-
-        let old_pipelines = std::mem::take(&mut self.pipelines);
-        let mut running = Vec::new();
-        for old in old_pipelines {
-            let Some(new) = msg.plan.pipelines.iter().find(|p| p.name == old.plan.name) else {
-                report.stopped.push(format!("input:{}", old.plan.name));
-                stop_pipeline(old);
-                continue;
-            };
-            if new.plugin != old.plan.plugin {
-                report.stopped.push(format!("input:{}", old.plan.name));
-                stop_pipeline(old);
-                continue; // started below as new
-            }
-            let mut p = old;
-            if new.config.value() != p.plan.config.value() {
-                p.input.do_send(super::Reconfigure(new.config.clone()));
-                report.reconfigured.push(format!("input:{}", new.name));
-            }
-            if new.interval != p.plan.interval {
-                p.input
-                    .do_send(super::input_actor::SetInterval(new.interval));
-                report
-                    .reconfigured
-                    .push(format!("input:{} interval", new.name));
-            }
-            if info_changed {
-                p.input
-                    .do_send(super::input_actor::SetInfo(self.config.info.clone()));
-            }
-            let outputs_changed = new.outputs != p.plan.outputs
-                || new.outputs.iter().any(|o| replaced_outputs.contains(o));
-            if outputs_changed || info_changed || !same_stages(new, &p.plan) {
-                // Rebuild the chain behind the input; the old one drains.
-                let (next, stages) = self.start_stages(new);
-                p.input.do_send(super::input_actor::SetNext(next.clone()));
-                p.input_next = next;
-                stop_stages(std::mem::replace(&mut p.stages, stages));
-                report.reconfigured.push(format!("pipeline:{}", new.name));
-            } else {
-                let pairs = p.stages.iter_mut().zip(&new.stages);
-                for (stage, plan) in pairs {
-                    if stage.config.value() != plan.config.value() {
-                        stage.config = plan.config.clone();
-                        stage
-                            .slot
-                            .addr()
-                            .do_send(super::Reconfigure(plan.config.clone()));
-                        report
-                            .reconfigured
-                            .push(format!("stage:{}/{}", new.name, plan.plugin));
-                    }
-                }
-            }
-            p.plan = new.clone();
-            running.push(p);
-        }
-        self.pipelines = running;
-        for plan in &msg.plan.pipelines {
-            if !self.pipelines.iter().any(|p| p.plan.name == plan.name) {
-                if let Some(p) = self.start_pipeline(plan, Duration::ZERO) {
-                    report.started.push(format!("input:{}", plan.name));
-                    self.pipelines.push(p);
-                }
-            }
-        }
-        self.plan = msg.plan;
-        info!(self.log, "configuration applied"; "started" => report.started.len(),
-            "stopped" => report.stopped.len(), "reconfigured" => report.reconfigured.len());
-        MessageResult(report)
-    }
-}
 
 /// Test hook: make one actor panic in its own handler code. `kind` is
 /// `input`, `processor`, `aggregator` or `output`; `name` the input, stage

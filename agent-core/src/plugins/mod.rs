@@ -1,7 +1,7 @@
 //! Every built-in plugin, one folder each. A new plugin is its own folder
 //! plus one line in the `register` function of its kind.
 pub mod aggregators;
-pub(crate) mod exec_common;
+pub mod common;
 pub mod inputs;
 pub mod outputs;
 pub mod processors;

@@ -52,18 +52,16 @@ pub struct ReloadState {
 
 pub type SharedReloadState = Arc<Mutex<ReloadState>>;
 
-fn current() -> &'static Mutex<Option<SharedReloadState>> {
-    static CURRENT: std::sync::OnceLock<Mutex<Option<SharedReloadState>>> =
-        std::sync::OnceLock::new();
-    CURRENT.get_or_init(|| Mutex::new(None))
-}
-
-/// The reload state of this process's running reloader, if any (for the
-/// `internal` input).
-pub fn current_state() -> Option<ReloadState> {
-    let shared = current().lock().ok()?.clone()?;
-    let state = shared.lock().ok()?.clone();
-    Some(state)
+/// Writes the counters the `internal` input reports to the stats store.
+fn publish(s: &ReloadState) {
+    crate::selfstat::publish_reload(crate::selfstat::ReloadCounters {
+        generation: s.generation,
+        attempts: s.attempts,
+        unchanged: s.unchanged,
+        file_events: s.file_events,
+        reloader_restarts: s.reloader_restarts,
+        last_ok: s.last_result == "ok",
+    });
 }
 
 /// Loads and plans `dir` under `catch_unwind`: a panic anywhere in
@@ -248,6 +246,7 @@ impl ConfigReloader {
                 next.guard = Some(ReloaderGuard(Some(tx.clone())));
                 if let Ok(mut s) = seed.state.lock() {
                     s.reloader_restarts += 1;
+                    publish(&s);
                 }
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = next.start();
                 last_start = Instant::now();
@@ -263,6 +262,7 @@ impl ConfigReloader {
     fn with_state(&self, f: impl FnOnce(&mut ReloadState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
+            publish(&s);
         }
     }
 
@@ -410,9 +410,7 @@ impl Actor for ConfigReloader {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let Ok(mut c) = current().lock() {
-            *c = Some(self.state.clone());
-        }
+        self.with_state(|_| {});
         self.watch(ctx);
         self.start_timer(ctx);
     }

@@ -8,9 +8,9 @@
 //! `sysinfo::MINIMUM_CPU_UPDATE_INTERVAL` and samples again, so even the
 //! first `percent` is real (PyAgent's first value was always 0).
 pub mod schema;
+use crate::format::human::py_round as round_to;
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
-use crate::plugins::inputs::mem::round_to;
 use crate::registry::Registry;
 use serde::Deserialize;
 use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, System};

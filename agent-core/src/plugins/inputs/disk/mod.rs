@@ -12,9 +12,9 @@
 pub mod schema;
 #[cfg(unix)]
 use crate::blocking::{Worker, WorkerError};
+use crate::format::human::{human_bytes, py_round as round_to};
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginResult};
-use crate::plugins::inputs::mem::{human_bytes, round_to};
 use crate::registry::Registry;
 use serde::Deserialize;
 #[cfg(unix)]

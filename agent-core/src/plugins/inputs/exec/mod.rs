@@ -3,7 +3,7 @@
 use crate::config::Seconds;
 use crate::format::parse::{parse_nagios, DataFormat, Parser, ParserConfig};
 use crate::plugin::{Accumulator, Input, PluginResult};
-use crate::plugins::exec_common::{
+use crate::plugins::common::exec::{
     first_line, run_once, secs, CommandLine, CommandSpec, EnvConfig, ExecStats, RateLimitedLog,
 };
 use crate::registry::Registry;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::PluginConfig;
 use crate::metric::{FieldValue, MetricKind};
-use crate::plugins::exec_common::testutil::{proc_state, read_pid, rss_kb, wait_dead};
+use crate::plugins::common::exec::testutil::{proc_state, read_pid, rss_kb, wait_dead};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 

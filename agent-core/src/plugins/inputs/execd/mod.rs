@@ -5,7 +5,7 @@
 use crate::config::Seconds;
 use crate::format::parse::{DataFormat, Parser, ParserConfig};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
-use crate::plugins::exec_common::{
+use crate::plugins::common::exec::{
     secs, ExecStats, ExecdChild, ExecdConfig, ExecdSettings, RateLimitedLog,
 };
 use crate::registry::Registry;
@@ -119,7 +119,7 @@ impl ExecdInput {
     }
 
     /// Parses one line into `acc`; a bad line is counted and logged.
-    fn take_line(&self, line: crate::plugins::exec_common::Line, acc: &mut Accumulator) {
+    fn take_line(&self, line: crate::plugins::common::exec::Line, acc: &mut Accumulator) {
         let mut template = acc.metric();
         // A streaming program's line is as old as its arrival, not the gather.
         template.timestamp_ns = line.received_ns;
@@ -240,7 +240,7 @@ pub fn register(r: &mut Registry) {
         "Keeps a program running and collects the metrics it prints, one per line",
         include_str!("sample.yaml"),
         |cfg| {
-            let mut keys = crate::plugins::exec_common::execd_keys();
+            let mut keys = crate::plugins::common::exec::execd_keys();
             keys.extend(["signal", "signal_wait", "interval"]);
             keys.extend_from_slice(crate::config::struct_fields::<ParserConfig>());
             let mut parsed: ExecdInputConfig = cfg.parse_with_keys(&keys)?;

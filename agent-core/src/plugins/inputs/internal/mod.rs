@@ -5,9 +5,9 @@
 //! reload counters.
 pub mod schema;
 use crate::metric::Metric;
-use crate::pipeline::directory;
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
+use crate::selfstat::{self, directory};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +92,7 @@ impl Input for Internal {
             m.push_field("log_dropped", log.log_dropped);
             acc.add(m);
         }
-        if let Some(r) = crate::reload::current_state() {
+        if let Some(r) = selfstat::reload_counters() {
             let mut m = acc.metric();
             m.set_tag("kind", "reload");
             m.push_field("generation", r.generation);
@@ -100,7 +100,7 @@ impl Input for Internal {
             m.push_field("unchanged", r.unchanged);
             m.push_field("file_events", r.file_events);
             m.push_field("reloader_restarts", r.reloader_restarts);
-            m.push_field("last_ok", r.last_result == "ok");
+            m.push_field("last_ok", r.last_ok);
             acc.add(m);
         }
         Ok(())

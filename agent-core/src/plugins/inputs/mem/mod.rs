@@ -1,5 +1,5 @@
 //! `mem`: virtual memory like psutil's `virtual_memory()`, plus `human_<field>`
-//! strings. Also home of the `human_*` formatters the other system inputs use.
+//! strings (formatted by [`crate::format::human`]).
 //!
 //! On Linux every figure comes from one read of `/proc/meminfo` (sysinfo
 //! reads the same file but lacks active/inactive/buffers/cached/shared/slab,
@@ -7,6 +7,7 @@
 //! sysinfo's memory refresh gives total/available/free/used and the
 //! Linux-only figures are 0.
 pub mod schema;
+use crate::format::human::{human_bytes, py_round as round_to};
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::registry::Registry;
@@ -101,13 +102,6 @@ impl VirtualMemory {
     }
 }
 
-/// Rounds like Python's `round`, as PyAgent (psutil) values were.
-pub(crate) fn round_to(v: f64, digits: i32) -> f64 {
-    crate::format::human::py_round(v, digits)
-}
-
-pub use crate::format::human::{human_bps, human_bytes};
-
 pub struct Mem {
     #[cfg(not(target_os = "linux"))]
     sys: Option<sysinfo::System>,
@@ -199,30 +193,6 @@ pub fn register(r: &mut Registry) {
 mod tests {
     use super::*;
     use crate::metric::FieldValue;
-
-    #[test]
-    fn human_bytes_like_pyagent() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1024), "1.0 KB");
-        assert_eq!(human_bytes(1536), "1.5 KB");
-        // 23.5 GiB
-        assert_eq!(human_bytes(25_232_932_864), "23.5 GB");
-        // Rounds up into the next unit rather than printing 1024.0 KB.
-        assert_eq!(human_bytes(1024 * 1024 - 1), "1.0 MB");
-        assert_eq!(human_bytes(5 * 1024u64.pow(4)), "5.0 TB");
-        assert_eq!(human_bytes(u64::MAX), "16.0 EB");
-    }
-
-    #[test]
-    fn human_bps_like_pyagent() {
-        assert_eq!(human_bps(0.0), "0.0 bps");
-        assert_eq!(human_bps(999.5), "999.5 bps");
-        assert_eq!(human_bps(1000.0), "1.0 Kbps");
-        assert_eq!(human_bps(12_345.0), "12.3 Kbps");
-        assert_eq!(human_bps(2_500_000.0), "2.5 Mbps");
-        assert_eq!(human_bps(f64::NAN), "0.0 bps");
-    }
 
     #[test]
     fn meminfo_psutil_semantics() {

@@ -13,28 +13,14 @@
 //! wrap, NIC re-created) is taken as restarted from 0: the rate is the new
 //! value over the interval, never negative.
 pub mod schema;
+use crate::format::human::{human_bps, py_round as round_to};
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginResult};
-use crate::plugins::inputs::mem::{human_bps, round_to};
+use crate::plugins::common::serde_helpers::string_or_list;
 use crate::registry::Registry;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Instant;
-
-/// Accepts `key: name` as well as `key: [a, b]` (and null as empty).
-pub fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Option::<OneOrMany>::deserialize(d)? {
-        None => Vec::new(),
-        Some(OneOrMany::One(s)) => vec![s],
-        Some(OneOrMany::Many(v)) => v,
-    })
-}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NetworkConfig {

@@ -9,10 +9,10 @@
 //! `comm` can match are refreshed. `num_threads` is read from
 //! `/proc/<pid>/stat` for the reported processes only (sysinfo lacks it).
 pub mod schema;
+use crate::format::human::py_round as round_to;
 use crate::metric::{Metric, Str};
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
-use crate::plugins::inputs::mem::round_to;
-use crate::plugins::inputs::network::string_or_list;
+use crate::plugins::common::serde_helpers::string_or_list;
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::collections::HashMap;

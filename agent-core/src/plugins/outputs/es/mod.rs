@@ -3,10 +3,10 @@
 //! (metrics) or `index_alarm` (alarms). With `format: bulk` it speaks the
 //! Elasticsearch/OpenSearch `_bulk` API instead (NDJSON action + document
 //! lines) and handles per-item errors.
-use super::http::client::{self, basic_auth, Client, ClientSettings};
 use crate::format::json;
 use crate::metric::{Metric, MetricKind};
 use crate::plugin::{Output, PluginError, PluginResult};
+use crate::plugins::common::http_client::{self as client, basic_auth, Client, ClientSettings};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::time::Duration;
@@ -361,9 +361,9 @@ pub fn register(r: &mut Registry) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::http::test_server::TestServer;
     use super::*;
     use crate::config::PluginConfig;
+    use crate::plugins::common::http_test_server::TestServer;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

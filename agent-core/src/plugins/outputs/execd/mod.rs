@@ -2,7 +2,7 @@
 //! one per line (Telegraf's `execd` output).
 use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
-use crate::plugins::exec_common::{encode, ExecStats, ExecdChild, ExecdConfig, ExecdSettings};
+use crate::plugins::common::exec::{encode, ExecStats, ExecdChild, ExecdConfig, ExecdSettings};
 use crate::registry::Registry;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -133,7 +133,7 @@ pub fn register(r: &mut Registry) {
         "Writes metrics to a long-running program's stdin (influx, json or pyagent lines)",
         include_str!("sample.yaml"),
         |cfg| {
-            let mut keys = crate::plugins::exec_common::execd_keys();
+            let mut keys = crate::plugins::common::exec::execd_keys();
             keys.push("data_format");
             let parsed: ExecdOutputConfig = cfg.parse_with_keys(&keys)?;
             ExecdOutput::new(&cfg.instance, parsed)

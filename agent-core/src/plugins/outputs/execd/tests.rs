@@ -1,6 +1,6 @@
 use super::*;
 use crate::metric::MetricKind;
-use crate::plugins::exec_common::testutil::{proc_state, read_pid, wait_dead};
+use crate::plugins::common::exec::testutil::{proc_state, read_pid, wait_dead};
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};

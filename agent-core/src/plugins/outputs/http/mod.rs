@@ -1,14 +1,10 @@
 //! `http`: POSTs each batch to a URL as a JSON array or InfluxDB line
 //! protocol, optionally gzipped, with basic or bearer auth.
-pub mod client;
-#[cfg(test)]
-pub(crate) mod test_server;
-
 use crate::format::{json, line_protocol};
 use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
+use crate::plugins::common::http_client::{self as client, basic_auth, Client, ClientSettings};
 use crate::registry::Registry;
-use client::{basic_auth, Client, ClientSettings};
 use serde::Deserialize;
 
 /// Body format.
@@ -149,9 +145,9 @@ pub fn register(r: &mut Registry) {
 
 #[cfg(test)]
 mod tests {
-    use super::test_server::TestServer;
     use super::*;
     use crate::config::PluginConfig;
+    use crate::plugins::common::http_test_server::TestServer;
 
     fn metrics() -> Vec<Metric> {
         vec![

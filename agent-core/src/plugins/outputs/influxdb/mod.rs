@@ -1,9 +1,9 @@
 //! `influxdb`: line protocol to InfluxDB 1.x (`/write?db=&rp=&precision=`)
 //! or 2.x (`/api/v2/write?org=&bucket=&precision=`, `Authorization: Token`).
-use super::http::client::{self, basic_auth, Client, ClientSettings};
 use crate::format::line_protocol::{self, Precision};
 use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
+use crate::plugins::common::http_client::{self as client, basic_auth, Client, ClientSettings};
 use crate::registry::Registry;
 use serde::Deserialize;
 
@@ -263,9 +263,9 @@ pub fn register(r: &mut Registry) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::http::test_server::TestServer;
     use super::*;
     use crate::config::PluginConfig;
+    use crate::plugins::common::http_test_server::TestServer;
 
     fn output(yaml: &str) -> PluginResult<InfluxOutput> {
         InfluxOutput::new(&PluginConfig::from_value(

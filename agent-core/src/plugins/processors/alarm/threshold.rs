@@ -155,7 +155,7 @@ impl Threshold {
     }
 
     pub(crate) fn check(&self, m: &Metric, at: usize, ctx: &mut Ctx) {
-        let tag = super::rules::metric_tag(m);
+        let tag = crate::plugins::common::tag::metric_tag(m);
         if let Some(want) = &self.tag {
             if tag != Some(want.as_str()) {
                 return;

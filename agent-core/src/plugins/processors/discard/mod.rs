@@ -3,8 +3,9 @@
 //! otherwise `all: [fields]` applies unless the tag is listed in
 //! `all_except`.
 use crate::config::{load::key_string, PluginConfig};
-use crate::metric::{FieldValue, Metric, Str};
+use crate::metric::{Metric, Str};
 use crate::plugin::{PluginResult, Processor};
+use crate::plugins::common::tag::metric_tag;
 use crate::registry::Registry;
 use serde_yaml_ng::Value;
 use std::collections::HashMap;
@@ -14,14 +15,6 @@ pub struct Discard {
     all: Vec<Str>,
     all_except: Vec<Str>,
     per_tag: HashMap<Str, Vec<Str>>,
-}
-
-/// The metric's `tag`: a tag first, else a string field.
-pub(crate) fn metric_tag(m: &Metric) -> Option<&str> {
-    m.tag("tag").or_else(|| match m.field("tag") {
-        Some(FieldValue::Str(s)) => Some(s.as_str()),
-        _ => None,
-    })
 }
 
 fn string_list(cfg: &PluginConfig, key: &str, v: &Value) -> Result<Vec<Str>, crate::ConfigError> {

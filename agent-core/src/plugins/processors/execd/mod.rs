@@ -12,7 +12,7 @@ use crate::config::Seconds;
 use crate::format::parse::{Parser, ParserConfig};
 use crate::metric::{now_ns, Metric, MetricKind};
 use crate::plugin::{PluginError, PluginResult, Processor};
-use crate::plugins::exec_common::{
+use crate::plugins::common::exec::{
     encode, secs, ExecStats, ExecdChild, ExecdConfig, ExecdSettings,
 };
 use crate::registry::Registry;
@@ -214,7 +214,7 @@ pub fn register(r: &mut Registry) {
         "Pipes metrics through a long-running program as line protocol",
         include_str!("sample.yaml"),
         |cfg| {
-            let mut keys = crate::plugins::exec_common::execd_keys();
+            let mut keys = crate::plugins::common::exec::execd_keys();
             keys.push("batch_timeout");
             let parsed: ExecdProcessorConfig = cfg.parse_with_keys(&keys)?;
             ExecdProcessor::new(&cfg.instance, parsed)

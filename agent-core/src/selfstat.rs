@@ -1,7 +1,15 @@
-//! Counters every actor keeps about its plugin, read by `agent status` and
-//! (later) the internal input. Atomics, so reading never blocks the actor.
+//! The agent's own statistics, at the bottom of the layers (Telegraf's
+//! `selfstat`): the pipeline's actors and the reloader write here, and
+//! `agent status` and the `internal` input read, without either side
+//! knowing the other. Depends on nothing but std.
+//!
+//! - [`PluginStats`]: the counters every actor keeps about its plugin
+//!   (atomics, so reading never blocks the actor), found through
+//!   [`directory`].
+//! - [`ReloadCounters`]: the reloader's counters, published with
+//!   [`publish_reload`] and read with [`reload_counters`].
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Default)]
 pub struct PluginStats {
@@ -136,4 +144,40 @@ pub mod directory {
             })
             .collect()
     }
+}
+
+/// The reloader's counters, as the `internal` input reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadCounters {
+    /// Applied configurations since start (1 = the initial one).
+    pub generation: u64,
+    /// Reloads attempted.
+    pub attempts: u64,
+    /// Attempts that found the files unchanged.
+    pub unchanged: u64,
+    /// File events that passed the filter.
+    pub file_events: u64,
+    /// Times the reloader actor died and was restarted.
+    pub reloader_restarts: u64,
+    /// The last changed configuration was applied (not rejected).
+    pub last_ok: bool,
+}
+
+fn reload_slot() -> &'static Mutex<Option<ReloadCounters>> {
+    static RELOAD: OnceLock<Mutex<Option<ReloadCounters>>> = OnceLock::new();
+    RELOAD.get_or_init(|| Mutex::new(None))
+}
+
+/// The running reloader's counters now (the reloader calls this whenever
+/// they change).
+pub fn publish_reload(counters: ReloadCounters) {
+    if let Ok(mut g) = reload_slot().lock() {
+        *g = Some(counters);
+    }
+}
+
+/// The last counters a reloader published; `None` when no reloader runs in
+/// this process (`agent once`, an embedding without one).
+pub fn reload_counters() -> Option<ReloadCounters> {
+    reload_slot().lock().ok()?.clone()
 }

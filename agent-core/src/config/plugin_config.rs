@@ -1,0 +1,179 @@
+//! [`PluginConfig`]: one plugin instance's part of the merged tree, with
+//! typed reading and errors that name the file and key.
+use super::deserialize::{deserialize_at, deserialize_recording, file_of};
+use super::load::{self, MergedTree, Provenance};
+use super::{unknown, ConfigError, Count, Seconds};
+use crate::metric::Str;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::{Mapping, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+/// One plugin instance's merged configuration. Plugins read it with
+/// [`PluginConfig::parse`], whose errors carry the file and key path.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub(super) node: Node,
+    pub(super) path: String,
+    pub(super) tree: Arc<MergedTree>,
+    /// The instance name (for inputs, the metric name).
+    pub instance: Str,
+    /// The input whose pipeline this plugin serves.
+    pub input: Str,
+    /// `alarm.code` from main.yaml, for alarm-raising plugins.
+    pub alarm_code: Str,
+    /// For an input: the interval the core gathers it at (its own
+    /// `interval`, else main.yaml's), set by the planner. A gather that
+    /// outlives `max(interval, 1 s)` is abandoned and the plugin rebuilt, so
+    /// a plugin that waits inside a gather bounds its wait by this.
+    pub interval: Option<std::time::Duration>,
+    /// The plugin's logger (its actor's, with the input and plugin names);
+    /// a discarding one while configs are only validated.
+    pub(super) log: slog::Logger,
+}
+
+/// Where a [`PluginConfig`]'s value lives. Section entries stay in the
+/// shared tree: a plugin config is cloned for the plan, every actor and
+/// every rebuild, and an input with a thousand targets must not be copied
+/// each time.
+#[derive(Debug, Clone)]
+pub(super) enum Node {
+    /// `tree.root[section][name]`; missing or null reads as an empty mapping.
+    InTree {
+        section: Str,
+        name: Str,
+    },
+    Owned(Arc<Value>),
+}
+
+fn empty_mapping() -> &'static Value {
+    static EMPTY: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Value::Mapping(Mapping::new()))
+}
+
+impl PluginConfig {
+    /// A config not read from files: for tests and embedding programs.
+    pub fn from_value(name: &str, value: Value) -> Self {
+        let tree = MergedTree {
+            root: Value::Mapping(Mapping::new()),
+            provenance: Provenance::default(),
+            files: Vec::new(),
+        };
+        PluginConfig {
+            node: Node::Owned(Arc::new(value)),
+            path: name.to_string(),
+            tree: Arc::new(tree),
+            instance: Str::new(name),
+            input: Str::new(name),
+            alarm_code: Str::new(super::d_code()),
+            interval: None,
+            log: discard_logger(),
+        }
+    }
+
+    /// Parses the whole config into the plugin's config struct.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        deserialize_at(&self.tree, &self.path, self.value())
+    }
+
+    /// [`PluginConfig::parse`] for a struct with `#[serde(flatten)]` fields,
+    /// which hide the keys they skip: its top-level `keys` are declared
+    /// instead (see [`PluginConfig::declare_keys`] and [`struct_fields`]).
+    pub fn parse_with_keys<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<T, ConfigError> {
+        let parsed = deserialize_recording(&self.tree, &self.path, self.value(), false)?;
+        self.declare_keys(keys);
+        Ok(parsed)
+    }
+
+    pub fn value(&self) -> &Value {
+        match &self.node {
+            Node::InTree { section, name } => match self
+                .tree
+                .root
+                .get(section.as_str())
+                .and_then(|s| s.get(name.as_str()))
+            {
+                Some(v) if !v.is_null() => v,
+                _ => empty_mapping(),
+            },
+            Node::Owned(v) => v,
+        }
+    }
+
+    /// Where the plugin logs (rate-limit repeated lines with
+    /// [`crate::plugin::RateLimitedLog`]).
+    pub fn log(&self) -> &slog::Logger {
+        &self.log
+    }
+
+    /// The same config with the logger the plugin should use.
+    pub fn with_log(mut self, log: slog::Logger) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Dotted key path of this config in the merged tree.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The registered plugin of the input this config serves: the `plugin:`
+    /// key of `input.<input>` when set, else the input's name. Alarm rules
+    /// are chosen by it.
+    pub fn input_plugin(&self) -> Str {
+        match self
+            .tree
+            .root
+            .get("input")
+            .and_then(|s| s.get(self.input.as_str()))
+            .and_then(|c| c.get("plugin"))
+        {
+            Some(Value::String(p)) => Str::new(p),
+            _ => self.input.clone(),
+        }
+    }
+
+    /// An error about `key` (relative to this plugin) naming the right file.
+    pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        let full = load::join(&self.path, key);
+        ConfigError::new(file_of(&self.tree, &full), full, reason)
+    }
+
+    /// A timeout or period `v` read from `key`: 1 ms to an hour.
+    pub fn seconds(&self, key: &str, v: Seconds) -> Result<Duration, ConfigError> {
+        v.within(0.001, 3600.0).map_err(|r| self.error(key, r))
+    }
+
+    /// A count `v` read from `key`, between `min` and `max`.
+    pub fn count(&self, key: &str, v: Count, min: u64, max: u64) -> Result<Count, ConfigError> {
+        v.within(min, max).map_err(|r| self.error(key, r))
+    }
+
+    /// Declares the keys of a block read by hand (a trailing `*` matches a
+    /// prefix): while a plan is built, its other keys are reported unknown
+    /// unless a parse of the same block reads them.
+    pub fn declare_keys(&self, keys: &[&str]) {
+        unknown::record_declared(&self.path, self.value(), keys);
+    }
+
+    /// The config of a nested key, e.g. `use_plugin_converter`.
+    pub fn child(&self, key: &str, value: Value, instance: &str) -> PluginConfig {
+        PluginConfig {
+            node: Node::Owned(Arc::new(match value {
+                Value::Null => Value::Mapping(Mapping::new()),
+                v => v,
+            })),
+            path: load::join(&self.path, key),
+            tree: self.tree.clone(),
+            instance: Str::new(instance),
+            input: self.input.clone(),
+            alarm_code: self.alarm_code.clone(),
+            interval: self.interval,
+            log: self.log.clone(),
+        }
+    }
+}

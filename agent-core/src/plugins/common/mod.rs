@@ -1,0 +1,9 @@
+//! Helpers shared by plugins (Telegraf's `plugins/common`). A plugin
+//! imports from here, from [`crate::format`] or from the core, never from
+//! another plugin's folder (`tests/plugin_isolation.rs` checks it).
+pub mod exec;
+pub mod http_client;
+#[cfg(test)]
+pub(crate) mod http_test_server;
+pub mod serde_helpers;
+pub mod tag;
