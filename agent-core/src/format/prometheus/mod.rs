@@ -22,9 +22,9 @@
 //! disappears from the endpoint.
 use crate::format::line_protocol::{fmt_i64, fmt_u64, push_f64};
 use crate::metric::{FieldValue, Metric, MetricKind, Str};
-use crate::schema::{lookup, tag_text, FieldSpec, Group, Kind, Schema};
-use rustc_hash::FxHashMap as HashMap;
-use std::time::{Duration, Instant};
+use crate::schema::{lookup, tag_text, FieldSpec, Group, Schema};
+mod store;
+pub use store::SeriesStore;
 
 /// How metrics become samples.
 #[derive(Debug, Clone, Copy, Default)]
@@ -171,10 +171,15 @@ fn add_label(labels: &mut String, k: &str, v: &str) {
 /// `m`, where `family` is `<measurement>_<field>` (sanitized, before the
 /// schema's unit and `_total`) and `labels` the rendered `k="v",...`
 /// without braces (empty when there are none).
+///
+/// With `name_families` false, `family` is left empty: the caller knows
+/// the families of this metric's shape already (the store caches them), and the
+/// samples come in the same order as for any metric of that shape.
 pub fn for_each_sample(
     m: &Metric,
     opts: &Options,
     scratch: &mut Scratch,
+    name_families: bool,
     mut f: impl FnMut(&str, &str, SampleValue, Source<'_>),
 ) {
     if m.kind == MetricKind::Alarm {
@@ -212,8 +217,10 @@ pub fn for_each_sample(
     }
     let family = &mut scratch.family;
     family.clear();
-    push_metric_name(family, &m.name);
-    family.push('_');
+    if name_families {
+        push_metric_name(family, &m.name);
+        family.push('_');
+    }
     let prefix = family.len();
     for (k, v) in &m.fields {
         if is_tag(k) || grouped(k) {
@@ -222,8 +229,10 @@ pub fn for_each_sample(
         let Some(value) = SampleValue::from_field(v) else {
             continue;
         };
-        family.truncate(prefix);
-        sanitize_at(k, family, true, false);
+        if name_families {
+            family.truncate(prefix);
+            sanitize_at(k, family, true, false);
+        }
         let source = match schema {
             Some(s) => Source::Schema(s, k),
             None => Source::Plain(&m.name, k),
@@ -260,12 +269,16 @@ pub fn for_each_sample(
                 }
             }
             family.clear();
-            push_metric_name(family, g.measurement);
-            family.push('_');
+            if name_families {
+                push_metric_name(family, g.measurement);
+                family.push('_');
+            }
             let prefix = family.len();
             if !g.index_is_tag {
                 if let Ok(rank) = index.parse::<i64>() {
-                    family.push_str(g.index);
+                    if name_families {
+                        family.push_str(g.index);
+                    }
                     f(
                         family,
                         gl,
@@ -281,342 +294,11 @@ pub fn for_each_sample(
                 let Some(value) = SampleValue::from_field(v) else {
                     continue;
                 };
-                family.truncate(prefix);
-                sanitize_at(sub, family, true, false);
+                if name_families {
+                    family.truncate(prefix);
+                    sanitize_at(sub, family, true, false);
+                }
                 f(family, gl, value, Source::Group(g, sub));
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Sample {
-    value: SampleValue,
-    seen: Instant,
-}
-
-/// A family's exposed name, help and type, resolved from the schema when
-/// the family first appears.
-#[derive(Debug)]
-struct Family {
-    /// The name before units and `_total` (what samples are looked up by,
-    /// and what families render sorted by).
-    raw: Box<str>,
-    name: String,
-    help: String,
-    type_: &'static str,
-    /// Factor to the base unit (milliseconds → seconds).
-    scale: f64,
-    /// A number that is not a measurement (`ppid`): not exposed.
-    hidden: bool,
-    /// The family's series: label-set ids, sorted, and their latest
-    /// samples at the same positions. Ids apart from samples keep the
-    /// search within a few cache lines.
-    ids: Vec<u32>,
-    samples: Vec<Sample>,
-    /// Where the last update landed: metrics arrive in the same order every
-    /// flush (an input reports its targets in config order), so the next
-    /// update of the family is almost always at the next position.
-    cursor: usize,
-}
-
-impl Family {
-    /// Sets the sample of label set `id`; true when the series is new.
-    fn update(&mut self, id: u32, sample: Sample) -> bool {
-        let next = self.cursor + 1;
-        let at = if self.ids.get(next) == Some(&id) {
-            Ok(next)
-        } else if self.ids.get(self.cursor) == Some(&id) {
-            Ok(self.cursor)
-        } else {
-            self.ids.binary_search(&id)
-        };
-        match at {
-            Ok(at) => {
-                self.samples[at] = sample;
-                self.cursor = at;
-                false
-            }
-            Err(at) => {
-                self.ids.insert(at, id);
-                self.samples.insert(at, sample);
-                self.cursor = at;
-                true
-            }
-        }
-    }
-}
-
-/// Appends HELP text with `\` and newline escaped.
-fn push_help(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-impl Family {
-    fn new(raw: &str, source: Source<'_>) -> Family {
-        let Some(spec) = source.spec() else {
-            let (measurement, key) = match source {
-                Source::Plain(measurement, key) => (measurement, key),
-                Source::Schema(s, key) => (s.name, key),
-                Source::Group(g, key) => (g.measurement, key),
-            };
-            return Family {
-                raw: raw.into(),
-                name: raw.to_string(),
-                help: format!(
-                    "Field {key} of {measurement} (no schema: exec, execd or processed metrics)."
-                ),
-                type_: "untyped",
-                scale: 1.0,
-                hidden: false,
-                ids: Vec::new(),
-                samples: Vec::new(),
-                cursor: 0,
-            };
-        };
-        let mut name = raw.to_string();
-        if let Some(exposed) = spec.prometheus {
-            // `raw` ends with the sanitized key: swap it for the exposed name.
-            let key_len = match source {
-                Source::Schema(_, k) | Source::Group(_, k) | Source::Plain(_, k) => {
-                    let mut sanitized = String::new();
-                    sanitize_at(k, &mut sanitized, true, false);
-                    sanitized.len()
-                }
-            };
-            name.truncate(name.len().saturating_sub(key_len));
-            name.push_str(exposed);
-        }
-        if let Some(abbr) = spec.unit.abbreviation() {
-            if name.ends_with(abbr) {
-                name.truncate(name.len() - abbr.len());
-            }
-        }
-        if let Some(suffix) = spec.unit.prometheus_suffix() {
-            if !name.split('_').any(|part| part == suffix) {
-                name.push('_');
-                name.push_str(suffix);
-            }
-        }
-        let type_ = match spec.kind {
-            Kind::Counter => {
-                if !name.ends_with("_total") {
-                    name.push_str("_total");
-                }
-                "counter"
-            }
-            Kind::Gauge | Kind::Text => "gauge",
-        };
-        Family {
-            raw: raw.into(),
-            name,
-            help: spec.help.to_string(),
-            type_,
-            scale: spec.unit.prometheus_scale(),
-            hidden: spec.kind == Kind::Text,
-            ids: Vec::new(),
-            samples: Vec::new(),
-            cursor: 0,
-        }
-    }
-}
-
-/// The latest value of every series, with expiration.
-///
-/// Label sets are interned: every distinct rendered `k="v",...` gets a
-/// small id (reference counted, freed when its last series expires), so the
-/// per-field work of an update is one hash lookup of the family and a
-/// binary search of the label-set id, not a string compare.
-#[derive(Debug)]
-pub struct SeriesStore {
-    /// Family id → family; ids are indexes, reassigned when expiry removes
-    /// a family.
-    families: Vec<Family>,
-    /// Family raw name → family id.
-    family_ids: HashMap<Box<str>, u32>,
-    /// Family ids sorted by raw name: the render order.
-    order: Vec<u32>,
-    label_ids: HashMap<String, u32>,
-    label_text: Vec<String>,
-    label_refs: Vec<u32>,
-    free_ids: Vec<u32>,
-    expiration: Duration,
-    scratch: Scratch,
-    opts: Options,
-}
-
-impl SeriesStore {
-    /// `expiration` zero keeps series forever.
-    pub fn new(opts: Options, expiration: Duration) -> Self {
-        SeriesStore {
-            families: Vec::new(),
-            family_ids: HashMap::default(),
-            order: Vec::new(),
-            label_ids: HashMap::default(),
-            label_text: Vec::new(),
-            label_refs: Vec::new(),
-            free_ids: Vec::new(),
-            expiration,
-            scratch: Scratch::default(),
-            opts,
-        }
-    }
-
-    fn intern(&mut self, labels: &str) -> u32 {
-        if let Some(&id) = self.label_ids.get(labels) {
-            return id;
-        }
-        let id = match self.free_ids.pop() {
-            Some(id) => {
-                self.label_text[id as usize] = labels.to_string();
-                id
-            }
-            None => {
-                self.label_text.push(labels.to_string());
-                self.label_refs.push(0);
-                (self.label_text.len() - 1) as u32
-            }
-        };
-        self.label_ids.insert(labels.to_string(), id);
-        id
-    }
-
-    /// The id of the family `raw`, created from `source` when new.
-    fn family(&mut self, raw: &str, source: Source<'_>) -> u32 {
-        if let Some(&id) = self.family_ids.get(raw) {
-            return id;
-        }
-        let id = self.families.len() as u32;
-        self.families.push(Family::new(raw, source));
-        self.family_ids.insert(raw.into(), id);
-        let families = &self.families;
-        let at = self
-            .order
-            .partition_point(|&f| *families[f as usize].raw < *raw);
-        self.order.insert(at, id);
-        id
-    }
-
-    pub fn add(&mut self, m: &Metric, now: Instant) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        // Interned once per label set (the main series, then each group's).
-        let mut last: Option<u32> = None;
-        let opts = self.opts;
-        for_each_sample(m, &opts, &mut scratch, |family, labels, value, source| {
-            let fid = self.family(family, source) as usize;
-            let fam = &self.families[fid];
-            if fam.hidden {
-                return;
-            }
-            let value = if fam.scale == 1.0 {
-                value
-            } else {
-                SampleValue::Float(value.as_f64() * fam.scale)
-            };
-            // Consecutive samples mostly share their label set.
-            let id = match last {
-                Some(id) if self.label_text[id as usize] == labels => id,
-                _ => {
-                    let id = self.intern(labels);
-                    last = Some(id);
-                    id
-                }
-            };
-            if self.families[fid].update(id, Sample { value, seen: now }) {
-                self.label_refs[id as usize] += 1;
-            }
-        });
-        self.scratch = scratch;
-    }
-
-    /// Drops series not updated within the expiration.
-    pub fn expire(&mut self, now: Instant) {
-        if self.expiration.is_zero() {
-            return;
-        }
-        let exp = self.expiration;
-        let refs = &mut self.label_refs;
-        let mut freed = Vec::new();
-        for fam in &mut self.families {
-            let mut kept = 0;
-            for at in 0..fam.ids.len() {
-                let id = fam.ids[at];
-                if now.saturating_duration_since(fam.samples[at].seen) < exp {
-                    fam.ids[kept] = id;
-                    fam.samples.swap(kept, at);
-                    kept += 1;
-                } else {
-                    let r = &mut refs[id as usize];
-                    *r -= 1;
-                    if *r == 0 {
-                        freed.push(id);
-                    }
-                }
-            }
-            fam.ids.truncate(kept);
-            fam.samples.truncate(kept);
-            fam.cursor = 0;
-        }
-        for id in freed {
-            let text = std::mem::take(&mut self.label_text[id as usize]);
-            self.label_ids.remove(&text);
-            self.free_ids.push(id);
-        }
-        // Families without series go (a stopped exec program's fields);
-        // hidden ones stay so they are not re-resolved. Ids are renumbered.
-        if self.families.iter().any(|f| f.ids.is_empty() && !f.hidden) {
-            self.families.retain(|f| !f.ids.is_empty() || f.hidden);
-            self.family_ids = self
-                .families
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.raw.clone(), i as u32))
-                .collect();
-            self.order = (0..self.families.len() as u32).collect();
-            let families = &self.families;
-            self.order
-                .sort_unstable_by(|a, b| families[*a as usize].raw.cmp(&families[*b as usize].raw));
-        }
-    }
-
-    pub fn series_count(&self) -> usize {
-        self.families.iter().map(|f| f.ids.len()).sum()
-    }
-
-    /// Renders every family, sorted by name, each with `# HELP` and
-    /// `# TYPE` lines.
-    pub fn render(&self, out: &mut String) {
-        for &fid in &self.order {
-            let fam = &self.families[fid as usize];
-            if fam.ids.is_empty() {
-                continue;
-            }
-            out.push_str("# HELP ");
-            out.push_str(&fam.name);
-            out.push(' ');
-            push_help(out, &fam.help);
-            out.push_str("\n# TYPE ");
-            out.push_str(&fam.name);
-            out.push(' ');
-            out.push_str(fam.type_);
-            out.push('\n');
-            for (id, s) in fam.ids.iter().zip(&fam.samples) {
-                out.push_str(&fam.name);
-                let labels = &self.label_text[*id as usize];
-                if !labels.is_empty() {
-                    out.push('{');
-                    out.push_str(labels);
-                    out.push('}');
-                }
-                out.push(' ');
-                s.value.write(out);
-                out.push('\n');
             }
         }
     }
@@ -625,6 +307,7 @@ impl SeriesStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn render(metrics: &[Metric], opts: Options) -> String {
         let mut store = SeriesStore::new(opts, Duration::ZERO);
