@@ -67,22 +67,18 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    // Two agents starting together must not both find the path free (or
+    // both find it stale, each deleting the other's new socket): the check,
+    // the removal and the bind run under a lock on the socket's folder,
+    // held only for these few calls.
+    let _lock = DirLock::take(dir).map_err(io)?;
     match std::os::unix::net::UnixStream::connect(path) {
-        Ok(stream) => {
-            return Err(match read_answer(stream) {
-                Ok(answer) => ControlError::AlreadyRunning {
-                    pid: answer.pid,
-                    path: path.to_path_buf(),
-                },
-                Err(e) => ControlError::Occupied {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                },
-            })
-        }
+        Ok(stream) => return Err(taken(path, read_answer(stream))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             // Left by a run that ended without removing it (kill -9, crash).
@@ -101,13 +97,70 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
         }
         Err(e) => return Err(io(e)),
     }
-    bind_private(path).map_err(io)
+    match bind_private(path) {
+        Ok(listener) => Ok(listener),
+        // Someone bound it between the check and here without the lock
+        // (an older agent): it is theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ControlError::Occupied {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// The error for a socket that accepted a connection: an agent's answer
+/// names its pid.
+fn taken(path: &Path, answer: std::io::Result<ControlAnswer>) -> ControlError {
+    match answer {
+        Ok(answer) => ControlError::AlreadyRunning {
+            pid: answer.pid,
+            path: path.to_path_buf(),
+        },
+        Err(e) => ControlError::Occupied {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// An exclusive `flock` on a folder, released when dropped.
+struct DirLock(std::fs::File);
+
+impl DirLock {
+    fn take(dir: &Path) -> std::io::Result<DirLock> {
+        use std::os::unix::io::AsRawFd;
+        let file = std::fs::File::open(dir)?;
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(DirLock(file));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: unlocking the descriptor this value owns (closing it
+        // would release the lock too).
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 /// `bind` with the umask at 0177: the socket is 0600 from its creation.
 /// (The umask is process-wide: a file another thread creates meanwhile
 /// gets a narrower mode, never a wider one.)
+/// Two binds at once in one process (embedding programs, tests) would
+/// otherwise restore each other's 0177 as "the previous mask".
 fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    static UMASK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _serial = UMASK.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: umask only swaps the process's file mode mask.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
@@ -181,4 +234,153 @@ fn read_answer(mut s: std::os::unix::net::UnixStream) -> std::io::Result<Control
     s.read_to_end(&mut buf)?;
     serde_json::from_slice(&buf)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    /// A listener on `path` that answers every connection with `body`, like
+    /// a running agent (or, with another body, another program).
+    fn answering(path: &Path, body: Vec<u8>) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).expect("test listener");
+        std::thread::spawn(move || {
+            // One answer is all a test needs; then the listener closes.
+            if let Some(mut stream) = listener.incoming().flatten().next() {
+                let _ = stream.write_all(&body);
+            }
+        })
+    }
+
+    fn agent_answer(pid: u32) -> Vec<u8> {
+        serde_json::to_vec(&ControlAnswer {
+            version: "test".into(),
+            pid,
+            status: serde_json::Value::Null,
+            reload: serde_json::Value::Null,
+            logging: Default::default(),
+        })
+        .expect("json")
+    }
+
+    #[test]
+    fn a_live_agent_is_refused_with_its_pid_and_keeps_its_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let server = answering(&path, agent_answer(4242));
+        let err = bind(&path).expect_err("the socket is taken");
+        assert!(err.is_taken(), "{err:?}");
+        assert!(
+            matches!(err, ControlError::AlreadyRunning { pid: 4242, .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("another agent (pid 4242) is running on {}", path.display())
+        );
+        server.join().unwrap();
+        let meta = std::fs::symlink_metadata(&path).expect("socket left in place");
+        assert!(meta.file_type().is_socket());
+    }
+
+    #[test]
+    fn a_listener_that_is_not_an_agent_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let server = answering(&path, b"hello".to_vec());
+        let err = bind(&path).expect_err("the socket is taken");
+        assert!(matches!(err, ControlError::Occupied { .. }), "{err:?}");
+        assert!(err.is_taken());
+        server.join().unwrap();
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/agent.sock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // A run that ended without removing its socket: the file stays.
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        assert_eq!(
+            std::os::unix::net::UnixStream::connect(&path)
+                .unwrap_err()
+                .kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        let listener = bind(&path).expect("stale socket replaced");
+        // The new socket is live: a connection reaches this listener.
+        let _client = std::os::unix::net::UnixStream::connect(&path).expect("connects");
+        listener.set_nonblocking(true).unwrap();
+        assert!(
+            listener.accept().is_ok(),
+            "connection queued on the new socket"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        std::fs::write(&path, "not a socket").unwrap();
+        let err = bind(&path).expect_err("a regular file is not replaced");
+        assert!(matches!(err, ControlError::NotASocket { .. }), "{err:?}");
+        assert!(!err.is_taken());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    }
+
+    #[test]
+    fn the_socket_is_0600_and_the_umask_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing/dir/agent.sock");
+        let _serial = UMASK_TEST.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: swapping the process's file mode mask, restored below.
+        let before = unsafe { libc::umask(0o002) };
+        let bound = bind(&path);
+        // SAFETY: reading the mask back means setting it; restored at once.
+        let after = unsafe { libc::umask(before) };
+        let _listener = bound.expect("binds, creating the folders");
+        assert_eq!(after, 0o002, "umask restored after bind");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    }
+
+    /// Only the umask test changes the mask to something readable.
+    static UMASK_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn agents_starting_together_get_one_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        drop(UnixListener::bind(&path).unwrap()); // stale, to be replaced once
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let tries: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    // The winner serves like an agent, answering the others.
+                    bind(&path).map(|listener| {
+                        std::thread::spawn(move || {
+                            for mut s in listener.incoming().take(3).flatten() {
+                                let _ = s.write_all(&agent_answer(7));
+                            }
+                        })
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = tries.into_iter().map(|t| t.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        for r in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(
+                matches!(r, ControlError::AlreadyRunning { pid: 7, .. }),
+                "{r:?}"
+            );
+        }
+    }
 }
