@@ -620,3 +620,93 @@ fn stale_socket_is_replaced_and_the_socket_is_0600() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+/// `update_api` must be https unless `update_api_insecure: true`; a private
+/// CA file must exist. Errors name the file and key and exit 2.
+#[test]
+fn update_api_needs_https_unless_insecure() {
+    let base = "open: [demo]\ncommon_output: [console]\n";
+    let (_dir, etc) = temp_etc(&format!("{base}update_api: http://127.0.0.1:9/v1/config\n"));
+    let out = run(&["validate"], &etc);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let want = format!(
+        "config error: {}: key `update_api`: must be an https:// URL",
+        etc.join("main.yaml").display()
+    );
+    assert!(stderr.contains(&want), "want `{want}` in {stderr}");
+    assert!(stderr.contains("update_api_insecure: true"), "{stderr}");
+
+    let (_dir, etc) = temp_etc(&format!(
+        "{base}update_api: http://127.0.0.1:9/v1/config\nupdate_api_insecure: true\n"
+    ));
+    let out = run(&["validate"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let (dir, etc) = temp_etc(&format!(
+        "{base}update_api: https://localhost:9/v1/config\nupdate_api_ca_file: ca.pem\n"
+    ));
+    let out = run(&["validate"], &etc);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("key `update_api_ca_file`")
+            && stderr.contains("ca.pem is not a readable file"),
+        "{stderr}"
+    );
+    // Relative to the folder holding etc/.
+    std::fs::write(dir.path().join("ca.pem"), "not checked here\n").unwrap();
+    let out = run(&["validate"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// With `update_api_insecure: true` every fetch over plain http logs a
+/// warning (fetches run every `reload_sec`, at least 10 s: two in 21 s).
+#[test]
+fn insecure_update_api_warns_at_every_fetch() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let body = "{\"data\": {\"main\": {}}, \"msg\": \"ok\"}";
+            let _ = std::io::Write::write_all(
+                &mut s,
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let (_dir, etc) = temp_etc(&format!(
+        "open: [demo]\ninterval: 1\ndelay_sec: 0\ncommon_output: [console]\nreload_sec: 10\n\
+         update_api: http://127.0.0.1:{port}/v1/config\nupdate_api_insecure: true\n"
+    ));
+    let child = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&etc)
+        .env("AGENT_API_KEY", "k")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(21_500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("update_api is plain http"))
+        .count();
+    let fetched = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetched, 2, "{stderr}");
+    assert_eq!(warnings, fetched, "one warning per fetch:\n{stderr}");
+}
