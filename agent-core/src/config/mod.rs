@@ -243,6 +243,9 @@ pub struct AgentConfig {
     /// Unknown keys of main.yaml itself (the plugin sections' are found by
     /// [`Plan::new`], which also repeats these in [`Plan::warnings`]).
     pub warnings: Vec<ConfigWarning>,
+    /// systemd's state, logs and runtime folders, when the agent runs as a
+    /// service: relative socket, log and disk-buffer paths go there.
+    pub service_dirs: crate::service_dirs::ServiceDirs,
 }
 
 impl AgentConfig {
@@ -345,6 +348,7 @@ impl AgentConfig {
             info,
             tree,
             warnings,
+            service_dirs: crate::service_dirs::ServiceDirs::from_env(),
         })
     }
 
@@ -361,22 +365,23 @@ impl AgentConfig {
             .map(|f| resolve(&self.base_dir(), f))
     }
 
+    /// `control_socket`, in `$RUNTIME_DIRECTORY` (else `$STATE_DIRECTORY`)
+    /// when set, else beside `etc/` (see [`crate::service_dirs`]).
     pub fn control_socket(&self) -> PathBuf {
-        let p = Path::new(&self.main.control_socket);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir().join(p)
-        }
+        self.service_dirs
+            .control_socket(&self.main.control_socket, &self.base_dir())
     }
 
+    /// `log.file`, in `$LOGS_DIRECTORY` when set, else beside `etc/`.
     pub fn log_file(&self) -> PathBuf {
-        let p = Path::new(&self.main.log.file);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir().join(p)
-        }
+        self.service_dirs
+            .log_file(&self.main.log.file, &self.base_dir())
+    }
+
+    /// A relative state path (`disk_buffer.path`): in `$STATE_DIRECTORY`
+    /// when set, else beside `etc/`.
+    pub fn state_path(&self, configured: &Path) -> PathBuf {
+        self.service_dirs.state_path(configured, &self.base_dir())
     }
 
     /// The merged config of one plugin section entry (`input.cpu`), as a
