@@ -710,3 +710,30 @@ fn insecure_update_api_warns_at_every_fetch() {
     assert_eq!(fetched, 2, "{stderr}");
     assert_eq!(warnings, fetched, "one warning per fetch:\n{stderr}");
 }
+
+/// The hidden packaging commands: a man page and shell completions.
+#[test]
+fn man_page_and_completions() {
+    let out = agent().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let man = text(&out.stdout);
+    assert!(man.contains(".TH agent 1"), "{man}");
+    assert!(man.contains("validate"), "subcommands listed: {man}");
+    for (shell, needle) in [
+        ("bash", "complete -F _agent"),
+        ("zsh", "#compdef agent"),
+        ("fish", "complete -c agent"),
+    ] {
+        let out = agent().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = text(&out.stdout);
+        assert!(script.contains(needle), "{shell}: {script}");
+        assert!(script.contains("sample-config"), "{shell}");
+    }
+    // Hidden from --help: they are for packaging.
+    let help = text(&agent().arg("--help").output().unwrap().stdout);
+    assert!(
+        !help.contains("completions") && !help.contains("\n  man "),
+        "{help}"
+    );
+}
