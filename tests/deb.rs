@@ -1,7 +1,7 @@
 //! The Debian package end to end (CI runs as root on Debian): build it with
 //! packaging/build-deb.sh from the already built binary, `dpkg -i`, run
 //! `agent validate -c /etc/agent`, `systemd-analyze verify` on the installed
-//! unit, `dpkg -r` (conffiles kept), `dpkg -P` (nothing left).
+//! unit (its man page too), `dpkg -r` (conffiles kept), `dpkg -P` (nothing left).
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -148,13 +148,22 @@ fn deb_installs_validates_keeps_conffiles_on_remove_and_purges_clean() {
     .into_iter()
     .find(|p| Path::new(p).is_file())
     .expect("the unit is installed");
+    // Its Documentation=man:agent(1) resolves to the installed man page.
+    ok(
+        &run(
+            "man",
+            &["-w", "agent"],
+            "install the Debian package `man-db` (.ci/apt-packages.txt)",
+        ),
+        "man -w agent",
+    );
     ok(
         &run(
             "systemd-analyze",
-            &["verify", "--man=no", unit],
+            &["verify", unit],
             "install the Debian package `systemd` (.ci/apt-packages.txt)",
         ),
-        "systemd-analyze verify on the installed unit",
+        "systemd-analyze verify on the installed unit (man page included)",
     );
     let bash = std::fs::read_to_string("/usr/share/bash-completion/completions/agent").unwrap();
     assert!(
