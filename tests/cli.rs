@@ -661,7 +661,7 @@ fn update_api_needs_https_unless_insecure() {
 }
 
 /// With `update_api_insecure: true` every fetch over plain http logs a
-/// warning (fetches run every `reload_sec`, at least 10 s: two in 21 s).
+/// warning (fetches run every `reload_sec`, at least 10 s: two take 20 s).
 #[test]
 fn insecure_update_api_warns_at_every_fetch() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -698,7 +698,13 @@ fn insecure_update_api_warns_at_every_fetch() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(21_500));
+    // Bounded: a loaded machine may start the agent late.
+    let start = Instant::now();
+    while hits.load(std::sync::atomic::Ordering::SeqCst) < 2
+        && start.elapsed() < Duration::from_secs(45)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
@@ -707,7 +713,7 @@ fn insecure_update_api_warns_at_every_fetch() {
         .filter(|l| l.contains("update_api is plain http"))
         .count();
     let fetched = hits.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(fetched, 2, "{stderr}");
+    assert!(fetched >= 2, "{fetched} fetches: {stderr}");
     assert_eq!(warnings, fetched, "one warning per fetch:\n{stderr}");
 }
 

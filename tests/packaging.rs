@@ -228,7 +228,11 @@ fn the_agent_uses_systemd_state_logs_and_runtime_folders() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    std::thread::sleep(Duration::from_millis(500));
+    // The disk buffer's folder appears with the output's first batch.
+    let start = Instant::now();
+    while !state.join("spool/console").is_dir() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     let mut stderr = String::new();
