@@ -499,3 +499,247 @@ fn keeps_running_after_startup_pages_are_released() {
     assert_eq!(totals, (1..=totals.len() as u64).collect::<Vec<_>>());
     assert!(stdout.lines().filter(|l| l.contains(" name=cpu ")).count() >= 18);
 }
+
+/// Waits (bounded) until `agent status` answers for `etc`.
+fn wait_for_status(etc: &Path) -> Output {
+    let start = Instant::now();
+    loop {
+        let out = run(&["status", "--json"], etc);
+        if out.status.success() || start.elapsed() > Duration::from_secs(15) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) for `child` to exit.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if start.elapsed() > within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The control socket is the agent's lock: a second `agent run` on the same
+/// etc/ exits 1 naming the first one's pid, and the first keeps serving.
+#[test]
+fn second_agent_on_the_same_etc_exits_1_and_the_first_keeps_running() {
+    let (dir, etc) =
+        temp_etc("open: [demo]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\n");
+    let mut first = spawn_run(&etc, Stdio::null);
+    let up = wait_for_status(&etc);
+    assert!(up.status.success(), "first agent: {}", text(&up.stderr));
+
+    let mut second = spawn_run(&etc, Stdio::piped);
+    let status = wait_exit(&mut second, Duration::from_secs(15));
+    let Some(status) = status else {
+        let _ = second.kill();
+        let _ = first.kill();
+        panic!("the second agent kept running");
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let socket = dir.path().join("run/agent.sock");
+    let expected = format!(
+        "another agent (pid {}) is running on {}",
+        first.id(),
+        socket.display()
+    );
+    assert!(
+        stderr.contains(&expected),
+        "want `{expected}` in:\n{stderr}"
+    );
+    // It stopped before its logger started: no log file lines of its own.
+    assert!(!stderr.contains("agent starting"), "{stderr}");
+
+    // The first agent still runs and still answers on its socket.
+    assert!(first.try_wait().unwrap().is_none(), "first agent exited");
+    let out = run(&["status", "--json"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pid"], first.id());
+    unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
+    assert!(first.wait().unwrap().success());
+    assert!(!socket.exists(), "the first agent removed its socket");
+}
+
+/// A socket file left by a killed agent (nobody listens) is replaced, and
+/// the new one is 0600.
+#[test]
+fn stale_socket_is_replaced_and_the_socket_is_0600() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let (dir, etc) =
+        temp_etc("open: [demo]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\n");
+    let socket = dir.path().join("run/agent.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(std::os::unix::net::UnixStream::connect(&socket).is_err());
+
+    // (bind would fail on the old file: an answer means it was replaced.)
+    // Started with a permissive umask: the socket must still be 0600.
+    let mut cmd = agent();
+    cmd.arg("run")
+        .arg("-c")
+        .arg(&etc)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe; it runs in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0o000);
+                Ok(())
+            })
+        };
+    }
+    let mut child = cmd.spawn().unwrap();
+    let up = wait_for_status(&etc);
+    assert!(
+        up.status.success(),
+        "agent on a stale socket: {}",
+        text(&up.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    assert_eq!(v["pid"], child.id());
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// `update_api` must be https unless `update_api_insecure: true`; a private
+/// CA file must exist. Errors name the file and key and exit 2.
+#[test]
+fn update_api_needs_https_unless_insecure() {
+    let base = "open: [demo]\ncommon_output: [console]\n";
+    let (_dir, etc) = temp_etc(&format!("{base}update_api: http://127.0.0.1:9/v1/config\n"));
+    let out = run(&["validate"], &etc);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let want = format!(
+        "config error: {}: key `update_api`: must be an https:// URL",
+        etc.join("main.yaml").display()
+    );
+    assert!(stderr.contains(&want), "want `{want}` in {stderr}");
+    assert!(stderr.contains("update_api_insecure: true"), "{stderr}");
+
+    let (_dir, etc) = temp_etc(&format!(
+        "{base}update_api: http://127.0.0.1:9/v1/config\nupdate_api_insecure: true\n"
+    ));
+    let out = run(&["validate"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let (dir, etc) = temp_etc(&format!(
+        "{base}update_api: https://localhost:9/v1/config\nupdate_api_ca_file: ca.pem\n"
+    ));
+    let out = run(&["validate"], &etc);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("key `update_api_ca_file`")
+            && stderr.contains("ca.pem is not a readable file"),
+        "{stderr}"
+    );
+    // Relative to the folder holding etc/.
+    std::fs::write(dir.path().join("ca.pem"), "not checked here\n").unwrap();
+    let out = run(&["validate"], &etc);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// With `update_api_insecure: true` every fetch over plain http logs a
+/// warning (fetches run every `reload_sec`, at least 10 s: two take 20 s).
+#[test]
+fn insecure_update_api_warns_at_every_fetch() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let body = "{\"data\": {\"main\": {}}, \"msg\": \"ok\"}";
+            let _ = std::io::Write::write_all(
+                &mut s,
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let (_dir, etc) = temp_etc(&format!(
+        "open: [demo]\ninterval: 1\ndelay_sec: 0\ncommon_output: [console]\nreload_sec: 10\n\
+         update_api: http://127.0.0.1:{port}/v1/config\nupdate_api_insecure: true\n"
+    ));
+    let child = agent()
+        .arg("run")
+        .arg("-c")
+        .arg(&etc)
+        .env("AGENT_API_KEY", "k")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a loaded machine may start the agent late.
+    let start = Instant::now();
+    while hits.load(std::sync::atomic::Ordering::SeqCst) < 2
+        && start.elapsed() < Duration::from_secs(45)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("update_api is plain http"))
+        .count();
+    let fetched = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(fetched >= 2, "{fetched} fetches: {stderr}");
+    assert_eq!(warnings, fetched, "one warning per fetch:\n{stderr}");
+}
+
+/// The hidden packaging commands: a man page and shell completions.
+#[test]
+fn man_page_and_completions() {
+    let out = agent().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let man = text(&out.stdout);
+    assert!(man.contains(".TH agent 1"), "{man}");
+    assert!(man.contains("validate"), "subcommands listed: {man}");
+    for (shell, needle) in [
+        ("bash", "complete -F _agent"),
+        ("zsh", "#compdef agent"),
+        ("fish", "complete -c agent"),
+    ] {
+        let out = agent().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = text(&out.stdout);
+        assert!(script.contains(needle), "{shell}: {script}");
+        assert!(script.contains("sample-config"), "{shell}");
+    }
+    // Hidden from --help: they are for packaging.
+    let help = text(&agent().arg("--help").output().unwrap().stdout);
+    assert!(
+        !help.contains("completions") && !help.contains("\n  man "),
+        "{help}"
+    );
+}

@@ -59,6 +59,12 @@ enum Command {
         /// Plugin name.
         name: Option<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...), for packaging.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 mod catalog;
@@ -90,6 +96,21 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::SampleConfig { name } => catalog::sample_config(&registry, name.as_deref()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "agent", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         command => {
             let dir = config_dir(cli.config.as_deref());
             let (config, plan) = match load(&dir, &registry) {

@@ -22,6 +22,13 @@ fn logger(config: &AgentConfig) -> Logger {
 }
 
 pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
+    // The socket first: a second agent on the same etc/ stops here, before
+    // it touches the log file, the spool or the outputs.
+    #[cfg(unix)]
+    let control = match agent_core::control::bind(&config.control_socket()) {
+        Err(e) if e.is_taken() => return Err(e.into()),
+        bound => bound,
+    };
     let log = logger(&config);
     info!(log, "agent starting"; "version" => env!("CARGO_PKG_VERSION"), "config" => %config.dir.display(),
         "inputs" => plan.pipelines.len());
@@ -38,10 +45,21 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let reload_state = reloader.state();
         // Supervised: a reloader that dies is restarted, and SIGHUP reaches the new one.
         let reloader = reloader.start_supervised();
+        // Bound here, it is this agent's to remove at exit (even if serving
+        // failed); a path it could not bind may be another's file.
         #[cfg(unix)]
-        if let Err(e) = agent_core::control::serve(socket.clone(), sup.clone(), Some(reload_state.clone()), log.clone()) {
-            error!(log, "status endpoint unavailable"; "socket" => %socket.display(), "error" => %e);
-        }
+        let owns_socket = match control {
+            Ok(listener) => {
+                if let Err(e) = agent_core::control::serve_on(listener, sup.clone(), Some(reload_state.clone()), log.clone()) {
+                    error!(log, "status endpoint unavailable"; "socket" => %socket.display(), "error" => %e);
+                }
+                true
+            }
+            Err(e) => {
+                error!(log, "status endpoint unavailable"; "socket" => %socket.display(), "error" => %e);
+                false
+            }
+        };
         #[cfg(not(unix))]
         let _ = socket;
         // When every input has started and gathered once, let go of the
@@ -57,7 +75,9 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
             error!(log, "metrics left undelivered at shutdown"; "count" => report.undelivered);
         }
         #[cfg(unix)]
-        let _ = std::fs::remove_file(config.control_socket());
+        if owns_socket {
+            let _ = std::fs::remove_file(config.control_socket());
+        }
         Ok(())
     })
 }

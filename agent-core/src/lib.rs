@@ -65,6 +65,7 @@ pub mod registry;
 pub mod reload;
 pub mod schema;
 pub mod selfstat;
+pub mod service_dirs;
 
 pub use config::{AgentConfig, ConfigError, ConfigWarning, Plan, PluginConfig};
 pub use metric::{FieldValue, Metric, MetricKind, Str};

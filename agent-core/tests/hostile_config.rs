@@ -624,9 +624,16 @@ fn loopback_only(v: &mut Value, plugin: &str, port: u16) {
                 let key = key_text(k);
                 let s = child.as_str().map(str::to_string);
                 match key.as_str() {
-                    "url" | "update_api" => {
+                    "url" => {
                         if !matches!(&s, Some(u) if u.is_empty() || is_loopback_host(url_host(u))) {
                             *child = Value::String(format!("http://127.0.0.1:{port}/"));
+                        }
+                    }
+                    // update_api must be https (plain http needs
+                    // update_api_insecure): still loopback, closed port.
+                    "update_api" => {
+                        if !matches!(&s, Some(u) if u.is_empty() || is_loopback_host(url_host(u))) {
+                            *child = Value::String(format!("https://127.0.0.1:{port}/"));
                         }
                     }
                     "address" => {

@@ -1,7 +1,11 @@
-//! update_api against a real HTTP server on 127.0.0.1: the token is
-//! checked by the server, a valid answer is written atomically with a .bak,
-//! and anything invalid writes nothing.
+//! update_api against a real HTTP server on 127.0.0.1 (plain http, with
+//! `update_api_insecure`) and a real HTTPS server with a generated CA: the
+//! token is checked by the server, a valid answer is written atomically
+//! with a .bak (0600), main.yaml and host.yaml together, and anything
+//! invalid writes nothing.
 mod common;
+#[path = "../../tests/support/https.rs"]
+mod https;
 
 use agent_core::reload::remote::{pull_and_write, token, RemoteError, RemoteSettings};
 use agent_core::Registry;
@@ -75,7 +79,56 @@ fn settings(url: &str, key_env: &str) -> RemoteSettings {
         key_file: None,
         node_ip: "127.0.0.9".into(),
         timeout: Duration::from_secs(2),
+        // These servers are plain http on loopback.
+        insecure: true,
+        ca_file: None,
     }
+}
+
+/// The answer to a request head: `body` when the token is md5(time + KEY)
+/// and the method POST, else 403.
+fn checked(head: &str, body: &str) -> (u16, String) {
+    let line = head.lines().next().unwrap_or("");
+    let query = line
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.split_once('?'))
+        .map(|x| x.1)
+        .unwrap_or("");
+    let get = |k: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_string()
+    };
+    let ts: i64 = get("time").parse().unwrap_or(0);
+    if get("token") == token(ts, KEY) && line.starts_with("POST ") {
+        (200, body.to_string())
+    } else {
+        (403, "{\"msg\": \"bad token\"}".to_string())
+    }
+}
+
+/// An HTTPS update_api on 127.0.0.1 (`localhost` in its certificate) with
+/// a new CA written to `ca`; counts its requests.
+fn https_api(ca: &std::path::Path, body: String) -> (String, Arc<Mutex<usize>>) {
+    let hits = Arc::new(Mutex::new(0));
+    let counted = hits.clone();
+    let port = https::https_server_with(
+        ca,
+        20,
+        Arc::new(move |head: &str| {
+            *counted.lock().unwrap() += 1;
+            checked(head, &body)
+        }),
+    );
+    (format!("https://localhost:{port}/v1/config"), hits)
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 const OLD_MAIN: &str = "open: [demo]\ncommon_output: [console]\n";
@@ -210,4 +263,131 @@ async fn http_errors_timeouts_and_missing_keys() {
         std::fs::read_to_string(etc.join("main.yaml")).unwrap(),
         OLD_MAIN
     );
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_replaces_main_and_host_together_0600() {
+    std::env::set_var("TEST_KEY_HTTPS", KEY);
+    let old_host = "info: {region: us}\n";
+    let (dir, etc) = common::etc(&[("main.yaml", OLD_MAIN), ("host.yaml", old_host)]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["main.yaml", "host.yaml"] {
+            std::fs::set_permissions(etc.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let ca = dir.path().join("ca.pem");
+    let body = answer(
+        r#"{"open": ["demo"], "interval": 7, "common_output": ["console"], "output": {"console": {"password_like": "x"}}}"#,
+        r#"{"info": {"region": "eu"}}"#,
+    );
+    let (url, hits) = https_api(&ca, body);
+    let mut s = settings(&url, "TEST_KEY_HTTPS");
+    s.insecure = false;
+    s.ca_file = Some(ca.clone());
+    assert_eq!(s.fetch_warning(), None, "https: no warning");
+    let r = Registry::with_builtins();
+    let wrote = pull_and_write(&s, &etc, &r).await.unwrap();
+    assert!(wrote);
+    assert_eq!(*hits.lock().unwrap(), 1);
+    let main = std::fs::read_to_string(etc.join("main.yaml")).unwrap();
+    assert!(main.contains("interval: 7"), "{main}");
+    let host = std::fs::read_to_string(etc.join("host.yaml")).unwrap();
+    assert!(host.contains("region: eu"), "{host}");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("main.yaml.bak")).unwrap(),
+        OLD_MAIN
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("host.yaml.bak")).unwrap(),
+        old_host
+    );
+    for f in ["main.yaml", "host.yaml", "main.yaml.bak", "host.yaml.bak"] {
+        assert_eq!(mode(&etc.join(f)), 0o600, "{f}");
+    }
+    // No staged file left behind.
+    let names: Vec<String> = std::fs::read_dir(&etc)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let cfg = agent_core::AgentConfig::load(&etc).unwrap();
+    assert_eq!(cfg.main.interval.as_secs_f64(), 7.0);
+}
+
+#[tokio::test]
+async fn https_without_the_ca_is_refused_and_writes_nothing() {
+    std::env::set_var("TEST_KEY_NOCA", KEY);
+    let (dir, etc) = common::etc(&[("main.yaml", OLD_MAIN)]);
+    let ca = dir.path().join("ca.pem");
+    let (url, _) = https_api(&ca, answer(r#"{"open": ["demo"], "interval": 9}"#, "null"));
+    let mut s = settings(&url, "TEST_KEY_NOCA");
+    s.insecure = false;
+    let r = Registry::with_builtins();
+    let err = pull_and_write(&s, &etc, &r).await.unwrap_err();
+    assert!(
+        matches!(err, RemoteError::Http(_)),
+        "certificate refused: {err}"
+    );
+    // A CA file that is not there is an error, not a fallback to the system CAs.
+    s.ca_file = Some(dir.path().join("missing.pem"));
+    let err = pull_and_write(&s, &etc, &r).await.unwrap_err();
+    assert!(matches!(err, RemoteError::CaFile(_)), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("main.yaml")).unwrap(),
+        OLD_MAIN
+    );
+    assert!(!etc.join("main.yaml.bak").exists());
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_unless_insecure_and_then_warned_about() {
+    std::env::set_var("TEST_KEY_PLAIN", KEY);
+    let (_d, etc) = common::etc(&[("main.yaml", OLD_MAIN)]);
+    let (url, seen) = server(200, answer(r#"{"open": ["demo"]}"#, "null"), false).await;
+    let mut s = settings(&url, "TEST_KEY_PLAIN");
+    s.insecure = false;
+    let r = Registry::with_builtins();
+    let err = pull_and_write(&s, &etc, &r).await.unwrap_err();
+    assert!(matches!(err, RemoteError::Insecure), "{err}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request sent over plain http"
+    );
+    s.insecure = true;
+    let warning = s.fetch_warning().expect("a warning for plain http");
+    assert!(
+        warning.contains("plain http") && warning.contains("/v1/config"),
+        "{warning}"
+    );
+    assert!(pull_and_write(&s, &etc, &r).await.unwrap());
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// When staging host.yaml fails, main.yaml is not replaced either.
+#[test]
+fn a_failed_stage_replaces_nothing() {
+    use agent_core::reload::remote::replace_together;
+    let (_d, etc) = common::etc(&[("main.yaml", OLD_MAIN)]);
+    // The staging path of host.yaml is a folder: writing it fails.
+    std::fs::create_dir_all(etc.join(".host.yaml.tmp")).unwrap();
+    let writes = vec![
+        (
+            etc.join("main.yaml"),
+            "open: [demo]\ninterval: 3\n".to_string(),
+        ),
+        (etc.join("host.yaml"), "info: {a: b}\n".to_string()),
+    ];
+    let err = replace_together(&etc, &writes).unwrap_err();
+    assert!(err.to_string().contains(".host.yaml.tmp"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(etc.join("main.yaml")).unwrap(),
+        OLD_MAIN
+    );
+    assert!(!etc.join("host.yaml").exists());
+    assert!(
+        !etc.join(".main.yaml.tmp").exists(),
+        "staged main.yaml removed"
+    );
+    assert!(!etc.join("main.yaml.bak").exists());
 }

@@ -75,6 +75,14 @@ pub struct MainConfig {
     /// Seconds the whole update_api request may take.
     #[serde(default = "d_update_timeout")]
     pub update_api_timeout: Seconds,
+    /// Accept a plain `http://` update_api (a warning at every fetch):
+    /// anyone on the path could push a config that runs programs.
+    #[serde(default)]
+    pub update_api_insecure: bool,
+    /// CA certificate file (PEM) for a private CA of update_api's server,
+    /// relative to the folder holding etc/.
+    #[serde(default)]
+    pub update_api_ca_file: Option<String>,
     /// Unix socket of the status endpoint (`agent status`), relative to the
     /// folder holding etc/.
     #[serde(default = "d_control_socket")]
@@ -200,6 +208,29 @@ impl Default for LogConfig {
     }
 }
 
+/// `https://` (any case), the only scheme update_api may use by default.
+pub fn is_https(url: &str) -> bool {
+    url.trim()
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+fn base_dir_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn resolve(base: &Path, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
 /// A validated configuration, ready to be planned into pipelines.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -212,6 +243,9 @@ pub struct AgentConfig {
     /// Unknown keys of main.yaml itself (the plugin sections' are found by
     /// [`Plan::new`], which also repeats these in [`Plan::warnings`]).
     pub warnings: Vec<ConfigWarning>,
+    /// systemd's state, logs and runtime folders, when the agent runs as a
+    /// service: relative socket, log and disk-buffer paths go there.
+    pub service_dirs: crate::service_dirs::ServiceDirs,
 }
 
 impl AgentConfig {
@@ -277,6 +311,26 @@ impl AgentConfig {
         check_interval(main.interval).map_err(|r| err("interval", r))?;
         if let Some(url) = main.update_api.as_deref().filter(|u| !u.trim().is_empty()) {
             Url::parse(url).map_err(|r| err("update_api", r))?;
+            if !is_https(url) && !main.update_api_insecure {
+                return Err(err(
+                    "update_api",
+                    format!(
+                        "must be an https:// URL, got {:?}: over plain http anyone on the path \
+                         can push a configuration (and run programs through `exec`); \
+                         set `update_api_insecure: true` to accept it anyway",
+                        url.trim()
+                    ),
+                ));
+            }
+        }
+        if let Some(ca) = &main.update_api_ca_file {
+            let path = resolve(&base_dir_of(dir), ca);
+            if ca.trim().is_empty() || !path.is_file() {
+                return Err(err(
+                    "update_api_ca_file",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
         }
         main.update_api_timeout
             .within(0.001, 300.0)
@@ -294,33 +348,40 @@ impl AgentConfig {
             info,
             tree,
             warnings,
+            service_dirs: crate::service_dirs::ServiceDirs::from_env(),
         })
     }
 
     /// The folder that holds `etc/`: relative log paths start there.
     pub fn base_dir(&self) -> PathBuf {
-        match self.dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+        base_dir_of(&self.dir)
     }
 
+    /// `update_api_ca_file`, resolved from the folder holding etc/.
+    pub fn update_api_ca_file(&self) -> Option<PathBuf> {
+        self.main
+            .update_api_ca_file
+            .as_deref()
+            .map(|f| resolve(&self.base_dir(), f))
+    }
+
+    /// `control_socket`, in `$RUNTIME_DIRECTORY` (else `$STATE_DIRECTORY`)
+    /// when set, else beside `etc/` (see [`crate::service_dirs`]).
     pub fn control_socket(&self) -> PathBuf {
-        let p = Path::new(&self.main.control_socket);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir().join(p)
-        }
+        self.service_dirs
+            .control_socket(&self.main.control_socket, &self.base_dir())
     }
 
+    /// `log.file`, in `$LOGS_DIRECTORY` when set, else beside `etc/`.
     pub fn log_file(&self) -> PathBuf {
-        let p = Path::new(&self.main.log.file);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir().join(p)
-        }
+        self.service_dirs
+            .log_file(&self.main.log.file, &self.base_dir())
+    }
+
+    /// A relative state path (`disk_buffer.path`): in `$STATE_DIRECTORY`
+    /// when set, else beside `etc/`.
+    pub fn state_path(&self, configured: &Path) -> PathBuf {
+        self.service_dirs.state_path(configured, &self.base_dir())
     }
 
     /// The merged config of one plugin section entry (`input.cpu`), as a

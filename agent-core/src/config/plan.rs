@@ -343,7 +343,7 @@ fn output_plan(
             ));
         }
         if disk.path.is_relative() {
-            disk.path = config.base_dir().join(&disk.path);
+            disk.path = config.state_path(&disk.path);
         }
     }
     Count::new(settings.batch_size as u64)

@@ -310,6 +310,9 @@ impl ConfigReloader {
         let dir = self.dir.clone();
         let registry = self.registry.clone();
         let log = self.log.clone();
+        if let Some(w) = settings.fetch_warning() {
+            warn!(log, "{}", w);
+        }
         let fut = async move { remote::pull_and_write(&settings, &dir, &registry).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(true) => {

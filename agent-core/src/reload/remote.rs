@@ -4,16 +4,19 @@
 //! answer `{"data": {"main": {...}, "host": {...}}, "msg": ...}`. A non-empty
 //! `data.main` replaces `etc/main.yaml` (and `data.host` `etc/host.yaml`).
 //!
-//! Unlike PyAgent: TLS is verified and every request has a timeout; the
-//! answer is validated as a complete configuration (in a scratch copy of
-//! `etc/`) before anything is written; files are written atomically (temp
-//! file + rename) with the previous version kept as `*.bak`; the API key
+//! Unlike PyAgent: only `https://` (plain `http://` needs
+//! `update_api_insecure: true`), TLS verified (a private CA with
+//! `update_api_ca_file`) and every request has a timeout; the answer is
+//! validated as a complete configuration (in a scratch copy of `etc/`)
+//! before anything is written; `main.yaml` and `host.yaml` are staged
+//! (mode 0600, fsynced) and then both renamed into place, the previous
+//! versions kept as `*.bak` (0600), and the folder fsynced; the API key
 //! comes from an environment variable or a key file, never from the config
 //! itself, and the token is never logged.
 use crate::config::{load, AgentConfig, ConfigError};
 use crate::registry::Registry;
 use futures::AsyncReadExt;
-use isahc::config::Configurable;
+use isahc::config::{CaCertificate, Configurable, RedirectPolicy};
 use isahc::AsyncReadResponseExt;
 use md5::{Digest, Md5};
 use std::io::Write;
@@ -45,6 +48,10 @@ pub enum RemoteError {
     Invalid(#[from] ConfigError),
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, std::io::Error),
+    #[error("refusing plain http:// for update_api without `update_api_insecure: true`")]
+    Insecure,
+    #[error("update_api_ca_file {0} is not a readable file")]
+    CaFile(PathBuf),
 }
 
 /// Where and how to pull.
@@ -56,6 +63,10 @@ pub struct RemoteSettings {
     pub key_file: Option<PathBuf>,
     pub node_ip: String,
     pub timeout: Duration,
+    /// `update_api_insecure`: plain `http://` accepted (with a warning).
+    pub insecure: bool,
+    /// `update_api_ca_file`: the CA that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RemoteSettings {
@@ -87,7 +98,25 @@ impl RemoteSettings {
             }),
             node_ip,
             timeout: config.main.update_api_timeout.as_duration(),
+            insecure: config.main.update_api_insecure,
+            ca_file: config.update_api_ca_file(),
         })
+    }
+
+    /// The warning to log before every fetch: `Some` for a plain `http://`
+    /// URL accepted with `update_api_insecure`.
+    pub fn fetch_warning(&self) -> Option<String> {
+        (self.insecure && !crate::config::is_https(&self.url)).then(|| {
+            format!(
+                "update_api is plain http ({}), allowed by update_api_insecure: \
+                 anyone on the path can change this agent's configuration",
+                self.url_without_query()
+            )
+        })
+    }
+
+    fn url_without_query(&self) -> &str {
+        self.url.split(['?', '#']).next().unwrap_or("")
     }
 
     fn api_key(&self) -> Result<String, RemoteError> {
@@ -114,6 +143,9 @@ pub async fn pull_and_write(
     dir: &Path,
     registry: &Registry,
 ) -> Result<bool, RemoteError> {
+    if !crate::config::is_https(&settings.url) && !settings.insecure {
+        return Err(RemoteError::Insecure);
+    }
     let key = settings.api_key()?;
     let ts = crate::metric::now_ns() / 1_000_000_000;
     let sep = if settings.url.contains('?') { '&' } else { '?' };
@@ -123,11 +155,18 @@ pub async fn pull_and_write(
         token(ts, &key),
         settings.node_ip
     );
-    let request = isahc::Request::post(url)
+    let mut request = isahc::Request::post(url)
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
-        .body(())
-        .map_err(isahc::Error::from)?;
+        // A redirect could lead to plain http: not followed.
+        .redirect_policy(RedirectPolicy::None);
+    if let Some(ca) = &settings.ca_file {
+        if !ca.is_file() {
+            return Err(RemoteError::CaFile(ca.clone()));
+        }
+        request = request.ssl_ca_certificate(CaCertificate::file(ca));
+    }
+    let request = request.body(()).map_err(isahc::Error::from)?;
     let mut response = isahc::send_async(request).await?;
     if !response.status().is_success() {
         return Err(RemoteError::Status(response.status().as_u16()));
@@ -196,10 +235,81 @@ pub fn apply_answer(body: &[u8], dir: &Path, registry: &Registry) -> Result<bool
         return Ok(false);
     }
     validate_in_scratch(dir, &writes, registry)?;
-    for (path, text) in &writes {
-        write_atomically(path, text).map_err(|e| RemoteError::Write(path.clone(), e))?;
-    }
+    replace_together(dir, &writes)?;
     Ok(true)
+}
+
+/// Stages every file (0600, fsynced) before any is renamed into place, so
+/// `main.yaml` and `host.yaml` change together or not at all when staging
+/// fails; the previous versions are kept as `*.bak` (0600); then the folder
+/// is fsynced so the renames survive a crash.
+pub fn replace_together(dir: &Path, writes: &[(PathBuf, String)]) -> Result<(), RemoteError> {
+    let mut staged: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    let cleanup = |staged: &[(PathBuf, &PathBuf)]| {
+        for (tmp, _) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for (path, text) in writes {
+        let tmp = sibling(path, ".", ".tmp");
+        if let Err(e) = write_private(&tmp, text.as_bytes()) {
+            cleanup(&staged);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(RemoteError::Write(tmp, e));
+        }
+        staged.push((tmp, path));
+    }
+    for (_, path) in &staged {
+        match std::fs::read(path) {
+            Ok(old) => {
+                let bak = sibling(path, "", ".bak");
+                if let Err(e) = write_private(&bak, &old) {
+                    cleanup(&staged);
+                    return Err(RemoteError::Write(bak, e));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                cleanup(&staged);
+                return Err(RemoteError::Write((*path).clone(), e));
+            }
+        }
+    }
+    for (i, (tmp, path)) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            cleanup(&staged[i..]);
+            return Err(RemoteError::Write((*path).clone(), e));
+        }
+    }
+    sync_dir(dir).map_err(|e| RemoteError::Write(dir.to_path_buf(), e))
+}
+
+/// `dir/{prefix}{name}{suffix}` for `dir/name`.
+fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("config");
+    path.with_file_name(format!("{prefix}{name}{suffix}"))
+}
+
+/// Writes `bytes` to `path` with mode 0600 (also when it existed with a
+/// wider one) and fsyncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Copies the config files into a temp folder, overlays the new ones and
@@ -216,6 +326,14 @@ fn validate_in_scratch(
     ));
     let scratch_etc = scratch.join("etc");
     let result = (|| {
+        // The answer may hold passwords: the scratch copy is private.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&scratch)
+                .map_err(|e| RemoteError::Write(scratch.clone(), e))?;
+        }
         for f in load::config_files(dir) {
             let Ok(rel) = f.strip_prefix(dir) else {
                 continue;
@@ -237,7 +355,7 @@ fn validate_in_scratch(
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| RemoteError::Write(to.clone(), e))?;
             }
-            std::fs::write(&to, text).map_err(|e| RemoteError::Write(to.clone(), e))?;
+            write_private(&to, text.as_bytes()).map_err(|e| RemoteError::Write(to.clone(), e))?;
         }
         // Under catch_unwind: a panic while evaluating is a rejected answer.
         super::load_and_plan(&scratch_etc, registry)?;
@@ -257,23 +375,17 @@ fn validate_in_scratch(
     })
 }
 
-/// Temp file in the same folder, fsync, keep the old file as `.bak`, rename.
+/// One file through [`replace_together`]: staged 0600, the old one kept
+/// as `.bak`, renamed, the folder fsynced.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("config");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    if path.exists() {
-        std::fs::copy(path, dir.join(format!("{name}.bak")))?;
-    }
-    std::fs::rename(&tmp, path)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    replace_together(dir, &[(path.to_path_buf(), text.to_string())]).map_err(|e| match e {
+        RemoteError::Write(_, e) => e,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 #[cfg(test)]
