@@ -16,6 +16,8 @@
 //! - Functions that run every interval are laid out together
 //!   (`hot-symbols.txt`, written by benches/footprint/hot_symbols.sh), so
 //!   they fill a few pages instead of being spread over the whole text.
+//!   Only when the linker takes an ordering file: lld does, GNU ld does
+//!   not; a probe link finds out, and the build warns without it.
 //! - Release builds are stripped here rather than by the cargo profile, so
 //!   that `AGENT_KEEP_SYMBOLS=1` gives the same code and symbol names with
 //!   the symbol table kept, for profiling.
@@ -29,23 +31,33 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Wl,--wrap=curl_global_init");
         println!("cargo:rustc-link-arg-bins=-Wl,--wrap=OPENSSL_init_ssl");
         println!("cargo:rustc-cfg=lazy_tls");
+        println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
         // AGENT_PIE=1 keeps a position-independent executable (full ASLR)
         // at the cost of relocated, private data (benches/footprint/README.md).
         if std::env::var_os("AGENT_PIE").is_none_or(|v| v == "0") {
             println!("cargo:rustc-link-arg-bins=-no-pie");
         }
-        // rustc links with its own lld on this target; other linkers do not
-        // take an ordering file.
-        let lld = std::env::var("TARGET").is_ok_and(|t| t == "x86_64-unknown-linux-gnu");
+        // Only lld takes an ordering file (GNU ld, a distribution's rustc or
+        // `-C linker-features=-lld`, rejects it): probe the linker this
+        // build uses, and build without the ordering when it says no.
         let order = Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
             .join("hot-symbols.txt");
-        if release && lld && order.exists() {
-            println!(
-                "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-                order.display()
-            );
-            // Names of functions since renamed or inlined are skipped.
-            println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        if release && order.exists() {
+            match probe_ordering(&order) {
+                Ok(()) => {
+                    println!(
+                        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+                        order.display()
+                    );
+                    // Names of functions since renamed or inlined are skipped.
+                    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+                }
+                Err(why) => println!(
+                    "cargo:warning=hot functions are not laid out together: the linker does not \
+                     take --symbol-ordering-file ({why}); the agent works, with more resident \
+                     code (benches/footprint/README.md). lld does."
+                ),
+            }
         }
         println!("cargo:rerun-if-changed=hot-symbols.txt");
     }
@@ -56,4 +68,40 @@ fn main() {
     println!("cargo:rerun-if-env-changed=AGENT_PIE");
     println!("cargo::rustc-check-cfg=cfg(lazy_tls)");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Links an empty program the way this build links (same rustc, target,
+/// flags and linker) with the ordering file; `Err` with the linker's
+/// complaint when that fails.
+fn probe_ordering(order: &Path) -> Result<(), String> {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let out = Path::new(&env("OUT_DIR")).to_path_buf();
+    let src = out.join("ordering_probe.rs");
+    std::fs::write(&src, "fn main() {}\n").map_err(|e| e.to_string())?;
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let mut cmd = std::process::Command::new(rustc);
+    cmd.arg(&src)
+        .arg("--target")
+        .arg(env("TARGET"))
+        .arg("-o")
+        .arg(out.join("ordering_probe"));
+    for flag in env("CARGO_ENCODED_RUSTFLAGS").split('\x1f').filter(|f| !f.is_empty()) {
+        cmd.arg(flag);
+    }
+    if let Ok(linker) = std::env::var("RUSTC_LINKER") {
+        cmd.arg(format!("-Clinker={linker}"));
+    }
+    cmd.arg(format!("-Clink-arg=-Wl,--symbol-ordering-file={}", order.display()))
+        .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering");
+    let output = cmd.output().map_err(|e| format!("cannot run rustc: {e}"))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&output.stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("symbol-ordering") || l.contains("unrecognized option"))
+        .or_else(|| text.lines().find(|l| !l.trim().is_empty()))
+        .unwrap_or("link failed");
+    Err(line.trim().chars().take(200).collect())
 }
