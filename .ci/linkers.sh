@@ -28,7 +28,7 @@ check() {
 }
 
 # `-vv` prints build-script warnings even for a cached build script.
-cargo build --release -p agent-bin -vv 2>target/linkers-lld.log || { tail -30 target/linkers-lld.log; exit 1; }
+cargo build --release -p agent-bin -vv >target/linkers-lld.log 2>&1 || { tail -30 target/linkers-lld.log; exit 1; }
 check lld target/release/agent lld target/linkers-lld.log
 
 # The release profile without fat LTO: every crate is rebuilt for the new
@@ -36,5 +36,5 @@ check lld target/release/agent lld target/linkers-lld.log
 # objects and arguments either way). Keeps CI within its time.
 RUSTFLAGS="-C linker-features=-lld" CARGO_TARGET_DIR=target/gnu-ld \
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-  cargo build --release -p agent-bin -vv 2>target/linkers-gnu-ld.log || { tail -30 target/linkers-gnu-ld.log; exit 1; }
+  cargo build --release -p agent-bin -vv >target/linkers-gnu-ld.log 2>&1 || { tail -30 target/linkers-gnu-ld.log; exit 1; }
 check gnu-ld target/gnu-ld/release/agent gnu-ld target/linkers-gnu-ld.log
