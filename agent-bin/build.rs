@@ -85,14 +85,20 @@ fn probe_ordering(order: &Path) -> Result<(), String> {
         .arg(env("TARGET"))
         .arg("-o")
         .arg(out.join("ordering_probe"));
-    for flag in env("CARGO_ENCODED_RUSTFLAGS").split('\x1f').filter(|f| !f.is_empty()) {
+    for flag in env("CARGO_ENCODED_RUSTFLAGS")
+        .split('\x1f')
+        .filter(|f| !f.is_empty())
+    {
         cmd.arg(flag);
     }
     if let Ok(linker) = std::env::var("RUSTC_LINKER") {
         cmd.arg(format!("-Clinker={linker}"));
     }
-    cmd.arg(format!("-Clink-arg=-Wl,--symbol-ordering-file={}", order.display()))
-        .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering");
+    cmd.arg(format!(
+        "-Clink-arg=-Wl,--symbol-ordering-file={}",
+        order.display()
+    ))
+    .arg("-Clink-arg=-Wl,--no-warn-symbol-ordering");
     let output = cmd.output().map_err(|e| format!("cannot run rustc: {e}"))?;
     if output.status.success() {
         return Ok(());

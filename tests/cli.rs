@@ -500,6 +500,49 @@ fn keeps_running_after_startup_pages_are_released() {
     assert!(stdout.lines().filter(|l| l.contains(" name=cpu ")).count() >= 18);
 }
 
+/// With intervals longer than the start-up settling (3 s), the pages are
+/// released again once every plugin has run twice (2 x 2 s + 2 s = 6 s):
+/// code that ran once after the first release (the second gather, the
+/// first flush) must not stay resident. Delivery goes on across both.
+#[test]
+fn pages_are_released_again_once_every_plugin_ran_twice() {
+    let (_dir, etc) = temp_etc(
+        "open: [demo]\ninterval: 2\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 2}\n",
+    );
+    let mut child = spawn_run(&etc, Stdio::piped);
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        out_pipe.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err_pipe.read_to_string(&mut s).unwrap();
+        s
+    });
+    std::thread::sleep(Duration::from_millis(9000));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let stdout = out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    let released: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("settled pages released"))
+        .collect();
+    assert_eq!(released.len(), 2, "at start and at steady state: {stderr}");
+    assert!(released[0].contains("after: start"), "{}", released[0]);
+    assert!(
+        released[1].contains("after: every plugin ran twice"),
+        "{}",
+        released[1]
+    );
+    // Gathers at 0, 2, 4, 6, 8 s: all delivered (the last at shutdown).
+    let demo = stdout.lines().filter(|l| l.contains(" name=demo ")).count();
+    assert!(demo >= 4, "{demo} demo lines:\n{stdout}");
+}
+
 /// Waits (bounded) until `agent status` answers for `etc`.
 fn wait_for_status(etc: &Path) -> Output {
     let start = Instant::now();

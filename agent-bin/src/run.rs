@@ -37,6 +37,7 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
     }
     let system = actix_rt::System::new();
     let (start_delay, inputs) = (plan.start_delay, plan.pipelines.len());
+    let steady = trim::steady_after(&plan);
     system.block_on(async move {
         let registry = Arc::new(registry);
         let socket = config.control_socket();
@@ -64,7 +65,8 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let _ = socket;
         // When every input has started and gathered once, let go of the
         // pages only start-up used; again after each reload.
-        trim::schedule(start_delay * inputs as u32 + Duration::from_secs(3), reload_state, log.clone());
+        let started = start_delay * inputs as u32;
+        trim::schedule(started + Duration::from_secs(3), started + steady, reload_state, log.clone());
         let signal = wait_for_stop(&reloader).await?;
         info!(log, "shutting down"; "signal" => signal);
         let report = sup

@@ -24,24 +24,54 @@ use agent_core::reload::SharedReloadState;
 use slog::Logger;
 use std::time::Duration;
 
-/// Releases the settled pages `settle` after start, and again `settle`
-/// after each reload attempt (a reload runs the config code once more).
-pub fn schedule(settle: Duration, reload_state: SharedReloadState, log: Logger) {
+/// Releases the settled pages `settle` after start, again at `steady`
+/// after start when that is later (every plugin has then run twice: code
+/// that runs once, at an input's second gather or an output's first flush,
+/// is let go too instead of staying resident for the agent's life), and
+/// `settle` after each reload attempt (a reload runs the config code once
+/// more).
+pub fn schedule(settle: Duration, steady: Duration, reload_state: SharedReloadState, log: Logger) {
     actix::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let release = |why: &str| {
+            let pages = SettledPages::find();
+            slog::info!(log, "settled pages released"; "mapped_bytes" => pages.mapped_bytes(), "after" => why);
+            pages.release();
+        };
         let mut released_at_attempt = None;
+        let mut steady_due = (steady > settle).then(|| start + steady);
         loop {
             let attempts = reload_state.lock().map(|s| s.attempts).unwrap_or_default();
             if released_at_attempt != Some(attempts) {
                 tokio::time::sleep(settle).await;
                 released_at_attempt = Some(attempts);
-                let pages = SettledPages::find();
-                slog::info!(log, "settled pages released"; "mapped_bytes" => pages.mapped_bytes());
-                pages.release();
+                release(if attempts == 0 { "start" } else { "reload" });
+            }
+            if steady_due.is_some_and(|due| tokio::time::Instant::now() >= due) {
+                steady_due = None;
+                release("every plugin ran twice");
             }
             // A lock and a compare every few seconds; reloads are rare.
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            let mut next = Duration::from_secs(5);
+            if let Some(due) = steady_due {
+                next = next.min(due.saturating_duration_since(tokio::time::Instant::now()));
+            }
+            tokio::time::sleep(next).await;
         }
     });
+}
+
+/// When every plugin of `plan` has run twice: two of its longest period
+/// (input interval or output flush) and 2 s, at most 10 minutes.
+pub fn steady_after(plan: &agent_core::Plan) -> Duration {
+    let longest = plan
+        .pipelines
+        .iter()
+        .map(|p| p.interval)
+        .chain(plan.outputs.iter().map(|o| o.settings.flush_every()))
+        .max()
+        .unwrap_or_default();
+    (longest * 2 + Duration::from_secs(2)).min(Duration::from_secs(600))
 }
 
 #[derive(Debug, Default)]
