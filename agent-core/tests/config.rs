@@ -448,7 +448,7 @@ fn unknown_keys_are_warnings_with_a_suggestion() {
         ("input/demo.yaml", "interval: 5\ncolour: blue\n"),
         (
             "aggs/demo.yaml",
-            "befor: {use_plugin_rename: {fields: {a: b}}}\nuse_plugin_basicstats: {period: 10, stat: [count]}\nalarm: {limit: 5, comment: x, limt: 3}\nafterwards: 1\n",
+            "befor: {use_plugin_rename: {fields: {a: b}}}\nuse_plugin_basicstats: {period: 10, stat: [count]}\nalarm: {limit: 5, comment: x, limt: 3}\nafterwards: 1\nthreshold:\n  - {field: value, op: '>', value: 5, for: 2}\n  - {field: value, value: 5, valeu: 6}\n",
         ),
     ]);
     let w = warnings(&etc);
@@ -468,6 +468,10 @@ fn unknown_keys_are_warnings_with_a_suggestion() {
         ),
         format!(
             "{}: key `aggs.demo.use_plugin_basicstats.stat`: unknown key; did you mean `stats`?",
+            file("aggs/demo.yaml")
+        ),
+        format!(
+            "{}: key `aggs.demo.threshold.1.valeu`: unknown key",
             file("aggs/demo.yaml")
         ),
         format!(

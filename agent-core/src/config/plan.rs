@@ -468,7 +468,7 @@ fn aggs_block(
         "before",
         "after",
         "alarm",
-        "threshold",
+        "threshold[]",
         "use_plugin_*",
     ]);
     for hook in ["befor", "before"] {

@@ -155,7 +155,9 @@ impl PluginConfig {
 
     /// Declares the keys of a block read by hand (a trailing `*` matches a
     /// prefix): while a plan is built, its other keys are reported unknown
-    /// unless a parse of the same block reads them.
+    /// unless a parse of the same block reads them. `name[]` declares a list
+    /// whose items a parse of the same block reads: the keys inside the
+    /// items are left for that parse to judge.
     pub fn declare_keys(&self, keys: &[&str]) {
         unknown::record_declared(&self.path, self.value(), keys);
     }

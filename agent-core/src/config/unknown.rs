@@ -98,13 +98,16 @@ pub(crate) fn record_declared(base: &str, value: &Value, keys: &[&str]) {
     if !is_collecting() {
         return;
     }
+    // `name[]`: a list whose items another parse reads (the alarm's
+    // `threshold:` rules); their keys are left for that parse to judge.
+    let name = |p: &str| p.strip_suffix("[]").unwrap_or(p).to_string();
     let matches = |k: &str| {
         keys.iter().any(|p| match p.strip_suffix('*') {
             Some(prefix) => k.starts_with(prefix),
-            None => k == *p,
+            None => k == name(p),
         })
     };
-    let skipped = match value {
+    let mut skipped: BTreeSet<String> = match value {
         Value::Mapping(m) => m
             .keys()
             .map(super::load::key_string)
@@ -112,7 +115,26 @@ pub(crate) fn record_declared(base: &str, value: &Value, keys: &[&str]) {
             .collect(),
         _ => BTreeSet::new(),
     };
-    let literal: Vec<&str> = keys.iter().copied().filter(|k| !k.ends_with('*')).collect();
+    if let Value::Mapping(m) = value {
+        for list in keys.iter().filter_map(|k| k.strip_suffix("[]")) {
+            let Some(Value::Sequence(items)) = m.get(list) else {
+                continue;
+            };
+            for (i, item) in items.iter().enumerate() {
+                if let Value::Mapping(item) = item {
+                    for k in item.keys() {
+                        skipped.insert(format!("{list}.{i}.{}", super::load::key_string(k)));
+                    }
+                }
+            }
+        }
+    }
+    let literal: Vec<String> = keys
+        .iter()
+        .filter(|k| !k.ends_with('*'))
+        .map(|k| name(k))
+        .collect();
+    let literal: Vec<&str> = literal.iter().map(String::as_str).collect();
     record_parse(base, skipped, &literal);
 }
 
