@@ -2,9 +2,10 @@
 # Builds the release agent once with rustc's lld (the default on
 # x86_64-unknown-linux-gnu) and once with the system's GNU ld
 # (`-C linker-features=-lld`, as a distribution's rustc links), and checks
-# that each binary was linked by the linker it claims, runs, and validates
-# the shipped etc/. agent-bin/build.rs uses the hot-symbol ordering only
-# when the linker takes it; with GNU ld the build must warn and still link.
+# that each binary was linked by the linker it claims, is a PIE with full
+# RELRO, runs, and validates the shipped etc/. agent-bin/build.rs uses the
+# hot-symbol ordering only when the linker takes it; with GNU ld the build
+# must warn and still link.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,11 @@ check() {
   local got
   got=$(linker_of "$bin")
   [ "$got" = "$want" ] || { echo "linkers: $name build was linked by $got, not $want" >&2; exit 1; }
+  # Hardened by default: a PIE with full RELRO (issue 16).
+  readelf -h "$bin" | grep -q 'Type: *DYN' ||
+    { echo "linkers: $name build is not a position-independent executable" >&2; exit 1; }
+  readelf -d "$bin" | grep -q 'BIND_NOW' && readelf -l "$bin" | grep -q 'GNU_RELRO' ||
+    { echo "linkers: $name build lacks full RELRO (GNU_RELRO + BIND_NOW)" >&2; exit 1; }
   "$bin" --version >/dev/null
   "$bin" validate -c etc >/dev/null
   if [ "$want" = gnu-ld ]; then
@@ -24,7 +30,7 @@ check() {
     ! grep -q 'hot functions are not laid out together' "$log" ||
       { echo "linkers: the lld build did not use the ordering file" >&2; exit 1; }
   fi
-  echo "linkers: $name: linked by $got, $(stat -c %s "$bin") bytes, runs and validates etc/"
+  echo "linkers: $name: linked by $got, PIE with full RELRO, $(stat -c %s "$bin") bytes, runs and validates etc/"
 }
 
 # `-vv` prints build-script warnings even for a cached build script.

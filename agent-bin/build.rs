@@ -6,13 +6,12 @@
 //!   runs `curl_global_init` from a static constructor, which initialises
 //!   OpenSSL and keeps libcrypto and libcurl code resident in an agent that
 //!   may never make an HTTP request.
-//! - Not position-independent (`-no-pie`): the linker resolves every
-//!   address, so constant data (vtables, string tables, OpenSSL's method
-//!   tables) needs no relocation at start-up and stays clean, shared with
-//!   the page cache and loaded only when used. The price is that the
-//!   binary's own code and data sit at fixed addresses (libraries, heap and
-//!   stacks are still randomised); `AGENT_PIE=1` at build time keeps it
-//!   position independent.
+//! - Position independent (PIE) with full RELRO (rustc's default,
+//!   `BIND_NOW`): the binary's own code and data are randomised too. The
+//!   relocated constant data it costs is within the footprint budget since
+//!   the steady-state page release (benches/footprint/README.md).
+//!   `AGENT_NO_PIE=1` at build time links it at a fixed address instead
+//!   (constant data then needs no relocation and stays clean).
 //! - Functions that run every interval are laid out together
 //!   (`hot-symbols.txt`, written by benches/footprint/hot_symbols.sh), so
 //!   they fill a few pages instead of being spread over the whole text.
@@ -32,9 +31,8 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Wl,--wrap=OPENSSL_init_ssl");
         println!("cargo:rustc-cfg=lazy_tls");
         println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
-        // AGENT_PIE=1 keeps a position-independent executable (full ASLR)
-        // at the cost of relocated, private data (benches/footprint/README.md).
-        if std::env::var_os("AGENT_PIE").is_none_or(|v| v == "0") {
+        // A PIE unless AGENT_NO_PIE=1 (fixed address, no relocated data).
+        if std::env::var_os("AGENT_NO_PIE").is_some_and(|v| v != "0") {
             println!("cargo:rustc-link-arg-bins=-no-pie");
         }
         // Only lld takes an ordering file (GNU ld, a distribution's rustc or
@@ -65,7 +63,7 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-Wl,--strip-all");
     }
     println!("cargo:rerun-if-env-changed=AGENT_KEEP_SYMBOLS");
-    println!("cargo:rerun-if-env-changed=AGENT_PIE");
+    println!("cargo:rerun-if-env-changed=AGENT_NO_PIE");
     println!("cargo::rustc-check-cfg=cfg(lazy_tls)");
     println!("cargo:rerun-if-changed=build.rs");
 }
