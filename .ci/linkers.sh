@@ -8,6 +8,7 @@
 # must warn and still link.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p target
 
 linker_of() { readelf -p .comment "$1" | grep -q 'Linker: LLD' && echo lld || echo gnu-ld; }
 
