@@ -44,6 +44,28 @@ fn spawn_run(etc: &Path, stdio: fn() -> Stdio) -> Child {
         .unwrap()
 }
 
+/// [`spawn_run`] with both pipes drained by threads while it runs (a full
+/// pipe would block the agent); the threads return what was read.
+fn spawn_drained(
+    etc: &Path,
+) -> (
+    Child,
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<String>,
+) {
+    let mut child = spawn_run(etc, Stdio::piped);
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            pipe.read_to_string(&mut s).unwrap();
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    (child, out, err)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -449,20 +471,7 @@ fn keeps_running_after_startup_pages_are_released() {
     let (_dir, etc) = temp_etc(
         "debug: true\nopen: [demo, mem, cpu]\ninterval: 0.2\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 0.1}\n",
     );
-    let mut child = spawn_run(&etc, Stdio::piped);
-    // Drain both pipes while it runs: a full pipe would block the agent.
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        out_pipe.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        err_pipe.read_to_string(&mut s).unwrap();
-        s
-    });
+    let (mut child, out_reader, err_reader) = spawn_drained(&etc);
     std::thread::sleep(Duration::from_millis(4500));
     // A reload runs the config code again: released again within the next
     // check (5 s) plus the settling time (3 s).
@@ -509,19 +518,7 @@ fn pages_are_released_again_once_every_plugin_ran_twice() {
     let (_dir, etc) = temp_etc(
         "open: [demo]\ninterval: 2\ndelay_sec: 0\ncommon_output: [console]\noutput:\n  console: {flush_interval: 2}\n",
     );
-    let mut child = spawn_run(&etc, Stdio::piped);
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        out_pipe.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        err_pipe.read_to_string(&mut s).unwrap();
-        s
-    });
+    let (mut child, out_reader, err_reader) = spawn_drained(&etc);
     std::thread::sleep(Duration::from_millis(9000));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

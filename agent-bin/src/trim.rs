@@ -71,7 +71,10 @@ pub fn steady_after(plan: &agent_core::Plan) -> Duration {
         .chain(plan.outputs.iter().map(|o| o.settings.flush_every()))
         .max()
         .unwrap_or_default();
-    (longest * 2 + Duration::from_secs(2)).min(Duration::from_secs(600))
+    longest
+        .saturating_mul(2)
+        .saturating_add(Duration::from_secs(2))
+        .min(Duration::from_secs(600))
 }
 
 #[derive(Debug, Default)]

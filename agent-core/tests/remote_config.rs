@@ -43,25 +43,7 @@ async fn server(status: u16, body: String, hang: bool) -> (String, Arc<Mutex<Vec
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 continue;
             }
-            let query = line
-                .split(' ')
-                .nth(1)
-                .and_then(|p| p.split_once('?'))
-                .map(|x| x.1)
-                .unwrap_or("");
-            let get = |k: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let ts: i64 = get("time").parse().unwrap_or(0);
-            let (code, text) = if get("token") == token(ts, KEY) && line.starts_with("POST ") {
-                (status, body.clone())
-            } else {
-                (403, "{\"msg\": \"bad token\"}".to_string())
-            };
+            let (code, text) = checked(&head, status, &body);
             let resp = format!(
                 "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
                 text.len()
@@ -85,9 +67,9 @@ fn settings(url: &str, key_env: &str) -> RemoteSettings {
     }
 }
 
-/// The answer to a request head: `body` when the token is md5(time + KEY)
-/// and the method POST, else 403.
-fn checked(head: &str, body: &str) -> (u16, String) {
+/// The answer to a request head: `status` and `body` when the token is
+/// md5(time + KEY) and the method POST, else 403.
+fn checked(head: &str, status: u16, body: &str) -> (u16, String) {
     let line = head.lines().next().unwrap_or("");
     let query = line
         .split(' ')
@@ -104,7 +86,7 @@ fn checked(head: &str, body: &str) -> (u16, String) {
     };
     let ts: i64 = get("time").parse().unwrap_or(0);
     if get("token") == token(ts, KEY) && line.starts_with("POST ") {
-        (200, body.to_string())
+        (status, body.to_string())
     } else {
         (403, "{\"msg\": \"bad token\"}".to_string())
     }
@@ -120,7 +102,7 @@ fn https_api(ca: &std::path::Path, body: String) -> (String, Arc<Mutex<usize>>) 
         20,
         Arc::new(move |head: &str| {
             *counted.lock().unwrap() += 1;
-            checked(head, &body)
+            checked(head, 200, &body)
         }),
     );
     (format!("https://localhost:{port}/v1/config"), hits)
