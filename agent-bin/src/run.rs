@@ -65,8 +65,8 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let _ = socket;
         // When every input has started and gathered once, let go of the
         // pages only start-up used; again after each reload.
-        let started = start_delay * inputs as u32;
-        trim::schedule(started + Duration::from_secs(3), started + steady, reload_state, log.clone());
+        let started = start_delay.saturating_mul(inputs as u32);
+        trim::schedule(started.saturating_add(Duration::from_secs(3)), started.saturating_add(steady), reload_state, log.clone());
         let signal = wait_for_stop(&reloader).await?;
         info!(log, "shutting down"; "signal" => signal);
         let report = sup
