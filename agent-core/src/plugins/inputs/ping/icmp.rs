@@ -65,12 +65,10 @@ impl IcmpSocket {
         let fd = open_fd(v6, kind)?;
         // SAFETY: the OwnedFd stays open, and is the same descriptor, for
         // as long as the AsyncFd owns it.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE) }?;
-        Ok(IcmpSocket {
-            fd,
-            v6,
-            kind,
-        })
+        let fd = unsafe {
+            AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+        }?;
+        Ok(IcmpSocket { fd, v6, kind })
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -137,11 +135,16 @@ impl IcmpSocket {
             return match e.kind() {
                 io::ErrorKind::WouldBlock => Ok(None),
                 // A pending ICMP error or a signal: not a reply, try again.
-                io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused => Ok(Some((0, ip_unspecified()))),
+                io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused => {
+                    Ok(Some((0, ip_unspecified())))
+                }
                 _ => Err(e),
             };
         }
-        Ok(Some((n as usize, ip_of(&from).unwrap_or_else(ip_unspecified))))
+        Ok(Some((
+            n as usize,
+            ip_of(&from).unwrap_or_else(ip_unspecified),
+        )))
     }
 }
 
@@ -238,7 +241,14 @@ fn checksum(data: &[u8]) -> u16 {
 }
 
 /// One echo request.
-fn echo_request(v6: bool, ident: u16, token: u32, target: u32, echo: u32, sent_ns: u64) -> [u8; PACKET] {
+fn echo_request(
+    v6: bool,
+    ident: u16,
+    token: u32,
+    target: u32,
+    echo: u32,
+    sent_ns: u64,
+) -> [u8; PACKET] {
     let mut p = [0u8; PACKET];
     p[0] = if v6 { ECHO_REQUEST_V6 } else { ECHO_REQUEST_V4 };
     p[4..6].copy_from_slice(&ident.to_be_bytes());
@@ -411,8 +421,9 @@ impl Round<'_> {
                 Ok(Some(x)) => x,
                 Ok(None) => return,
                 Err(e) => {
-                    self.recv_error
-                        .get_or_insert_with(|| format!("receiving on the {}: {e}", sock.kind.describe()));
+                    self.recv_error.get_or_insert_with(|| {
+                        format!("receiving on the {}: {e}", sock.kind.describe())
+                    });
                     return;
                 }
             };
@@ -532,7 +543,9 @@ pub(crate) async fn run_round(
         round.drain(s);
     }
     let Round {
-        mut res, recv_error, ..
+        mut res,
+        recv_error,
+        ..
     } = round;
     if let Some(e) = recv_error {
         for err in res.errors.iter_mut() {

@@ -53,6 +53,9 @@ pub struct Choice {
 impl Choice {
     /// The log line.
     pub fn describe(&self) -> String {
+        if self.v4 == self.v6 {
+            return format!("ping: IPv4 and IPv6 via {}", self.v4.describe());
+        }
         format!(
             "ping: IPv4 via {}; IPv6 via {}",
             self.v4.describe(),

@@ -14,9 +14,9 @@ pub mod schema;
 #[cfg(target_os = "linux")]
 mod tune;
 
+use crate::config::Seconds;
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
-use crate::config::Seconds;
 use futures::stream::StreamExt;
 use indexmap::IndexMap;
 use method::{Choice, FamilyMethod};
@@ -121,7 +121,10 @@ impl Ping {
         }
         if !(c.max_rate.is_finite() && (1.0..=1_000_000.0).contains(&c.max_rate)) {
             return Err(cfg
-                .error("max_rate", format!("must be 1..1000000 echoes per second, got {}", c.max_rate))
+                .error(
+                    "max_rate",
+                    format!("must be 1..1000000 echoes per second, got {}", c.max_rate),
+                )
                 .into());
         }
         let params = Params {
@@ -295,8 +298,14 @@ mod native {
                 Ok(sock) => {
                     #[cfg(target_os = "linux")]
                     {
-                        let t = super::tune::tune(sock.raw_fd(), is_v6, kind, super::tune::rcvbuf_for(rate));
-                        s.queue_replies = s.queue_replies.min(t.rcvbuf / super::tune::BYTES_PER_REPLY);
+                        let t = super::tune::tune(
+                            sock.raw_fd(),
+                            is_v6,
+                            kind,
+                            super::tune::rcvbuf_for(rate),
+                        );
+                        s.queue_replies =
+                            s.queue_replies.min(t.rcvbuf / super::tune::BYTES_PER_REPLY);
                         s.tuning.push(t.to_string());
                     }
                     #[cfg(not(target_os = "linux"))]
@@ -344,7 +353,15 @@ mod native {
         outcomes: &mut [Option<Outcome>],
     ) -> u64 {
         let list: Vec<RoundTarget> = targets.iter().map(|&(_, ip)| RoundTarget { ip }).collect();
-        let r = icmp::run_round(s.v4.as_ref(), s.v6.as_ref(), &list, p.count, p.timeout, pacing).await;
+        let r = icmp::run_round(
+            s.v4.as_ref(),
+            s.v6.as_ref(),
+            &list,
+            p.count,
+            p.timeout,
+            pacing,
+        )
+        .await;
         for (j, &(i, _)) in targets.iter().enumerate() {
             outcomes[i] = Some(Outcome {
                 sent: r.sent[j],
@@ -399,7 +416,7 @@ impl Ping {
             .await;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; self.targets.len()];
         let mut in_process: Vec<(usize, IpAddr)> = Vec::new();
-        let mut by_exec: Vec<(usize, IpAddr, String)> = Vec::new();
+        let mut by_exec: Vec<(usize, IpAddr)> = Vec::new();
         let mut shared: Vec<String> = Vec::new();
         let mut share = |e: &String| {
             if !shared.contains(e) {
@@ -412,7 +429,7 @@ impl Ping {
                 Ok(ip) => match choice.family(ip.is_ipv6()) {
                     #[cfg(unix)]
                     FamilyMethod::Socket(_) => in_process.push((i, ip)),
-                    FamilyMethod::Exec(why) => by_exec.push((i, ip, why.clone())),
+                    FamilyMethod::Exec(_) => by_exec.push((i, ip)),
                     FamilyMethod::Unavailable(why) => {
                         share(why);
                         outcomes[i] = Some(Outcome::failed(p.count, why.clone()))
@@ -424,7 +441,7 @@ impl Ping {
         let binary = binary.as_str();
         let runs: Vec<_> = by_exec
             .iter()
-            .map(|&(i, ip, _)| async move { (i, exec::ping_exec(binary, &ip.to_string(), p).await) })
+            .map(|&(i, ip)| async move { (i, exec::ping_exec(binary, &ip.to_string(), p).await) })
             .collect();
         let exec_round = futures::stream::iter(runs)
             .buffer_unordered(EXEC_CONCURRENCY)
@@ -432,7 +449,10 @@ impl Ping {
         #[cfg(unix)]
         let (exec_outcomes, reopen) = {
             let kind = |v6: bool| match choice.family(v6) {
-                FamilyMethod::Socket(k) => in_process.iter().any(|(_, ip)| ip.is_ipv6() == v6).then_some(*k),
+                FamilyMethod::Socket(k) => in_process
+                    .iter()
+                    .any(|(_, ip)| ip.is_ipv6() == v6)
+                    .then_some(*k),
                 _ => None,
             };
             let (k4, k6) = (kind(false), kind(true));
@@ -442,7 +462,14 @@ impl Ping {
             } else {
                 let sockets = native::open(k4, k6, p.max_rate);
                 let rate = native::safe_rate(&p, sockets.queue_replies);
-                let pacing = native::RoundPacing::new(in_process.len(), p.count, p.interval, p.timeout, rate, p.budget);
+                let pacing = native::RoundPacing::new(
+                    in_process.len(),
+                    p.count,
+                    p.interval,
+                    p.timeout,
+                    rate,
+                    p.budget,
+                );
                 let mut line = sockets.tuning.join("; ");
                 line.push_str(&format!(
                     "; {} targets, an echo every {:.3} ms ({:.0}/s), each target's every {:.3} s, round {:.1} s{}",
@@ -464,7 +491,11 @@ impl Ping {
                 // A family whose socket failed: its targets get the error.
                 let mut open_targets = Vec::with_capacity(in_process.len());
                 for &(i, ip) in &in_process {
-                    let err = if ip.is_ipv6() { &sockets.v6_error } else { &sockets.v4_error };
+                    let err = if ip.is_ipv6() {
+                        &sockets.v6_error
+                    } else {
+                        &sockets.v4_error
+                    };
                     match err {
                         Some(e) => {
                             reopen = true;
@@ -484,12 +515,9 @@ impl Ping {
         };
         #[cfg(not(unix))]
         let (exec_outcomes, reopen) = (exec_round.await, false);
-        for (i, mut o) in exec_outcomes {
-            if let Some((_, _, why)) = by_exec.iter().find(|(j, _, _)| *j == i) {
-                if self.method == Method::Auto {
-                    o.error.get_or_insert_with(|| format!("{why}; used the system ping"));
-                }
-            }
+        // The method was chosen once and reported (log, `agent status`):
+        // the system ping's results carry no error of their own.
+        for (i, o) in exec_outcomes {
             outcomes[i] = Some(o);
         }
         if reopen {
