@@ -60,9 +60,10 @@ impl std::fmt::Display for Tuned {
             },
             self.rcvbuf / 1024,
             self.rcvbuf_how,
-            match &self.filter {
-                Ok(()) => "echo replies only".to_string(),
-                Err(e) => format!("not set: {e}"),
+            match (&self.filter, self.kind) {
+                (Ok(()), SocketKind::Datagram) => "not needed (own replies only)".to_string(),
+                (Ok(()), SocketKind::Raw) => "echo replies only".to_string(),
+                (Err(e), _) => format!("not set: {e}"),
             }
         )
     }
