@@ -24,6 +24,10 @@ pub struct ControlAnswer {
     /// Log write errors and dropped log records.
     #[serde(default)]
     pub logging: crate::logging::LogStats,
+    /// How ping reaches each address family (`{"ipv4": "raw", "ipv6":
+    /// "datagram", "detail": ...}`), once a ping input has gathered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping: Option<serde_json::Value>,
 }
 
 /// Why the control socket could not be taken.
@@ -211,6 +215,7 @@ pub fn serve_on(
                 status: serde_json::to_value(status).unwrap_or_default(),
                 reload: serde_json::to_value(reload_state).unwrap_or_default(),
                 logging: crate::logging::stats(),
+                ping: crate::plugins::inputs::ping::method::status(),
             };
             let body = serde_json::to_vec_pretty(&answer).unwrap_or_default();
             let _ =
@@ -261,6 +266,7 @@ mod tests {
             status: serde_json::Value::Null,
             reload: serde_json::Value::Null,
             logging: Default::default(),
+            ping: None,
         })
         .expect("json")
     }
