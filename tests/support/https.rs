@@ -1,6 +1,7 @@
 //! A test CA and an HTTPS server on 127.0.0.1 with a certificate it signed
-//! (for `localhost`), shared by tests/tls.rs and agent-core's
-//! tests/remote_config.rs (included with `#[path]`).
+//! (for `localhost`), shared by tests/tls.rs, agent-core's
+//! tests/remote_config.rs and the http output's unit tests (included with
+//! `#[path]`).
 #![allow(dead_code)]
 use std::io::{Read, Write};
 use std::path::Path;
