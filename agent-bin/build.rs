@@ -1,11 +1,12 @@
 //! Link settings of the `agent` binary on Linux (see
 //! benches/footprint/README.md for what each one saves).
 //!
-//! - libcurl's and OpenSSL's global initialisation is deferred from before
-//!   `main` to the first HTTP request (src/lazy_tls.rs): the `curl` crate
-//!   runs `curl_global_init` from a static constructor, which initialises
-//!   OpenSSL and keeps libcrypto and libcurl code resident in an agent that
-//!   may never make an HTTP request.
+//! - libcurl's global initialisation is deferred from before `main` to the
+//!   first HTTP request (src/lazy_tls.rs): the `curl` crate runs
+//!   `curl_global_init` from a static constructor, which keeps libcurl code
+//!   resident in an agent that may never make an HTTP request. TLS is
+//!   rustls, statically linked and initialised at the first handshake: no
+//!   OpenSSL is linked at all (.ci/linkers.sh checks it).
 //! - Position independent (PIE) with full RELRO (rustc's default,
 //!   `BIND_NOW`): the binary's own code and data are randomised too. The
 //!   relocated constant data it costs is within the footprint budget since
@@ -28,7 +29,6 @@ fn main() {
     let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
     if target_os == "linux" && target_env == "gnu" {
         println!("cargo:rustc-link-arg-bins=-Wl,--wrap=curl_global_init");
-        println!("cargo:rustc-link-arg-bins=-Wl,--wrap=OPENSSL_init_ssl");
         println!("cargo:rustc-cfg=lazy_tls");
         println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
         // A PIE unless AGENT_NO_PIE=1 (fixed address, no relocated data).

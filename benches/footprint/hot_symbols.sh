@@ -29,7 +29,7 @@ command -v valgrind >/dev/null || {
 
 (cd "$root" && AGENT_KEEP_SYMBOLS=1 cargo build --release -p agent-bin)
 agent=$tmp/agent
-cp "$root/target/release/agent" "$agent"
+cp "${CARGO_TARGET_DIR:-$root/target}/release/agent" "$agent"
 start_probe_targets
 
 # Interval 2 s: more intervals in the window, the same code as at 10 s.

@@ -1,6 +1,7 @@
 //! A test CA and an HTTPS server on 127.0.0.1 with a certificate it signed
-//! (for `localhost`), shared by tests/tls.rs and agent-core's
-//! tests/remote_config.rs (included with `#[path]`).
+//! (for `localhost`), shared by tests/tls.rs, agent-core's
+//! tests/remote_config.rs and the http output's unit tests (included with
+//! `#[path]`).
 #![allow(dead_code)]
 use std::io::{Read, Write};
 use std::path::Path;
@@ -58,7 +59,25 @@ pub fn https_server_with(ca_file: &Path, max: usize, respond: Arc<Respond>) -> u
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let (code, body) = respond(&String::from_utf8_lossy(&got));
+                // Read the request body too: closing with unread data
+                // makes the kernel reset the connection under the reply.
+                let head_len = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                let head = String::from_utf8_lossy(&got[..head_len]).to_string();
+                let body_len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                while got.len() < head_len + body_len {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (code, body) = respond(&head);
                 let _ = tls.write_all(
                     format!(
                         "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -66,6 +85,10 @@ pub fn https_server_with(ca_file: &Path, max: usize, respond: Arc<Respond>) -> u
                     )
                     .as_bytes(),
                 );
+                // A clean TLS close (close_notify), as real servers do:
+                // libcurl's rustls backend reports a bare TCP close after
+                // the reply as a receive error.
+                tls.conn.send_close_notify();
                 let _ = tls.flush();
             });
         }

@@ -16,7 +16,8 @@
 use crate::config::{load, AgentConfig, ConfigError};
 use crate::registry::Registry;
 use futures::AsyncReadExt;
-use isahc::config::{CaCertificate, Configurable, RedirectPolicy};
+use isahc::config::{Configurable, RedirectPolicy};
+use isahc::tls::{TlsConfig, TrustStore};
 use isahc::AsyncReadResponseExt;
 use md5::{Digest, Md5};
 use std::io::Write;
@@ -164,7 +165,11 @@ pub async fn pull_and_write(
         if !ca.is_file() {
             return Err(RemoteError::CaFile(ca.clone()));
         }
-        request = request.ssl_ca_certificate(CaCertificate::file(ca));
+        request = request.tls_config(
+            TlsConfig::builder()
+                .trust_store(TrustStore::from_file(ca))
+                .build(),
+        );
     }
     let request = request.body(()).map_err(isahc::Error::from)?;
     let mut response = isahc::send_async(request).await?;

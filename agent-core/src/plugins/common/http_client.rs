@@ -3,12 +3,13 @@
 //! optional CA file, extra headers, optional gzip of the body.
 use crate::config::Seconds;
 use crate::plugin::PluginError;
-use isahc::config::{CaCertificate, Configurable, RedirectPolicy, SslOption};
+use isahc::config::{Configurable, RedirectPolicy};
+use isahc::tls::{TlsConfig, TrustStore};
 use isahc::{AsyncReadResponseExt, HttpClient, Request};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn d_timeout() -> Seconds {
     Seconds::from_secs(10)
@@ -117,17 +118,30 @@ impl Reply {
     }
 }
 
+/// TLS settings of a client or a request (libcurl with rustls): verified
+/// against the system's CAs (isahc's native store: `$SSL_CERT_FILE` when
+/// set, else the distribution's bundle), or against only the CAs in
+/// `ca_file`; `insecure` turns verification off entirely (certificate and
+/// host name: rustls cannot skip one without the other).
+pub fn tls_config(insecure: bool, ca_file: Option<&Path>) -> TlsConfig {
+    let mut b = TlsConfig::builder();
+    if let Some(ca) = ca_file {
+        b = b.trust_store(TrustStore::from_file(ca));
+    }
+    if insecure {
+        b = b
+            .danger_accept_invalid_certs(true)
+            .danger_accept_invalid_hosts(true);
+    }
+    b.build()
+}
+
 impl Client {
     pub fn new(settings: &ClientSettings) -> Result<Client, PluginError> {
         let mut b = HttpClient::builder()
             .timeout(settings.timeout.as_duration())
             .connect_timeout(settings.connect_timeout.as_duration())
             .redirect_policy(RedirectPolicy::None);
-        if settings.insecure_skip_verify {
-            b = b.ssl_options(
-                SslOption::DANGER_ACCEPT_INVALID_CERTS | SslOption::DANGER_ACCEPT_INVALID_HOSTS,
-            );
-        }
         if let Some(ca) = &settings.ca_file {
             if !ca.is_file() {
                 return Err(PluginError::msg(format!(
@@ -135,8 +149,11 @@ impl Client {
                     ca.display()
                 )));
             }
-            b = b.ssl_ca_certificate(CaCertificate::file(ca));
         }
+        b = b.tls_config(tls_config(
+            settings.insecure_skip_verify,
+            settings.ca_file.as_deref(),
+        ));
         let http = b
             .build()
             .map_err(|e| PluginError::context("cannot build HTTP client", e))?;

@@ -5,13 +5,15 @@ pub mod schema;
 use crate::config::{Count, Seconds, Size};
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::plugins::common::http_client::tls_config;
 use crate::registry::Registry;
 use body::{encode_body, merge_json, truncate};
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::AsyncReadExt;
 use indexmap::IndexMap;
-use isahc::config::{CaCertificate, Configurable, Dialer, RedirectPolicy, SslOption};
+use isahc::config::{Configurable, RedirectPolicy};
 use isahc::error::ErrorKind;
+use isahc::net::Dialer;
 use isahc::{AsyncBody, HttpClient, ResponseExt};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -324,14 +326,7 @@ async fn request_once(client: &HttpClient, t: &Target) -> Reply {
         } else {
             RedirectPolicy::None
         });
-    if t.insecure {
-        b = b.ssl_options(
-            SslOption::DANGER_ACCEPT_INVALID_CERTS | SslOption::DANGER_ACCEPT_INVALID_HOSTS,
-        );
-    }
-    if let Some(ca) = &t.ca_file {
-        b = b.ssl_ca_certificate(CaCertificate::file(ca.clone()));
-    }
+    b = b.tls_config(tls_config(t.insecure, t.ca_file.as_deref()));
     if let Some((host, port)) = &t.connect_to {
         match connect_addr(host, *port, t.timeout).await {
             Ok(a) => b = b.dial(Dialer::ip_socket(a)),

@@ -143,6 +143,12 @@ pub fn register(r: &mut Registry) {
     );
 }
 
+// The shared loopback HTTPS test server (a directory-less `#[path]` from
+// the inline tests module would not resolve).
+#[cfg(test)]
+#[path = "../../../../../tests/support/https.rs"]
+mod https;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +268,40 @@ mod tests {
         assert!(
             bad("url: http://127.0.0.1/\nusername: a\nbearer_token: b\n").contains("bearer_token")
         );
+    }
+
+    #[actix_rt::test]
+    async fn https_with_ca_file_or_insecure_skip_verify() {
+        // A real TLS server (rustls) with a certificate from a new CA: the
+        // CA file makes it trusted, the system store does not know it, and
+        // insecure_skip_verify accepts it unchecked.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let port = super::https::https_server(&ca);
+        let url = format!("https://localhost:{port}/write");
+        let mut out = output(&format!(
+            "url: {url}
+ca_file: '{}'
+",
+            ca.display()
+        ));
+        out.connect().await.unwrap();
+        out.write(&metrics()).await.unwrap();
+        let mut out = output(&format!(
+            "url: {url}
+timeout: 5
+"
+        ));
+        out.connect().await.unwrap();
+        let err = out.write(&metrics()).await.unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        let mut out = output(&format!(
+            "url: {url}
+insecure_skip_verify: true
+"
+        ));
+        out.connect().await.unwrap();
+        out.write(&metrics()).await.unwrap();
     }
 
     #[actix_rt::test]
