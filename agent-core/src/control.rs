@@ -24,6 +24,12 @@ pub struct ControlAnswer {
     /// Log write errors and dropped log records.
     #[serde(default)]
     pub logging: crate::logging::LogStats,
+    /// The file-descriptor budget of the probes and its use.
+    #[serde(default)]
+    pub fd_budget: Option<crate::fd_budget::FdBudgetStatus>,
+    /// The probes' shared DNS cache.
+    #[serde(default)]
+    pub dns: Option<crate::plugins::common::resolver::ResolverStats>,
 }
 
 /// Why the control socket could not be taken.
@@ -211,6 +217,8 @@ pub fn serve_on(
                 status: serde_json::to_value(status).unwrap_or_default(),
                 reload: serde_json::to_value(reload_state).unwrap_or_default(),
                 logging: crate::logging::stats(),
+                fd_budget: Some(crate::fd_budget::snapshot()),
+                dns: Some(crate::plugins::common::resolver::stats()),
             };
             let body = serde_json::to_vec_pretty(&answer).unwrap_or_default();
             let _ =
@@ -261,6 +269,8 @@ mod tests {
             status: serde_json::Value::Null,
             reload: serde_json::Value::Null,
             logging: Default::default(),
+            fd_budget: None,
+            dns: None,
         })
         .expect("json")
     }

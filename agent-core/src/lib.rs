@@ -54,6 +54,7 @@ pub(crate) mod blocking;
 pub mod config;
 #[cfg(unix)]
 pub mod control;
+pub mod fd_budget;
 pub mod format;
 pub mod logging;
 pub mod metric;
