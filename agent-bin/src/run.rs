@@ -28,8 +28,13 @@ fn logger(config: &AgentConfig) -> Logger {
 fn fd_budget(plan: &Plan, log: &Logger, loud: bool) {
     let reserve = agent_core::fd_budget::reserve_for(plan.outputs.len(), plan.pipelines.len());
     let b = agent_core::fd_budget::init(reserve).snapshot();
-    let (limit, hard, started, reserved, capacity) =
-        (b.soft_limit, b.hard_limit, b.initial_soft_limit, b.reserved, b.probe_capacity);
+    let (limit, hard, started, reserved, capacity) = (
+        b.soft_limit,
+        b.hard_limit,
+        b.initial_soft_limit,
+        b.reserved,
+        b.probe_capacity,
+    );
     if loud {
         info!(log, "file descriptors"; "limit" => limit, "hard_limit" => hard, "started_with" => started,
             "reserved" => reserved, "probe_capacity" => capacity);

@@ -201,6 +201,8 @@ static RAISED_FROM: AtomicU64 = AtomicU64::new(0);
 /// agent was started with, if [`init`] raised it. Async-signal-safe (one
 /// atomic load, two system calls); errors are ignored (the child keeps the
 /// raised limit).
+// rlim_t is u64 on Linux, not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 pub fn restore_initial_limit() {
     #[cfg(unix)]
     {
@@ -255,6 +257,8 @@ fn from_limits(soft: u64, hard: u64, initial: u64, open: u64, reserve: u32) -> F
 }
 
 /// (soft, hard) of `RLIMIT_NOFILE`; infinity reads as `u64::MAX`.
+// rlim_t is u64 on Linux, not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 #[cfg(unix)]
 fn limits() -> (u64, u64) {
     // SAFETY: getrlimit only writes the struct passed.
@@ -275,6 +279,8 @@ fn limits() -> (u64, u64) {
 /// Raises the soft limit toward `hard` and returns the soft limit in force.
 /// An infinite hard limit is not a valid soft limit for files on Linux:
 /// `fs.nr_open` caps it.
+// rlim_t is u64 on Linux, not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 #[cfg(unix)]
 fn raise_soft_limit(soft: u64, hard: u64) -> u64 {
     if soft >= hard {

@@ -29,7 +29,10 @@ async fn two_hundred_callers_on_two_names_cost_two_lookups() {
     let round = || futures::future::join_all((0..200).map(|i| r.lookup(names[i % 2], WAIT)));
     for answer in round().await {
         let ips = answer.unwrap();
-        assert!(ips.contains(&LOOPBACK) || ips.iter().any(IpAddr::is_loopback), "{ips:?}");
+        assert!(
+            ips.contains(&LOOPBACK) || ips.iter().any(IpAddr::is_loopback),
+            "{ips:?}"
+        );
     }
     let s = r.stats();
     assert_eq!(s.lookups, 2, "{s:?}");
@@ -75,8 +78,7 @@ async fn a_failure_is_an_error_with_the_system_reason_and_is_remembered_briefly(
 #[actix_rt::test]
 async fn the_shared_resolver_counts_per_name() {
     let name = "0x7f.0.0.2";
-    let answers =
-        futures::future::join_all((0..50).map(|_| lookup(name, WAIT))).await;
+    let answers = futures::future::join_all((0..50).map(|_| lookup(name, WAIT))).await;
     for a in answers {
         assert_eq!(&*a.unwrap(), &["127.0.0.2".parse::<IpAddr>().unwrap()]);
     }

@@ -4,9 +4,9 @@ mod body;
 pub mod schema;
 use crate::config::{Count, Seconds, Size};
 use crate::fd_budget;
-use crate::plugins::common::resolver;
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
+use crate::plugins::common::resolver;
 use crate::registry::Registry;
 use body::{encode_body, merge_json, truncate};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -308,7 +308,11 @@ fn error_result(e: &isahc::Error) -> &'static str {
 
 /// Resolves the host of `connect_to` with the shared resolver (an IP
 /// literal needs none).
-async fn connect_addrs(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+async fn connect_addrs(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, String> {
     let ips = resolver::lookup(host, timeout).await?;
     Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
 }

@@ -8,8 +8,8 @@
 pub mod schema;
 use crate::config::{Count, Seconds};
 use crate::fd_budget;
-use crate::plugins::common::resolver;
 use crate::plugin::{Accumulator, Input, PluginResult};
+use crate::plugins::common::resolver;
 use crate::registry::Registry;
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -202,7 +202,9 @@ enum ConnectError {
 
 /// Tries each address in turn; the first accepted wins, else the last error.
 async fn connect(t: &Target) -> Result<(TcpStream, bool), ConnectError> {
-    let addrs = resolve(&t.host, t.port, t.ipv6, t.timeout)
+    // The check's own timeout (around this) ends a slow look-up first, so
+    // it reads "no connection within", as before the shared resolver.
+    let addrs = resolve(&t.host, t.port, t.ipv6, t.timeout + Duration::from_secs(1))
         .await
         .map_err(ConnectError::Resolve)?;
     let mut last = None;
