@@ -55,6 +55,13 @@ pub fn show(config: &AgentConfig, json: bool) -> Result<()> {
             d.names, d.lookups, d.failures, d.hits, d.coalesced, d.ttl_sec
         );
     }
+    if let Some(ping) = &answer.ping {
+        println!(
+            "ping: IPv4 {}, IPv6 {}",
+            ping["ipv4"].as_str().unwrap_or("-"),
+            ping["ipv6"].as_str().unwrap_or("-")
+        );
+    }
     println!(
         "{:<10} {:<28} {:<6} {:>8} {:>7} {:>8} {:>8} {:>10} {:>10} {:>9}  last error",
         "kind", "name", "alive", "calls", "errors", "restarts", "actor_rs", "in", "out", "last_ok"

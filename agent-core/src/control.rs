@@ -30,6 +30,10 @@ pub struct ControlAnswer {
     /// The probes' shared DNS cache.
     #[serde(default)]
     pub dns: Option<crate::plugins::common::resolver::ResolverStats>,
+    /// How ping reaches each address family (`{"ipv4": "raw", "ipv6":
+    /// "datagram", "detail": ...}`), once a ping input has gathered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping: Option<serde_json::Value>,
 }
 
 /// Why the control socket could not be taken.
@@ -219,6 +223,7 @@ pub fn serve_on(
                 logging: crate::logging::stats(),
                 fd_budget: Some(crate::fd_budget::snapshot()),
                 dns: Some(crate::plugins::common::resolver::stats()),
+                ping: crate::plugins::inputs::ping::method::status(),
             };
             let body = serde_json::to_vec_pretty(&answer).unwrap_or_default();
             let _ =
@@ -271,6 +276,7 @@ mod tests {
             logging: Default::default(),
             fd_budget: None,
             dns: None,
+            ping: None,
         })
         .expect("json")
     }

@@ -1,39 +1,48 @@
 //! `ping`: ICMP echo round trips to each target, PyAgent's fields
 //! (`tag address loss minimum maximum average`) plus `stddev` and `jitter`.
 //!
-//! The native method sends echoes from raw ICMP sockets (tokio-icmp-echo,
-//! root or `CAP_NET_RAW`); `method: exec` runs the system `ping` and parses
-//! its output, as Telegraf's ping plugin does; `method: auto` tries native
-//! and falls back to exec when the raw socket cannot be opened.
+//! In-process, a round's echoes go out from one ICMP socket per address
+//! family (`icmp.rs`), paced over the round; each family uses a raw socket
+//! when allowed, else an unprivileged ICMP datagram socket, else (with
+//! `method: auto`, the default) the system `ping` (`exec.rs`), as chosen
+//! once by `method.rs`.
 mod exec;
+#[cfg(unix)]
+mod icmp;
+pub mod method;
 pub mod schema;
 #[cfg(target_os = "linux")]
 mod tune;
 
+use crate::config::Seconds;
 use crate::plugin::{Accumulator, Input, PluginResult};
 use crate::registry::Registry;
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::StreamExt;
 use indexmap::IndexMap;
+use method::{Choice, FamilyMethod};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::time::Duration;
-use tokio::time::Instant;
-use tokio_icmp_echo::Pinger;
 
 /// RTT PyAgent reported for a target that never answered, in ms.
-use crate::config::Seconds;
-
 pub const NO_REPLY_MS: f64 = 5000.0;
+
+/// Echoes per second of a round, all targets together, unless configured.
+pub const DEFAULT_MAX_RATE: f64 = 10_000.0;
+
+/// System ping processes running at once (`exec`).
+const EXEC_CONCURRENCY: usize = 64;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// Raw ICMP sockets in-process.
-    #[default]
+    /// In-process: a raw ICMP socket, else an ICMP datagram socket.
     Native,
     /// The system `ping` binary.
     Exec,
-    /// Native, falling back to exec when raw sockets are not allowed.
+    /// Native, falling back to the system ping when neither socket may be
+    /// opened.
+    #[default]
     Auto,
 }
 
@@ -48,6 +57,8 @@ pub struct PingConfig {
     pub interval_ping: Seconds,
     /// Seconds allowed for resolving a host name.
     pub resolve_timeout: Seconds,
+    /// Echoes per second at most, all targets together (fping's `-i`).
+    pub max_rate: f64,
     pub method: Method,
     /// The system ping program for `method: exec`.
     pub binary: String,
@@ -61,7 +72,8 @@ impl Default for PingConfig {
             timeout: Seconds::from_millis(700),
             interval_ping: Seconds::from_millis(100),
             resolve_timeout: Seconds::from_secs(5),
-            method: Method::Native,
+            max_rate: DEFAULT_MAX_RATE,
+            method: Method::Auto,
             binary: "ping".into(),
             target: IndexMap::new(),
         }
@@ -80,17 +92,10 @@ pub(crate) struct Params {
     pub timeout: Duration,
     pub interval: Duration,
     pub resolve_timeout: Duration,
-}
-
-impl Params {
-    /// Echoes of one target outstanding at once.
-    pub(crate) fn in_flight(&self) -> usize {
-        if self.interval.is_zero() {
-            return self.count as usize;
-        }
-        let n = (self.timeout.as_secs_f64() / self.interval.as_secs_f64()).ceil() as usize;
-        n.clamp(1, self.count.max(1) as usize)
-    }
+    /// Echoes per second at most, all targets together.
+    pub max_rate: f64,
+    /// The share of the gather interval a round may take.
+    pub budget: Option<Duration>,
 }
 
 pub struct Ping {
@@ -99,7 +104,10 @@ pub struct Ping {
     binary: String,
     targets: Vec<(String, String)>,
     log: slog::Logger,
-    /// What the last socket tuning gave, logged when it changes.
+    /// How each family is pinged: probed at the first gather.
+    choice: Option<Choice>,
+    /// What the last round's sockets and pacing were, logged when it
+    /// changes.
     tuned: Option<String>,
 }
 
@@ -111,11 +119,23 @@ impl Ping {
                 .error("count", format!("must be 1..65535, got {}", c.count))
                 .into());
         }
+        if !(c.max_rate.is_finite() && (1.0..=1_000_000.0).contains(&c.max_rate)) {
+            return Err(cfg
+                .error(
+                    "max_rate",
+                    format!("must be 1..1000000 echoes per second, got {}", c.max_rate),
+                )
+                .into());
+        }
         let params = Params {
             count: c.count,
             timeout: cfg.seconds("timeout", c.timeout)?,
             interval: cfg.seconds("interval_ping", c.interval_ping)?,
             resolve_timeout: cfg.seconds("resolve_timeout", c.resolve_timeout)?,
+            max_rate: c.max_rate,
+            // The core abandons a gather that outlives its interval: a
+            // round keeps a tenth of it in hand.
+            budget: cfg.interval.map(|i| i.mul_f64(0.9)),
         };
         let mut targets = Vec::with_capacity(c.target.len());
         for (tag, t) in c.target {
@@ -133,6 +153,7 @@ impl Ping {
             binary: c.binary,
             targets,
             log: cfg.log().clone(),
+            choice: None,
             tuned: None,
         })
     }
@@ -221,75 +242,6 @@ impl Outcome {
     }
 }
 
-/// The message for a raw socket that cannot be opened, saying how to fix it.
-pub fn raw_socket_error(e: &std::io::Error) -> String {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<path to agent>".into());
-    match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => format!(
-            "cannot open a raw ICMP socket: {e}; ping needs root or CAP_NET_RAW: \
-             run `setcap cap_net_raw+ep {exe}` or run the agent as root, \
-             or set `method: exec` to use the system ping"
-        ),
-        _ => format!("cannot open a raw ICMP socket: {e}"),
-    }
-}
-
-/// Opens the shared raw sockets (one per address family).
-pub(crate) async fn open_pinger() -> Result<Pinger, String> {
-    match Pinger::new().await {
-        Ok(p) => Ok(p),
-        Err(tokio_icmp_echo::Error::IoError(e)) => Err(raw_socket_error(&e)),
-        Err(e) => Err(format!("cannot open a raw ICMP socket: {e}")),
-    }
-}
-
-/// What was done to the pinger's sockets: on Linux each raw ICMP socket's
-/// receive buffer and filter (see `tune.rs`).
-#[cfg(target_os = "linux")]
-pub(crate) type Tuning = Vec<tune::Tuned>;
-#[cfg(not(target_os = "linux"))]
-pub(crate) type Tuning = ();
-
-/// One line saying what the tuning obtained.
-#[cfg(target_os = "linux")]
-fn describe(t: &Tuning) -> String {
-    if t.is_empty() {
-        return "could not find the raw ICMP sockets to tune".into();
-    }
-    t.iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-#[cfg(not(target_os = "linux"))]
-fn describe(_: &Tuning) -> String {
-    "default socket options".into()
-}
-
-/// Opens the shared raw sockets and, on Linux, gives them a receive buffer
-/// sized for `targets` targets with `p`'s echoes in flight and a filter
-/// passing only echo replies. Tuning failures are only reported in the
-/// returned [`Tuning`].
-pub(crate) async fn open_tuned_pinger(
-    targets: usize,
-    p: Params,
-) -> Result<(Pinger, Tuning), String> {
-    #[cfg(target_os = "linux")]
-    {
-        let before = tune::open_fds();
-        let pinger = open_pinger().await?;
-        let bytes = tune::rcvbuf_for(targets, p.in_flight());
-        Ok((pinger, tune::tune_new_sockets(&before, bytes)))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (targets, p);
-        Ok((open_pinger().await?, ()))
-    }
-}
-
 /// Resolves `address` (an IP literal or a host name) under a timeout.
 pub(crate) async fn resolve(address: &str, timeout: Duration) -> Result<IpAddr, String> {
     let literal = address.trim_start_matches('[').trim_end_matches(']');
@@ -309,122 +261,280 @@ pub(crate) async fn resolve(address: &str, timeout: Duration) -> Result<IpAddr, 
     }
 }
 
-/// Sends `count` echoes spaced by `interval`, each waiting up to `timeout`,
-/// several in flight at once like the system ping.
-pub(crate) async fn ping_native(pinger: &Pinger, ip: IpAddr, ident: u16, p: Params) -> Outcome {
-    let mut inflight = FuturesUnordered::new();
-    let mut replies: Vec<(u16, f64)> = Vec::with_capacity(p.count as usize);
-    let mut error = None;
-    let mut sent: u32 = 0;
-    let mut next_send = Instant::now();
-    loop {
-        let result = if sent < p.count {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next_send) => {
-                    let seq = sent as u16;
-                    // tokio-icmp-echo matches replies by a random token in
-                    // the payload, so concurrent targets never cross-count.
-                    let fut = pinger.ping(ip, ident, seq, p.timeout);
-                    inflight.push(async move { (seq, fut.await) });
-                    sent += 1;
-                    next_send += p.interval;
-                    continue;
-                }
-                Some(r) = inflight.next(), if !inflight.is_empty() => r,
-            }
-        } else {
-            match inflight.next().await {
-                Some(r) => r,
-                None => break,
-            }
+/// The in-process part of a gather: opens the sockets the targets need,
+/// runs one paced round, and gives each target's outcome.
+#[cfg(unix)]
+mod native {
+    use super::icmp::{self, IcmpSocket, Pacing, RoundTarget, SocketKind};
+    use super::{Outcome, Params};
+    use std::net::IpAddr;
+
+    /// The sockets of a round and what they were given.
+    pub(super) struct Sockets {
+        pub v4: Option<IcmpSocket>,
+        pub v6: Option<IcmpSocket>,
+        /// Per family, the socket's error when it could not be opened.
+        pub v4_error: Option<String>,
+        pub v6_error: Option<String>,
+        /// Replies the smallest receive buffer holds.
+        pub queue_replies: usize,
+        pub tuning: Vec<String>,
+    }
+
+    /// Opens a `kind` socket for each family that has targets, tuned for
+    /// `rate` echoes a second.
+    pub(super) fn open(v4: Option<SocketKind>, v6: Option<SocketKind>, rate: f64) -> Sockets {
+        let mut s = Sockets {
+            v4: None,
+            v6: None,
+            v4_error: None,
+            v6_error: None,
+            queue_replies: usize::MAX,
+            tuning: Vec::new(),
         };
-        match result {
-            (seq, Ok(Some(rtt))) => replies.push((seq, rtt.as_secs_f64() * 1000.0)),
-            (_, Ok(None)) => {}
-            (_, Err(e)) => {
-                error.get_or_insert_with(|| match e {
-                    tokio_icmp_echo::Error::InvalidProtocol => {
-                        format!("no ICMP socket for {ip}'s address family")
+        for (is_v6, kind) in [(false, v4), (true, v6)] {
+            let Some(kind) = kind else { continue };
+            match IcmpSocket::open(is_v6, kind) {
+                Ok(sock) => {
+                    #[cfg(target_os = "linux")]
+                    {
+                        let t = super::tune::tune(
+                            sock.raw_fd(),
+                            is_v6,
+                            kind,
+                            super::tune::rcvbuf_for(rate),
+                        );
+                        s.queue_replies =
+                            s.queue_replies.min(t.rcvbuf / super::tune::BYTES_PER_REPLY);
+                        s.tuning.push(t.to_string());
                     }
-                    _ => format!("sending an echo request to {ip} failed (no route or address not available)"),
-                });
+                    #[cfg(not(target_os = "linux"))]
+                    let _ = rate;
+                    if is_v6 {
+                        s.v6 = Some(sock);
+                    } else {
+                        s.v4 = Some(sock);
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("cannot open an {}: {e}", kind.describe());
+                    if is_v6 {
+                        s.v6_error = Some(msg);
+                    } else {
+                        s.v4_error = Some(msg);
+                    }
+                }
             }
         }
+        if s.queue_replies == usize::MAX {
+            s.queue_replies = 0;
+        }
+        s
     }
-    replies.sort_by_key(|r| r.0);
-    Outcome {
-        sent,
-        rtts_ms: replies.into_iter().map(|r| r.1).collect(),
-        error,
+
+    /// The send rate a round may use: the configured one, lowered so the
+    /// receive buffer holds a fifth of a second of replies (the agent's
+    /// thread may be busy elsewhere that long without the kernel dropping
+    /// any).
+    pub(super) fn safe_rate(p: &Params, queue_replies: usize) -> f64 {
+        if queue_replies == 0 {
+            return p.max_rate;
+        }
+        p.max_rate.min(queue_replies as f64 * 5.0).max(1.0)
     }
+
+    /// Runs one round over `targets` (index into the gather's outcomes,
+    /// address) and writes their outcomes.
+    pub(super) async fn round(
+        s: &Sockets,
+        targets: &[(usize, IpAddr)],
+        p: &Params,
+        pacing: Pacing,
+        outcomes: &mut [Option<Outcome>],
+    ) -> u64 {
+        let list: Vec<RoundTarget> = targets.iter().map(|&(_, ip)| RoundTarget { ip }).collect();
+        let r = icmp::run_round(
+            s.v4.as_ref(),
+            s.v6.as_ref(),
+            &list,
+            p.count,
+            p.timeout,
+            pacing,
+        )
+        .await;
+        for (j, &(i, _)) in targets.iter().enumerate() {
+            outcomes[i] = Some(Outcome {
+                sent: r.sent[j],
+                rtts_ms: r.rtts(j).collect(),
+                error: r.errors[j].clone(),
+            });
+        }
+        r.late_or_duplicate
+    }
+
+    pub(super) use icmp::Pacing as RoundPacing;
 }
 
 impl Ping {
-    async fn gather_native(&self, pinger: &Pinger) -> Vec<Outcome> {
-        let p = self.params;
-        let n = self.targets.len().max(1) as u32;
-        let base: u16 = rand::random();
-        let futs = self
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(i, (_, address))| async move {
-                // Spread the targets' first echoes over one ping interval so a
-                // thousand targets do not burst into the socket buffer at once.
-                tokio::time::sleep(p.interval * i as u32 / n).await;
-                match resolve(address, p.resolve_timeout).await {
-                    Ok(ip) => ping_native(pinger, ip, base.wrapping_add(i as u16), p).await,
-                    Err(e) => Outcome::failed(p.count, e),
-                }
-            });
-        futures::future::join_all(futs).await
+    /// The methods, probing them at the first gather (and again after a
+    /// socket that was allowed could not be opened).
+    fn choice(&mut self) -> Choice {
+        if let Some(c) = &self.choice {
+            return c.clone();
+        }
+        let c = method::probe(self.method);
+        if method::report(&c) {
+            slog::info!(self.log, "{}", c.describe());
+        }
+        self.choice = Some(c.clone());
+        c
     }
 
-    async fn gather_exec(&self) -> Vec<Outcome> {
+    /// Logs `line` once, and again only if it changes.
+    fn note(&mut self, line: String) {
+        if self.tuned.as_ref() != Some(&line) {
+            slog::debug!(self.log, "{line}");
+            self.tuned = Some(line);
+        }
+    }
+
+    /// Every target's outcome, and the errors of whole address families.
+    async fn gather_outcomes(&mut self) -> (Vec<Outcome>, Vec<String>) {
         let p = self.params;
-        let futs = self
+        let choice = self.choice();
+        // Names first (each at most resolve_timeout), then one round.
+        // (Futures collected first: a stream's `map` closure over borrowed
+        // items trips the Send check of the gather's future.)
+        let lookups: Vec<_> = self
             .targets
             .iter()
-            .map(|(_, address)| exec::ping_exec(&self.binary, address, p));
-        futures::future::join_all(futs).await
+            .map(|(_, address)| resolve(address, p.resolve_timeout))
+            .collect();
+        let resolved: Vec<Result<IpAddr, String>> = futures::stream::iter(lookups)
+            .buffered(EXEC_CONCURRENCY)
+            .collect()
+            .await;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; self.targets.len()];
+        let mut in_process: Vec<(usize, IpAddr)> = Vec::new();
+        let mut by_exec: Vec<(usize, IpAddr)> = Vec::new();
+        let mut shared: Vec<String> = Vec::new();
+        let mut share = |e: &String| {
+            if !shared.contains(e) {
+                shared.push(e.clone());
+            }
+        };
+        for (i, r) in resolved.into_iter().enumerate() {
+            match r {
+                Err(e) => outcomes[i] = Some(Outcome::failed(p.count, e)),
+                Ok(ip) => match choice.family(ip.is_ipv6()) {
+                    #[cfg(unix)]
+                    FamilyMethod::Socket(_) => in_process.push((i, ip)),
+                    FamilyMethod::Exec(_) => by_exec.push((i, ip)),
+                    FamilyMethod::Unavailable(why) => {
+                        share(why);
+                        outcomes[i] = Some(Outcome::failed(p.count, why.clone()))
+                    }
+                },
+            }
+        }
+        let binary = self.binary.clone();
+        let binary = binary.as_str();
+        let runs: Vec<_> = by_exec
+            .iter()
+            .map(|&(i, ip)| async move { (i, exec::ping_exec(binary, &ip.to_string(), p).await) })
+            .collect();
+        let exec_round = futures::stream::iter(runs)
+            .buffer_unordered(EXEC_CONCURRENCY)
+            .collect::<Vec<_>>();
+        #[cfg(unix)]
+        let (exec_outcomes, reopen) = {
+            let kind = |v6: bool| match choice.family(v6) {
+                FamilyMethod::Socket(k) => in_process
+                    .iter()
+                    .any(|(_, ip)| ip.is_ipv6() == v6)
+                    .then_some(*k),
+                _ => None,
+            };
+            let (k4, k6) = (kind(false), kind(true));
+            let mut reopen = false;
+            let exec_outcomes = if k4.is_none() && k6.is_none() {
+                exec_round.await
+            } else {
+                let sockets = native::open(k4, k6, p.max_rate);
+                let rate = native::safe_rate(&p, sockets.queue_replies);
+                let pacing = native::RoundPacing::new(
+                    in_process.len(),
+                    p.count,
+                    p.interval,
+                    p.timeout,
+                    rate,
+                    p.budget,
+                );
+                let mut line = sockets.tuning.join("; ");
+                line.push_str(&format!(
+                    "; {} targets, an echo every {:.3} ms ({:.0}/s), each target's every {:.3} s, round {:.1} s{}",
+                    in_process.len(),
+                    pacing.gap.as_secs_f64() * 1000.0,
+                    1.0 / pacing.gap.as_secs_f64().max(1e-9),
+                    pacing.per_target.as_secs_f64(),
+                    pacing.duration.as_secs_f64(),
+                    if pacing.compressed { " (faster than max_rate, to finish inside the interval)" } else { "" }
+                ));
+                if pacing.compressed && self.tuned.as_deref() != Some(line.as_str()) {
+                    slog::warn!(
+                        self.log,
+                        "ping: {} targets × {} echoes do not fit in the interval at {:.0} echoes/s; sending at {:.0}/s",
+                        in_process.len(), p.count, rate, 1.0 / pacing.gap.as_secs_f64().max(1e-9)
+                    );
+                }
+                self.note(line);
+                // A family whose socket failed: its targets get the error.
+                let mut open_targets = Vec::with_capacity(in_process.len());
+                for &(i, ip) in &in_process {
+                    let err = if ip.is_ipv6() {
+                        &sockets.v6_error
+                    } else {
+                        &sockets.v4_error
+                    };
+                    match err {
+                        Some(e) => {
+                            reopen = true;
+                            share(e);
+                            outcomes[i] = Some(Outcome::failed(p.count, e.clone()));
+                        }
+                        None => open_targets.push((i, ip)),
+                    }
+                }
+                let (exec_outcomes, _late) = futures::join!(
+                    exec_round,
+                    native::round(&sockets, &open_targets, &p, pacing, &mut outcomes)
+                );
+                exec_outcomes
+            };
+            (exec_outcomes, reopen)
+        };
+        #[cfg(not(unix))]
+        let (exec_outcomes, reopen) = (exec_round.await, false);
+        // The method was chosen once and reported (log, `agent status`):
+        // the system ping's results carry no error of their own.
+        for (i, o) in exec_outcomes {
+            outcomes[i] = Some(o);
+        }
+        if reopen {
+            // Probe again next time: the rights may have changed.
+            self.choice = None;
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::failed(p.count, "not pinged".into())))
+            .collect();
+        (outcomes, shared)
     }
 }
 
 impl Input for Ping {
     async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
-        let mut failure = None;
-        let outcomes = match self.method {
-            Method::Exec => self.gather_exec().await,
-            Method::Native | Method::Auto => {
-                match open_tuned_pinger(self.targets.len(), self.params).await {
-                    Ok((pinger, tuning)) => {
-                        // Logged once, and again only if it changes.
-                        let tuned = describe(&tuning);
-                        if self.tuned.as_ref() != Some(&tuned) {
-                            slog::debug!(self.log, "ping raw sockets: {tuned}");
-                            self.tuned = Some(tuned);
-                        }
-                        self.gather_native(&pinger).await
-                    }
-                    Err(e) if self.method == Method::Auto => {
-                        let mut o = self.gather_exec().await;
-                        for x in &mut o {
-                            x.error
-                                .get_or_insert_with(|| format!("{e}; used the system ping"));
-                        }
-                        o
-                    }
-                    Err(e) => {
-                        failure = Some(e.clone());
-                        let count = self.params.count;
-                        self.targets
-                            .iter()
-                            .map(|_| Outcome::failed(count, e.clone()))
-                            .collect()
-                    }
-                }
-            }
-        };
+        let (outcomes, shared) = self.gather_outcomes().await;
         for ((tag, address), o) in self.targets.iter().zip(outcomes) {
             let s = o.stats();
             let mut m = acc.metric();
@@ -442,10 +552,10 @@ impl Input for Ping {
             }
             acc.add(m);
         }
-        // The socket error concerns every target: report it once per gather
-        // (the core logs it at most once per interval); the per-target
-        // metrics are delivered and the next gather runs on time.
-        if let Some(e) = failure {
+        // An error of a whole address family (no way to ping it) is also
+        // the gather's error, reported once per gather (the core logs it at
+        // most once per interval); the per-target metrics are delivered.
+        for e in shared {
             acc.add_error(e);
         }
         Ok(())

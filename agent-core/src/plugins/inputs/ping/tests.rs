@@ -41,10 +41,15 @@ fn ipv6_loopback_configured() -> bool {
     std::net::UdpSocket::bind("[::1]:0").is_ok()
 }
 
+/// The targets' round trips, as the plugin's metrics give them.
+fn losses(ms: &[Metric]) -> Vec<f64> {
+    ms.iter().map(|m| f(m, "loss")).collect()
+}
+
 #[actix_rt::test]
 async fn native_loopback_v4_and_name() {
     let mut p = plugin(
-        "count: 5\ntimeout: 0.7\ninterval_ping: 0.05\n\
+        "method: native\ncount: 5\ntimeout: 0.7\ninterval_ping: 0.05\n\
          target: {LO: {address: 127.0.0.1}, NAME: {address: localhost}}",
     );
     let (r, ms) = gather(&mut p).await;
@@ -59,54 +64,34 @@ async fn native_loopback_v4_and_name() {
         assert!(f(m, "stddev") >= 0.0 && f(m, "jitter") >= 0.0);
         assert!(m.field("error").is_none(), "{m:?}");
     }
-    assert_eq!(s(&ms[0], "address"), "127.0.0.1");
-}
-
-#[actix_rt::test]
-async fn native_loopback_v6_or_clear_error() {
-    let mut p =
-        plugin("count: 3\ntimeout: 0.5\ninterval_ping: 0.05\ntarget: {V6: {address: '::1'}}");
-    let (r, ms) = gather(&mut p).await;
-    r.unwrap();
-    let m = &ms[0];
-    if ipv6_loopback_configured() {
-        assert_eq!(f(m, "loss"), 0.0, "{m:?}");
-        assert!(f(m, "average") < 500.0);
-        assert!(m.field("error").is_none(), "{m:?}");
-    } else {
-        // No ::1 here: the target fails on its own, with a reason.
-        assert_eq!(f(m, "loss"), 100.0);
-        assert_eq!(f(m, "average"), NO_REPLY_MS);
-        assert!(s(m, "error").contains("::1"), "{m:?}");
-    }
-}
-
-/// Both families in one gather, through the tuned sockets (on Linux only
-/// echo replies reach them).
-#[actix_rt::test]
-async fn native_gather_v4_and_v6_with_tuned_sockets() {
-    let mut p = plugin(
-        "count: 4\ntimeout: 0.7\ninterval_ping: 0.05\n\
-         target: {V4: {address: 127.0.0.1}, V6: {address: '::1'}}",
-    );
-    let (r, ms) = gather(&mut p).await;
-    r.unwrap();
-    assert_eq!(ms.len(), 2);
-    assert_eq!(f(&ms[0], "loss"), 0.0, "{:?}", ms[0]);
-    assert!(ms[0].field("error").is_none(), "{:?}", ms[0]);
-    if ipv6_loopback_configured() {
-        assert_eq!(f(&ms[1], "loss"), 0.0, "{:?}", ms[1]);
-        assert!(ms[1].field("error").is_none(), "{:?}", ms[1]);
-    } else {
-        eprintln!("::1 not configured here: only IPv4 checked");
-    }
+    // Root here: the raw socket, tuned.
+    let st = method::status().expect("reported");
+    assert_eq!(st["ipv4"], "raw", "{st}");
     #[cfg(target_os = "linux")]
     {
         let t = p.tuned.as_deref().unwrap_or_default();
         assert!(
-            t.contains("ICMPv4 receive buffer") && t.contains("filter echo replies only"),
+            t.contains("ICMPv4 raw receive buffer") && t.contains("filter echo replies only"),
             "{t}"
         );
+        assert!(t.contains("2 targets, an echo every"), "{t}");
+    }
+}
+
+#[actix_rt::test]
+async fn native_loopback_v6_or_clear_error() {
+    let mut p = plugin(
+        "method: native\ncount: 3\ntimeout: 0.7\ninterval_ping: 0.05\n\
+         target: {LO6: {address: '::1'}, BR: {address: '[::1]'}}",
+    );
+    let (_, ms) = gather(&mut p).await;
+    if ipv6_loopback_configured() {
+        assert_eq!(losses(&ms), [0.0, 0.0], "{ms:?}");
+    } else {
+        for m in &ms {
+            assert_eq!(f(m, "loss"), 100.0);
+            assert!(!s(m, "error").is_empty(), "{m:?}");
+        }
     }
 }
 
@@ -126,67 +111,329 @@ async fn dns_failure_is_per_target() {
         assert_eq!(f(badm, k), NO_REPLY_MS);
     }
     assert!(s(badm, "error").contains("cannot resolve"), "{badm:?}");
-    // The good target still ran (other tests share the ICMP traffic, so a
-    // lost echo is possible on a loaded machine).
-    assert!(f(good, "loss") < 100.0, "{good:?}");
+    assert_eq!(f(good, "loss"), 0.0, "{good:?}");
     assert!(good.field("error").is_none(), "{good:?}");
 }
 
-#[actix_rt::test]
-async fn concurrent_targets_do_not_cross_count() {
-    // 200 distinct loopback addresses on one shared Pinger; each must get
-    // exactly its own replies.
-    let pinger = open_pinger().await.unwrap();
-    let params = Params {
-        count: 4,
-        timeout: Duration::from_millis(700),
-        interval: Duration::from_millis(50),
-        resolve_timeout: Duration::from_secs(1),
-    };
-    let futs = (0..200u16).map(|i| {
-        let ip: IpAddr = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250)
-            .parse()
-            .unwrap();
-        let pinger = pinger.clone();
-        // Same ident for every target: matching must not depend on it.
-        async move { ping_native(&pinger, ip, 7, params).await }
-    });
-    let outcomes = futures::future::join_all(futs).await;
-    for o in outcomes {
-        assert_eq!(o.sent, 4);
-        assert_eq!(o.rtts_ms.len(), 4, "{o:?}");
-        assert!(o.error.is_none());
+#[cfg(unix)]
+mod engine {
+    use super::super::icmp::{self, parse_reply, IcmpSocket, Pacing, RoundTarget, SocketKind};
+    use super::*;
+
+    /// `n` distinct loopback addresses: 127.1.0.1, 127.1.0.2, ...
+    fn loopback_targets(n: usize) -> Vec<RoundTarget> {
+        (0..n)
+            .map(|i| RoundTarget {
+                ip: IpAddr::from([
+                    127,
+                    1 + (i / 62_500) as u8,
+                    ((i / 250) % 250) as u8,
+                    1 + (i % 250) as u8,
+                ]),
+            })
+            .collect()
+    }
+
+    /// A raw ICMPv4 socket tuned as a gather tunes it (a raw socket sees
+    /// every ICMP packet of the host, the other tests' too: untuned, its
+    /// default buffer overflows).
+    fn raw_v4() -> IcmpSocket {
+        let sock =
+            IcmpSocket::open(false, SocketKind::Raw).expect("root or CAP_NET_RAW for this test");
+        #[cfg(target_os = "linux")]
+        super::super::tune::tune(
+            sock.raw_fd(),
+            false,
+            SocketKind::Raw,
+            super::super::tune::rcvbuf_for(DEFAULT_MAX_RATE),
+        );
+        sock
+    }
+
+    #[test]
+    fn pacing_spreads_echoes_and_fits_the_interval() {
+        let ms = Duration::from_millis;
+        // 10 targets, 100 ms apart each: an echo every 10 ms.
+        let p = Pacing::new(10, 5, ms(100), ms(700), 10_000.0, None);
+        assert_eq!(p.gap, ms(10));
+        assert_eq!(p.per_target, ms(100));
+        assert_eq!(p.duration, ms(10) * 49 + ms(700));
+        assert!(!p.compressed);
+        // 10,000 targets at 0.2 s would be 50,000 echoes/s: held to the
+        // rate, each target's echoes 1 s apart.
+        let p = Pacing::new(
+            10_000,
+            3,
+            ms(200),
+            ms(700),
+            10_000.0,
+            Some(Duration::from_secs(54)),
+        );
+        assert_eq!(p.gap, Duration::from_micros(100));
+        assert_eq!(p.per_target, Duration::from_secs(1));
+        assert!(!p.compressed);
+        // PyAgent's defaults at 10,000 targets (60 echoes each) need 60 s
+        // at 10,000/s: faster, to end inside a 54 s budget.
+        let p = Pacing::new(
+            10_000,
+            60,
+            ms(100),
+            ms(700),
+            10_000.0,
+            Some(Duration::from_secs(54)),
+        );
+        assert!(p.compressed);
+        assert!(p.duration <= Duration::from_secs(54), "{p:?}");
+        assert!(p.gap < Duration::from_micros(100), "{p:?}");
+        // One target, one echo: just the wait.
+        let p = Pacing::new(1, 1, ms(100), ms(700), 10_000.0, Some(ms(500)));
+        assert_eq!(p.duration, ms(700));
+    }
+
+    /// An echo reply as a raw ICMPv4 socket delivers it (IP header first).
+    fn raw_reply(ident: u16, token: u32, target: u32, echo: u32) -> Vec<u8> {
+        let mut ip = vec![
+            0x45u8, 0, 0, 52, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        let mut icmp = vec![0u8; 32];
+        icmp[0] = 0; // echo reply
+        icmp[4..6].copy_from_slice(&ident.to_be_bytes());
+        icmp[8..12].copy_from_slice(&token.to_be_bytes());
+        icmp[12..16].copy_from_slice(&target.to_be_bytes());
+        icmp[16..20].copy_from_slice(&echo.to_be_bytes());
+        icmp[20..28].copy_from_slice(&12345u64.to_be_bytes());
+        ip.extend(icmp);
+        ip
+    }
+
+    #[test]
+    fn replies_are_recognised_by_ident_token_and_index() {
+        let pkt = raw_reply(7, 0xdead_beef, 42, 3);
+        let r = parse_reply(&pkt, false, SocketKind::Raw, 7, 0xdead_beef).unwrap();
+        assert_eq!((r.target, r.echo, r.sent_ns), (42, 3, 12345));
+        // Another process's (ident) or another round's (token) reply.
+        assert!(parse_reply(&pkt, false, SocketKind::Raw, 8, 0xdead_beef).is_none());
+        assert!(parse_reply(&pkt, false, SocketKind::Raw, 7, 1).is_none());
+        // A datagram socket delivers no IP header, and the kernel's ident.
+        let icmp = &pkt[20..];
+        let r = parse_reply(icmp, false, SocketKind::Datagram, 999, 0xdead_beef).unwrap();
+        assert_eq!(r.target, 42);
+        // Truncated, not a reply, garbage: ignored.
+        assert!(parse_reply(&pkt[..40], false, SocketKind::Raw, 7, 0xdead_beef).is_none());
+        let mut req = pkt.clone();
+        req[20] = 8;
+        assert!(parse_reply(&req, false, SocketKind::Raw, 7, 0xdead_beef).is_none());
+        assert!(parse_reply(&[], false, SocketKind::Raw, 7, 1).is_none());
+        assert!(parse_reply(&[0x4f], false, SocketKind::Raw, 7, 1).is_none());
+        assert!(parse_reply(&[0x60; 60], false, SocketKind::Raw, 7, 1).is_none());
+    }
+
+    /// Two rounds at once over the same 500 targets, each on its own raw
+    /// socket (so each sees both rounds' replies): each counts exactly its
+    /// own echoes.
+    #[actix_rt::test]
+    async fn concurrent_rounds_do_not_cross_count() {
+        let targets = loopback_targets(500);
+        let (a, b) = (raw_v4(), raw_v4());
+        let timeout = Duration::from_millis(700);
+        let pacing = Pacing::new(500, 4, Duration::from_millis(50), timeout, 20_000.0, None);
+        let (ra, rb) = futures::join!(
+            icmp::run_round(Some(&a), None, &targets, 4, timeout, pacing),
+            icmp::run_round(Some(&b), None, &targets, 4, timeout, pacing)
+        );
+        for r in [ra, rb] {
+            assert_eq!(r.late_or_duplicate, 0);
+            for t in 0..targets.len() {
+                assert_eq!(r.sent[t], 4);
+                assert_eq!(r.rtts(t).count(), 4, "target {t}");
+                assert!(r.errors[t].is_none(), "{:?}", r.errors[t]);
+            }
+        }
+    }
+
+    /// 10,000 loopback targets in one round at the default rate: every
+    /// echo answered, none counted as lost.
+    #[actix_rt::test]
+    async fn ten_thousand_targets_without_false_loss() {
+        let targets = loopback_targets(10_000);
+        let sock = raw_v4();
+        let timeout = Duration::from_millis(700);
+        let pacing = Pacing::new(
+            10_000,
+            2,
+            Duration::from_millis(200),
+            timeout,
+            DEFAULT_MAX_RATE,
+            None,
+        );
+        let r = icmp::run_round(Some(&sock), None, &targets, 2, timeout, pacing).await;
+        let lost: Vec<usize> = (0..targets.len())
+            .filter(|&t| r.rtts(t).count() != 2)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of 10,000 targets lost echoes: {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
+
+    /// An address no echo can be sent to gives that target an error, not
+    /// the others.
+    #[actix_rt::test]
+    async fn send_failure_is_per_target() {
+        let sock = raw_v4();
+        let targets = vec![
+            RoundTarget {
+                ip: "127.0.0.1".parse().unwrap(),
+            },
+            // The limited broadcast address: sendto fails (EACCES without
+            // SO_BROADCAST), nothing leaves the host.
+            RoundTarget {
+                ip: "255.255.255.255".parse().unwrap(),
+            },
+        ];
+        let timeout = Duration::from_millis(500);
+        let pacing = Pacing::new(2, 2, Duration::from_millis(20), timeout, 1000.0, None);
+        let r = icmp::run_round(Some(&sock), None, &targets, 2, timeout, pacing).await;
+        assert_eq!(r.rtts(0).count(), 2);
+        assert!(r.errors[0].is_none());
+        assert_eq!(r.rtts(1).count(), 0);
+        let e = r.errors[1].as_deref().unwrap_or_default();
+        assert!(e.contains("255.255.255.255"), "{e}");
+        // An IPv6 target without an ICMPv6 socket.
+        let v6 = vec![RoundTarget {
+            ip: "::1".parse().unwrap(),
+        }];
+        let r = icmp::run_round(Some(&sock), None, &v6, 1, timeout, pacing).await;
+        assert!(
+            r.errors[0]
+                .as_deref()
+                .unwrap_or_default()
+                .contains("no ICMP socket"),
+            "{:?}",
+            r.errors
+        );
+    }
+
+    /// Sets net.ipv4.ping_group_range for a test and puts it back; the
+    /// tests that change it take turns.
+    pub(crate) struct GroupRange {
+        old: String,
+        _turn: std::sync::MutexGuard<'static, ()>,
+    }
+
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    impl GroupRange {
+        const PATH: &'static str = "/proc/sys/net/ipv4/ping_group_range";
+
+        /// `None` when this machine does not let the test change it.
+        pub(crate) fn set(range: &str) -> Option<GroupRange> {
+            let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+            let old = std::fs::read_to_string(Self::PATH).ok()?;
+            std::fs::write(Self::PATH, range).ok()?;
+            Some(GroupRange {
+                old: old.split_whitespace().collect::<Vec<_>>().join(" "),
+                _turn: turn,
+            })
+        }
+    }
+
+    impl Drop for GroupRange {
+        fn drop(&mut self) {
+            let _ = std::fs::write(Self::PATH, &self.old);
+        }
+    }
+
+    /// The datagram engine, as root with the group range opened to gid 0
+    /// (when this machine allows changing it).
+    #[actix_rt::test]
+    async fn datagram_sockets_ping_v4_and_v6() {
+        let Some(_range) = GroupRange::set("0 0") else {
+            eprintln!("skipped: net.ipv4.ping_group_range cannot be changed here");
+            return;
+        };
+        let v4 = IcmpSocket::open(false, SocketKind::Datagram).unwrap();
+        let v6 = IcmpSocket::open(true, SocketKind::Datagram).ok();
+        let mut targets = loopback_targets(50);
+        if ipv6_loopback_configured() && v6.is_some() {
+            targets.push(RoundTarget {
+                ip: "::1".parse().unwrap(),
+            });
+        }
+        let timeout = Duration::from_millis(700);
+        let pacing = Pacing::new(
+            targets.len(),
+            3,
+            Duration::from_millis(50),
+            timeout,
+            5000.0,
+            None,
+        );
+        let r = icmp::run_round(Some(&v4), v6.as_ref(), &targets, 3, timeout, pacing).await;
+        for (t, target) in targets.iter().enumerate() {
+            assert_eq!(r.rtts(t).count(), 3, "{} {:?}", target.ip, r.errors[t]);
+        }
     }
 }
 
 /// Runs this test binary again as `nobody` (setpriv drops every
 /// capability with the uid change, so the child has no raw-socket right;
-/// the system ping still works there through its own file capability), and
-/// checks the child's gathers.
+/// the system ping still works there through its own file capability),
+/// with net.ipv4.ping_group_range closed and then (if this machine lets
+/// the test change it) open, and checks what the child's gathers chose.
+#[cfg(target_os = "linux")]
 #[test]
-fn raw_socket_denied_gives_clear_error() {
-    if std::env::var_os("AGENT_PING_NO_RAW_CHILD").is_some() {
+fn unprivileged_ping_uses_datagram_socket_or_system_ping() {
+    if let Ok(expect) = std::env::var("AGENT_PING_CHILD") {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut p = plugin("count: 2\ntimeout: 0.3\ninterval_ping: 0.05\ntarget: {LO: {address: 127.0.0.1}}");
+            let v6 = ipv6_loopback_configured();
+            let targets = if v6 {
+                "{LO: {address: 127.0.0.1}, LO6: {address: '::1'}}"
+            } else {
+                "{LO: {address: 127.0.0.1}}"
+            };
+            // native: the datagram socket, or a clear error.
+            let mut p = plugin(&format!(
+                "method: native\ncount: 2\ntimeout: 0.5\ninterval_ping: 0.05\ntarget: {targets}"
+            ));
             let (r, ms) = gather(&mut p).await;
-            let err = r.unwrap_err().to_string();
-            println!("GATHER_ERROR={err}");
-            let m = &ms[0];
-            assert_eq!(f(m, "loss"), 100.0);
-            assert_eq!(f(m, "average"), NO_REPLY_MS);
-            assert_eq!(s(m, "error"), err);
-            // auto falls back to the system ping, which works unprivileged.
-            let mut p = plugin(
-                "method: auto\ncount: 2\ntimeout: 0.5\ninterval_ping: 0.2\ntarget: {LO: {address: 127.0.0.1}}",
-            );
+            let st = method::status().unwrap();
+            println!("NATIVE_METHOD={}", st["ipv4"]);
+            if expect == "datagram" {
+                r.unwrap();
+                assert_eq!(st["ipv4"], "datagram", "{st}");
+                for m in &ms {
+                    assert_eq!(f(m, "loss"), 0.0, "{m:?}");
+                }
+            } else {
+                let err = r.unwrap_err().to_string();
+                println!("GATHER_ERROR={err}");
+                assert_eq!(f(&ms[0], "loss"), 100.0);
+                assert_eq!(f(&ms[0], "average"), NO_REPLY_MS);
+                assert_eq!(s(&ms[0], "error"), err);
+            }
+            // auto (the default): loss 0 either way.
+            let mut p = plugin(&format!(
+                "count: 2\ntimeout: 0.5\ninterval_ping: 0.2\ntarget: {targets}"
+            ));
             let (r, ms) = gather(&mut p).await;
             r.unwrap();
-            assert_eq!(f(&ms[0], "loss"), 0.0, "{:?}", ms[0]);
-            assert!(s(&ms[0], "error").contains("used the system ping"));
+            for m in &ms {
+                assert_eq!(f(m, "loss"), 0.0, "{m:?}");
+            }
+            let st = method::status().unwrap();
+            println!("AUTO_METHOD={}", st["ipv4"]);
+            // Chosen once and reported (log, status), not an error.
+            for m in &ms {
+                assert!(m.field("error").is_none(), "{m:?}");
+            }
+            assert_eq!(st["ipv4"], expect, "{st}");
         });
         return;
     }
@@ -196,28 +443,66 @@ fn raw_socket_denied_gives_clear_error() {
     std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
-        .args([
-            "plugins::inputs::ping::tests::raw_socket_denied_gives_clear_error",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("AGENT_PING_NO_RAW_CHILD", "1")
-        .output()
-        .expect("setpriv (util-linux) must be installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("GATHER_ERROR=").map(|x| x.1))
-        .unwrap_or_else(|| panic!("child did not run the check:\n{stdout}\n{stderr}"));
-    assert!(line.contains("Operation not permitted"), "{line}");
-    assert!(line.contains("setcap cap_net_raw+ep "), "{line}");
-    assert!(line.contains("as root"), "{line}");
+    let child = |expect: &str| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&exe)
+            .args([
+                "plugins::inputs::ping::tests::unprivileged_ping_uses_datagram_socket_or_system_ping",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("AGENT_PING_CHILD", expect)
+            .output()
+            .expect("setpriv (util-linux) must be installed");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "child ({expect}) failed:\n{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("AUTO_METHOD="),
+            "child did not run the check:\n{stdout}\n{stderr}"
+        );
+        stdout
+    };
+    let closed = engine::GroupRange::set("1 0");
+    let current =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap_or_default();
+    let nobody_allowed = current
+        .split_whitespace()
+        .map(|x| x.parse::<u64>().unwrap_or(0))
+        .collect::<Vec<_>>()
+        .as_slice()
+        .windows(2)
+        .next()
+        .is_some_and(|w| w[0] <= 65534 && 65534 <= w[1]);
+    if !nobody_allowed {
+        // Neither socket: native says why; auto uses the system ping.
+        let out = child("exec");
+        let line = out
+            .lines()
+            .find_map(|l| l.split_once("GATHER_ERROR=").map(|x| x.1))
+            .unwrap_or_default();
+        assert!(line.contains("cannot open a raw ICMP socket"), "{line}");
+        assert!(
+            line.contains("CAP_NET_RAW") && line.contains("setcap cap_net_raw+ep "),
+            "{line}"
+        );
+        assert!(line.contains("ping_group_range"), "{line}");
+        assert!(out.contains("AUTO_METHOD=\"exec\""), "{out}");
+    }
+    drop(closed);
+    match engine::GroupRange::set("0 2147483647") {
+        Some(_open) => {
+            let out = child("datagram");
+            assert!(out.contains("NATIVE_METHOD=\"datagram\""), "{out}");
+            assert!(out.contains("AUTO_METHOD=\"datagram\""), "{out}");
+        }
+        None => eprintln!("ping_group_range cannot be changed here: datagram case not run"),
+    }
 }
 
 #[actix_rt::test]
@@ -370,12 +655,16 @@ fn config_defaults_and_errors() {
     assert_eq!(p.params.count, 60);
     assert_eq!(p.params.timeout, Duration::from_millis(700));
     assert_eq!(p.params.interval, Duration::from_millis(100));
-    assert_eq!(p.method, Method::Native);
+    assert_eq!(p.method, Method::Auto);
+    assert_eq!(p.params.max_rate, DEFAULT_MAX_RATE);
     for (yaml, key) in [
         ("timeout: 0", "timeout"),
         ("interval_ping: -1", "interval_ping"),
         ("count: 0", "count"),
         ("target: {A: {address: ''}}", "target.A.address"),
+        ("max_rate: 0", "max_rate"),
+        ("max_rate: .nan", "max_rate"),
+        ("max_rate: 1e300", "max_rate"),
     ] {
         let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).unwrap();
         let err = Ping::from_config(&PluginConfig::from_value("ping", v))
@@ -388,274 +677,78 @@ fn config_defaults_and_errors() {
     assert!(Ping::from_config(&PluginConfig::from_value("ping", v)).is_err());
 }
 
-/// Raw-socket tuning (Linux): larger receive buffer, echo replies only.
+/// Socket tuning (Linux): larger receive buffer, echo replies only.
 #[cfg(target_os = "linux")]
 mod tuning {
-    use super::super::tune::{self, Tuned};
+    use super::super::icmp::{IcmpSocket, SocketKind};
+    use super::super::tune;
     use super::*;
-    use std::os::fd::RawFd;
-
-    /// PyAgent's defaults: 60 echoes 0.1 s apart, 0.7 s timeout.
-    fn defaults() -> Params {
-        Params {
-            count: 60,
-            timeout: Duration::from_millis(700),
-            interval: Duration::from_millis(100),
-            resolve_timeout: Duration::from_secs(1),
-        }
-    }
-
-    /// The pinger and its tuning, or `None` (with the reason printed) when
-    /// raw sockets cannot be opened here.
-    async fn tuned_pinger(targets: usize) -> Option<(Pinger, Vec<Tuned>)> {
-        match open_tuned_pinger(targets, defaults()).await {
-            Ok(x) => Some(x),
-            Err(e) => {
-                eprintln!("skipped: {e}");
-                None
-            }
-        }
-    }
-
-    /// `(bytes queued, packets dropped)` of a socket, from /proc/net/raw{,6}.
-    fn queue_and_drops(fd: RawFd) -> (u64, u64) {
-        // SAFETY: `st` is written by fstat.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
-        let ino = st.st_ino.to_string();
-        for file in ["/proc/net/raw", "/proc/net/raw6"] {
-            let text = std::fs::read_to_string(file).unwrap();
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.get(9) == Some(&ino.as_str()) {
-                    let rx = f[4].split(':').nth(1).unwrap();
-                    let rx = u64::from_str_radix(rx, 16).unwrap();
-                    return (rx, f.last().unwrap().parse().unwrap());
-                }
-            }
-        }
-        panic!("socket {fd} (inode {ino}) not in /proc/net/raw*");
-    }
-
-    /// A raw ICMPv4 socket of the test's own, to send echo requests from.
-    struct RawV4(RawFd);
-
-    impl RawV4 {
-        fn open() -> Self {
-            // SAFETY: plain socket(2) call.
-            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
-            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-            RawV4(fd)
-        }
-
-        /// Sends an echo request to 127.0.0.1.
-        fn echo(&self, ident: u16, seq: u16) {
-            let mut pkt = [0u8; 8 + 24];
-            pkt[0] = 8; // echo request
-            pkt[4..6].copy_from_slice(&ident.to_be_bytes());
-            pkt[6..8].copy_from_slice(&seq.to_be_bytes());
-            pkt[8..].fill(0x5a);
-            let mut sum: u32 = pkt
-                .chunks(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-                .sum();
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            pkt[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: `pkt` and `addr` are live for the call.
-            let n = unsafe {
-                libc::sendto(
-                    self.0,
-                    pkt.as_ptr().cast(),
-                    pkt.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(n, pkt.len() as isize, "{}", std::io::Error::last_os_error());
-        }
-
-        /// `n` echo requests, in slices of 100 with a pause (blocking the
-        /// thread) so loopback's backlog queue, shared with the other
-        /// tests' pings, never fills.
-        fn paced_echoes(&self, ident: u16, n: u16) {
-            for seq in 0..n {
-                self.echo(ident, seq);
-                if seq % 100 == 99 {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        }
-
-        /// Reads every queued packet (non-blocking): `(ICMP type, ident)`
-        /// of each, after the IPv4 header.
-        fn drain(&self) -> Vec<(u8, u16)> {
-            let mut out = Vec::new();
-            let mut buf = [0u8; 2048];
-            loop {
-                // SAFETY: `buf` is valid for writes of its length.
-                let n = unsafe {
-                    libc::recv(
-                        self.0,
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n <= 0 {
-                    return out;
-                }
-                let ihl = usize::from(buf[0] & 0x0f) * 4;
-                let icmp = &buf[ihl..n as usize];
-                out.push((icmp[0], u16::from_be_bytes([icmp[4], icmp[5]])));
-            }
-        }
-    }
-
-    impl Drop for RawV4 {
-        fn drop(&mut self) {
-            // SAFETY: the fd is ours.
-            unsafe { libc::close(self.0) };
-        }
-    }
 
     #[test]
-    fn rcvbuf_grows_with_targets_within_bounds() {
-        assert_eq!(tune::rcvbuf_for(0, 7), tune::MIN_RCVBUF);
-        assert_eq!(tune::rcvbuf_for(10, 7), tune::MIN_RCVBUF);
+    fn rcvbuf_grows_with_the_rate_within_bounds() {
+        assert_eq!(tune::rcvbuf_for(0.0), tune::MIN_RCVBUF);
+        assert_eq!(tune::rcvbuf_for(100.0), tune::MIN_RCVBUF);
+        assert_eq!(tune::rcvbuf_for(2000.0), 500 * tune::BYTES_PER_REPLY);
         assert_eq!(
-            tune::rcvbuf_for(100, 7),
-            100 * 7 * 2 * tune::BYTES_PER_REPLY
+            tune::rcvbuf_for(DEFAULT_MAX_RATE),
+            2500 * tune::BYTES_PER_REPLY
         );
-        assert_eq!(tune::rcvbuf_for(1000, 7), tune::MAX_RCVBUF);
-        assert_eq!(tune::rcvbuf_for(usize::MAX, usize::MAX), tune::MAX_RCVBUF);
-        assert_eq!(defaults().in_flight(), 7);
-        let one = Params {
-            count: 3,
-            timeout: Duration::from_secs(5),
-            ..defaults()
-        };
-        assert_eq!(one.in_flight(), 3, "never more than count");
+        assert_eq!(tune::rcvbuf_for(1e12), tune::MAX_RCVBUF);
+        assert_eq!(tune::rcvbuf_for(f64::NAN), tune::MIN_RCVBUF);
     }
 
     #[actix_rt::test]
-    async fn pinger_sockets_get_large_buffer_and_echo_reply_filter() {
-        let Some((_pinger, tuned)) = tuned_pinger(1000).await else {
-            return;
-        };
-        let v4: Vec<&Tuned> = tuned.iter().filter(|t| !t.v6).collect();
-        assert!(!v4.is_empty(), "no ICMPv4 socket tuned: {tuned:?}");
-        for t in &tuned {
-            assert_eq!(tune::raw_icmp_family(t.fd), Some(t.v6), "{t:?}");
+    async fn raw_sockets_get_large_buffer_and_echo_reply_filter() {
+        for v6 in [false, true] {
+            let Ok(sock) = IcmpSocket::open(v6, SocketKind::Raw) else {
+                assert!(v6, "no raw ICMPv4 socket (root needed)");
+                continue;
+            };
+            let fd = sock.raw_fd();
+            let t = tune::tune(fd, v6, SocketKind::Raw, tune::MAX_RCVBUF);
+            assert_eq!(tune::raw_icmp_family(fd), Some(v6), "{t:?}");
             // Root: SO_RCVBUFFORCE gives the whole 4 MiB (the kernel
             // reports twice the value asked for, i.e. the bytes usable).
-            // Without CAP_NET_ADMIN net.core.rmem_max caps it.
             // SAFETY: geteuid has no preconditions.
             if unsafe { libc::geteuid() } == 0 {
                 assert_eq!(t.rcvbuf_how, "SO_RCVBUFFORCE", "{t:?}");
-                assert_eq!(tune::rcvbuf(t.fd).unwrap(), tune::MAX_RCVBUF, "{t:?}");
-            } else {
-                assert!(t.rcvbuf > tune::MIN_RCVBUF, "{t:?}");
+                assert_eq!(tune::rcvbuf(fd).unwrap(), tune::MAX_RCVBUF, "{t:?}");
             }
             assert_eq!(t.filter, Ok(()), "{t:?}");
-            if t.v6 {
-                let f = tune::icmp6_filter(t.fd).unwrap();
+            if v6 {
+                let f = tune::icmp6_filter(fd).unwrap();
                 assert_eq!(f, tune::icmp6_echo_reply_only());
                 assert_eq!(f[4], !(1 << 1), "only type 129 passes");
                 assert!(f.iter().enumerate().all(|(i, w)| i == 4 || *w == u32::MAX));
             } else {
+                assert_eq!(tune::icmp_filter(fd).unwrap(), !1u32, "only type 0 passes");
+                let line = t.to_string();
                 assert_eq!(
-                    tune::icmp_filter(t.fd).unwrap(),
-                    !1u32,
-                    "only type 0 passes"
+                    line,
+                    format!(
+                        "ICMPv4 raw receive buffer {} KiB (SO_RCVBUFFORCE), filter echo replies only",
+                        t.rcvbuf / 1024
+                    )
                 );
             }
         }
-        // The log line says what was obtained.
-        let line = describe(&tuned);
-        let v4 = v4[0];
-        let expect = format!(
-            "ICMPv4 receive buffer {} KiB ({}), filter echo replies only",
-            v4.rcvbuf / 1024,
-            v4.rcvbuf_how
-        );
-        assert!(line.contains(&expect), "{line}");
     }
 
+    /// With the receive buffer an unprivileged process gets, the round's
+    /// rate is lowered so a fifth of a second of replies fits.
     #[test]
-    fn filtered_socket_queues_only_echo_replies_and_a_burst_without_drops() {
-        let sender = RawV4::open();
-        let rx = RawV4::open();
-        let before = rx_default_rcvbuf(&rx);
-        let t = tune::tune(rx.0, false, tune::MAX_RCVBUF);
-        assert_eq!(t.filter, Ok(()));
-        assert!(t.rcvbuf > before, "{t:?} vs default {before}");
-        // 2,000 requests without reading: unfiltered, the socket would see
-        // 4,000 packets (~3.3 MB), far over the default buffer.
-        let ident: u16 = rand::random();
-        const N: u16 = 2000;
-        sender.paced_echoes(ident, N);
-        let (_, drops) = queue_and_drops(rx.0);
-        assert_eq!(drops, 0);
-        let got = rx.drain();
-        // Other tests' replies may be queued too; none is anything but a reply.
-        assert!(
-            got.iter().all(|(ty, _)| *ty == 0),
-            "non-reply packets queued"
-        );
-        let ours = got.iter().filter(|(_, id)| *id == ident).count();
-        assert_eq!(ours, N as usize, "every reply queued");
-    }
-
-    fn rx_default_rcvbuf(s: &RawV4) -> usize {
-        tune::rcvbuf(s.0).unwrap()
-    }
-
-    /// A burst of replies queued while the thread is busy is received in
-    /// full once the pinger's receiver runs (tokio-icmp-echo's receiver
-    /// drains its socket by recursing; tokio's cooperative budget bounds
-    /// that to 128 packets a poll, so a full buffer does not overflow the
-    /// stack: this test's thread has 2 MiB).
-    #[actix_rt::test]
-    async fn pinger_takes_a_queued_burst_without_drops() {
-        let Some((pinger, tuned)) = tuned_pinger(1000).await else {
-            return;
+    fn small_buffer_lowers_the_rate() {
+        let p = Params {
+            count: 3,
+            timeout: Duration::from_millis(700),
+            interval: Duration::from_millis(200),
+            resolve_timeout: Duration::from_secs(1),
+            max_rate: DEFAULT_MAX_RATE,
+            budget: None,
         };
-        let v4 = tuned.iter().find(|t| !t.v6).unwrap().fd;
-        let sender = RawV4::open();
-        // Half the buffer (other tests' replies arrive here too), nine
-        // times what the default buffer holds.
-        let burst = (tune::MAX_RCVBUF / 2 / 900) as u16;
-        // No await: the receiver task cannot run meanwhile.
-        sender.paced_echoes(0x4242, burst);
-        let (queued, drops) = queue_and_drops(v4);
-        assert_eq!(drops, 0, "{queued} bytes queued");
-        assert!(queued > u64::from(burst) * 500, "{queued} bytes queued");
-        // Then it still works.
-        let o = ping_native(
-            &pinger,
-            "127.0.0.1".parse().unwrap(),
-            9,
-            Params {
-                count: 3,
-                interval: Duration::from_millis(20),
-                ..defaults()
-            },
-        )
-        .await;
-        assert_eq!(o.rtts_ms.len(), 3, "{o:?}");
-        let (queued, drops) = queue_and_drops(v4);
-        assert_eq!(drops, 0);
-        assert!(queued < 64 * 1024, "{queued} bytes still queued");
+        // 208 KiB / 1 KiB per reply.
+        assert_eq!(super::super::native::safe_rate(&p, 208), 1040.0);
+        assert_eq!(super::super::native::safe_rate(&p, 4096), DEFAULT_MAX_RATE);
+        assert_eq!(super::super::native::safe_rate(&p, 0), DEFAULT_MAX_RATE);
     }
 }

@@ -1,15 +1,15 @@
-//! Linux: a larger receive buffer and a kernel filter on tokio-icmp-echo's
-//! raw ICMP sockets.
+//! Linux: a larger receive buffer on the round's ICMP sockets, and a
+//! kernel filter on raw ones.
 //!
 //! A raw ICMP socket receives every ICMP packet the host gets, and on
 //! loopback that includes each echo *request* the agent sends. With a
 //! thousand targets that is ~20,000 packets/s into the default 208 KiB
 //! buffer (~250 packets), which overflows whenever the agent's thread is
 //! busy for a few ms: the kernel drops replies and ping reports loss that
-//! is not on the network. tokio-icmp-echo does not expose its sockets, so
-//! the ones a `Pinger::new()` call opened are found among the process's
-//! file descriptors (those that were not open before the call).
-use std::collections::HashSet;
+//! is not on the network. A datagram socket only receives its own replies,
+//! but its buffer is capped by net.core.rmem_max for an unprivileged
+//! process: the round's send rate is lowered to what it holds.
+use super::icmp::SocketKind;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -25,24 +25,26 @@ const ICMP6_ECHO_REPLY: u32 = 129;
 /// The kernel's accounting for one queued echo reply (skb truesize; 832
 /// bytes measured for a 52-byte loopback reply), rounded up.
 pub(crate) const BYTES_PER_REPLY: usize = 1024;
-/// Upper bound of the receive buffer asked for (~5,000 replies, half a
-/// second of 1,000 targets' replies). Only queued packets use memory.
+/// Upper bound of the receive buffer asked for (~4,000 replies, 0.4 s at
+/// the default 10,000 echoes/s). Only queued packets use memory.
 pub(crate) const MAX_RCVBUF: usize = 4 << 20;
 /// Never ask for less than the usual default (`net.core.rmem_default`).
 pub(crate) const MIN_RCVBUF: usize = 208 << 10;
 
-/// What was obtained on one raw ICMP socket.
+/// What was obtained on one ICMP socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tuned {
     pub fd: RawFd,
     pub v6: bool,
+    pub kind: SocketKind,
     /// `SO_RCVBUF` as the kernel reports it after the change (bytes the
     /// socket may queue).
     pub rcvbuf: usize,
     /// How it was set: `SO_RCVBUFFORCE`, `SO_RCVBUF` (capped by
     /// net.core.rmem_max) or the error.
     pub rcvbuf_how: String,
-    /// `Ok` when only echo replies reach the socket.
+    /// `Ok` when only echo replies reach the socket (a datagram socket
+    /// needs no filter: only its own replies reach it).
     pub filter: Result<(), String>,
 }
 
@@ -50,41 +52,30 @@ impl std::fmt::Display for Tuned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} receive buffer {} KiB ({}), filter {}",
+            "{} {} receive buffer {} KiB ({}), filter {}",
             if self.v6 { "ICMPv6" } else { "ICMPv4" },
+            match self.kind {
+                SocketKind::Raw => "raw",
+                SocketKind::Datagram => "datagram",
+            },
             self.rcvbuf / 1024,
             self.rcvbuf_how,
-            match &self.filter {
-                Ok(()) => "echo replies only".to_string(),
-                Err(e) => format!("not set: {e}"),
+            match (&self.filter, self.kind) {
+                (Ok(()), SocketKind::Datagram) => "not needed (own replies only)".to_string(),
+                (Ok(()), SocketKind::Raw) => "echo replies only".to_string(),
+                (Err(e), _) => format!("not set: {e}"),
             }
         )
     }
 }
 
-/// The receive buffer for `targets` targets with `in_flight` echoes each
-/// outstanding: room for twice their replies, within
-/// [`MIN_RCVBUF`, `MAX_RCVBUF`].
-pub(crate) fn rcvbuf_for(targets: usize, in_flight: usize) -> usize {
-    targets
-        .saturating_mul(in_flight.max(1))
-        .saturating_mul(2 * BYTES_PER_REPLY)
+/// The receive buffer for a round sending `rate` echoes a second: a
+/// quarter of a second of replies, within [`MIN_RCVBUF`, `MAX_RCVBUF`].
+pub(crate) fn rcvbuf_for(rate: f64) -> usize {
+    let replies = (rate.max(0.0) / 4.0).min(1e9) as usize;
+    replies
+        .saturating_mul(BYTES_PER_REPLY)
         .clamp(MIN_RCVBUF, MAX_RCVBUF)
-}
-
-/// This process's open file descriptors.
-pub(crate) fn open_fds() -> HashSet<RawFd> {
-    let mut fds: HashSet<RawFd> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(dir) => dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-        Err(_) => HashSet::new(),
-    };
-    // The listing includes the directory's own fd, closed by now and the
-    // first number the next socket gets.
-    // SAFETY: F_GETFD only queries the descriptor.
-    fds.retain(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1);
-    fds
 }
 
 fn getsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
@@ -126,6 +117,7 @@ fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io:
 }
 
 /// `Some(is_v6)` when `fd` is a raw ICMP or ICMPv6 socket.
+#[cfg(test)]
 pub(crate) fn raw_icmp_family(fd: RawFd) -> Option<bool> {
     if getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()? != libc::SOCK_RAW {
         return None;
@@ -197,9 +189,9 @@ pub(crate) fn rcvbuf(fd: RawFd) -> io::Result<usize> {
     getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).map(|v| v.max(0) as usize)
 }
 
-/// Tunes one raw ICMP socket: receive buffer of about `bytes` and the
-/// echo-reply-only filter.
-pub(crate) fn tune(fd: RawFd, v6: bool, bytes: usize) -> Tuned {
+/// Tunes one ICMP socket: receive buffer of about `bytes` and, on a raw
+/// socket, the echo-reply-only filter.
+pub(crate) fn tune(fd: RawFd, v6: bool, kind: SocketKind, bytes: usize) -> Tuned {
     // The kernel doubles the value; ask for half so `bytes` can be queued.
     let ask = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX);
     let rcvbuf_how = match setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &ask) {
@@ -209,7 +201,9 @@ pub(crate) fn tune(fd: RawFd, v6: bool, bytes: usize) -> Tuned {
             Err(e) => format!("unchanged: {e}"),
         },
     };
-    let filter = if v6 {
+    let filter = if kind == SocketKind::Datagram {
+        Ok(())
+    } else if v6 {
         setsockopt(
             fd,
             libc::IPPROTO_ICMPV6,
@@ -222,17 +216,9 @@ pub(crate) fn tune(fd: RawFd, v6: bool, bytes: usize) -> Tuned {
     Tuned {
         fd,
         v6,
+        kind,
         rcvbuf: rcvbuf(fd).unwrap_or(0),
         rcvbuf_how,
         filter: filter.map_err(|e| e.to_string()),
     }
-}
-
-/// Tunes the raw ICMP sockets open now that were not in `before`.
-pub(crate) fn tune_new_sockets(before: &HashSet<RawFd>, bytes: usize) -> Vec<Tuned> {
-    let mut fds: Vec<RawFd> = open_fds().difference(before).copied().collect();
-    fds.sort_unstable();
-    fds.into_iter()
-        .filter_map(|fd| Some(tune(fd, raw_icmp_family(fd)?, bytes)))
-        .collect()
 }
