@@ -180,6 +180,14 @@ async fn resolve(
     ipv6_only: bool,
     timeout: Duration,
 ) -> Result<Vec<SocketAddr>, String> {
+    if host.contains('%') {
+        // A link-local address with its zone (`fe80::1%eth0`): the scope id
+        // must reach connect(), and the shared cache keeps bare addresses.
+        return tokio::net::lookup_host((host, port))
+            .await
+            .map(|a| a.filter(|a| !ipv6_only || a.is_ipv6()).collect())
+            .map_err(|e| format!("cannot resolve {host}: {e}"));
+    }
     let ips = resolver::lookup(host, timeout).await?;
     let addrs: Vec<SocketAddr> = ips
         .iter()
