@@ -133,7 +133,7 @@ poll() {
       (.status.outputs[] | "output:\(.name) \(.stats.calls) 0 \(.stats.metrics_out)")' >> "$tmp/polls" || true
     # Packets the kernel dropped on the agent's raw ICMP sockets (full
     # receive buffer): "raw <inode> <drops>".
-    inodes=$(ls -l /proc/"$apid"/fd 2>/dev/null | sed -n 's/.*socket:\[\([0-9]*\)\]/\1/p' | tr '\n' ' ')
+    inodes=$(ls -l /proc/"$apid"/fd 2>/dev/null | sed -n 's/.*socket:\[\([0-9]*\)\]/\1/p' | tr '\n' ' ') || true # an fd closing while listed fails ls: keep polling
     awk -v ino=" $inodes" 'NR > 1 && index(ino, " " $10 " ") { print "raw", $10, $NF }' /proc/net/raw /proc/net/raw6 >> "$tmp/polls" 2>/dev/null || true
     sleep 2
   done
