@@ -21,6 +21,29 @@ fn logger(config: &AgentConfig) -> Logger {
     log
 }
 
+/// Raises the descriptor limit and sizes the probes' budget for this plan
+/// (after the log file and the control socket are open, so they count).
+/// Logged at INFO by `run`, at DEBUG by `once` and `test` (whose stderr
+/// is for the operator at the terminal).
+fn fd_budget(plan: &Plan, log: &Logger, loud: bool) {
+    let reserve = agent_core::fd_budget::reserve_for(plan.outputs.len(), plan.pipelines.len());
+    let b = agent_core::fd_budget::init(reserve).snapshot();
+    let (limit, hard, started, reserved, capacity) = (
+        b.soft_limit,
+        b.hard_limit,
+        b.initial_soft_limit,
+        b.reserved,
+        b.probe_capacity,
+    );
+    if loud {
+        info!(log, "file descriptors"; "limit" => limit, "hard_limit" => hard, "started_with" => started,
+            "reserved" => reserved, "probe_capacity" => capacity);
+    } else {
+        slog::debug!(log, "file descriptors"; "limit" => limit, "hard_limit" => hard, "started_with" => started,
+            "reserved" => reserved, "probe_capacity" => capacity);
+    }
+}
+
 pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
     // The socket first: a second agent on the same etc/ stops here, before
     // it touches the log file, the spool or the outputs.
@@ -35,6 +58,7 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
     for w in &plan.warnings {
         warn!(log, "config warning: {}", w);
     }
+    fd_budget(&plan, &log, true);
     let system = actix_rt::System::new();
     let (start_delay, inputs) = (plan.start_delay, plan.pipelines.len());
     let steady = trim::steady_after(&plan);
@@ -86,6 +110,7 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
 
 pub fn once(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
     let log = logger(&config);
+    fd_budget(&plan, &log, true);
     let system = actix_rt::System::new();
     system.block_on(async move {
         let sup = PipelineSupervisor::new(config, plan, Arc::new(registry), log)

@@ -35,6 +35,26 @@ pub fn show(config: &AgentConfig, json: bool) -> Result<()> {
             logging.last_error.as_deref().unwrap_or("-")
         );
     }
+    if let Some(b) = &answer.fd_budget {
+        println!(
+            "fd budget: limit {} (hard {}, started with {}), reserved {}, probes {}: in use {}, peak {}, waited {} of {} acquisitions",
+            b.soft_limit,
+            b.hard_limit,
+            b.initial_soft_limit,
+            b.reserved,
+            b.probe_capacity,
+            b.in_use,
+            b.peak,
+            b.waited,
+            b.acquired
+        );
+    }
+    if let Some(d) = &answer.dns {
+        println!(
+            "dns cache: {} names, {} look-ups ({} failed), {} hits, {} shared, lifetime {}s",
+            d.names, d.lookups, d.failures, d.hits, d.coalesced, d.ttl_sec
+        );
+    }
     if let Some(ping) = &answer.ping {
         println!(
             "ping: IPv4 {}, IPv6 {}",

@@ -24,6 +24,12 @@ pub struct ControlAnswer {
     /// Log write errors and dropped log records.
     #[serde(default)]
     pub logging: crate::logging::LogStats,
+    /// The file-descriptor budget of the probes and its use.
+    #[serde(default)]
+    pub fd_budget: Option<crate::fd_budget::FdBudgetStatus>,
+    /// The probes' shared DNS cache.
+    #[serde(default)]
+    pub dns: Option<crate::plugins::common::resolver::ResolverStats>,
     /// How ping reaches each address family (`{"ipv4": "raw", "ipv6":
     /// "datagram", "detail": ...}`), once a ping input has gathered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +221,8 @@ pub fn serve_on(
                 status: serde_json::to_value(status).unwrap_or_default(),
                 reload: serde_json::to_value(reload_state).unwrap_or_default(),
                 logging: crate::logging::stats(),
+                fd_budget: Some(crate::fd_budget::snapshot()),
+                dns: Some(crate::plugins::common::resolver::stats()),
                 ping: crate::plugins::inputs::ping::method::status(),
             };
             let body = serde_json::to_vec_pretty(&answer).unwrap_or_default();
@@ -266,6 +274,8 @@ mod tests {
             status: serde_json::Value::Null,
             reload: serde_json::Value::Null,
             logging: Default::default(),
+            fd_budget: None,
+            dns: None,
             ping: None,
         })
         .expect("json")

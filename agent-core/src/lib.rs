@@ -8,6 +8,8 @@
 //! - [`rate_limit`], [`logging`], `blocking`: the one rate limiter for
 //!   repeated log lines, the non-blocking logger, the worker threads that
 //!   keep blocking calls off the event loop.
+//! - [`fd_budget`]: `RLIMIT_NOFILE` raised at start, and the descriptors
+//!   the probes of every input may hold, as permits.
 //! - [`config`]: PyAgent's `etc/` folder, merged and validated into a
 //!   [`Plan`] (`load` merges files, `plan` resolves pipelines, `value`
 //!   holds the typed values, `unknown` reports unknown keys).
@@ -54,6 +56,7 @@ pub(crate) mod blocking;
 pub mod config;
 #[cfg(unix)]
 pub mod control;
+pub mod fd_budget;
 pub mod format;
 pub mod logging;
 pub mod metric;

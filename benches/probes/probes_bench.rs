@@ -1,11 +1,13 @@
-//! Scale run of the network probes: 1,000 telnet targets (loopback ports),
-//! 1,000 curl targets (one loopback HTTP server) and 1,000 ping targets
-//! (127.0.1.1 .. 127.0.4.232), gathered once per interval.
+//! Scale run of the network probes: N telnet targets (one loopback
+//! listener each), N curl targets (one loopback HTTP server) and N ping
+//! targets (127.0.1.1 .. 127.0.4.232 for 1,000), gathered once per
+//! interval. N is `PROBES_TARGETS` (default 1,000).
 //!
 //! `probes_bench <telnet|curl|ping|all> [rounds] [interval_s]` prints, per
 //! probe kind, the wall time of each round, then the process's CPU seconds
 //! per minute and peak RSS. The servers run in a child process
-//! (`probes_bench serve`) so they are not counted. Loopback only.
+//! (`probes_bench serve`, also used by `agent_scale.sh`) so they are not
+//! counted. Loopback only.
 use agent_core::plugins::inputs::{curl::Curl, ping::Ping, telnet::Telnet};
 use agent_core::{Accumulator, FieldValue, Input, Metric, PluginConfig};
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +15,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TARGETS: usize = 1000;
+/// Targets per kind: `PROBES_TARGETS`, else 1,000.
+fn targets() -> usize {
+    std::env::var("PROBES_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1000)
+}
+
+/// Listen backlog of every server socket: a round's connects arrive in
+/// bursts of up to `worker_limit` (1,000 for telnet).
+const BACKLOG: u32 = 4096;
+/// Telnet listeners share this many ports, each port bound on several
+/// 127.2.x.y addresses: few ports are taken from the ephemeral range the
+/// probes' own connections need.
+const LISTENER_PORTS: usize = 100;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,8 +50,9 @@ fn main() {
         }
     };
 
-    // The servers, in a child process: it prints the telnet ports, then
-    // the HTTP port.
+    let n_targets = targets();
+    // The servers, in a child process: it prints the telnet listeners
+    // (`ip:port,...`), then the HTTP port.
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
         .arg("serve")
@@ -43,30 +61,30 @@ fn main() {
         .spawn()
         .expect("spawn server");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let telnet_ports: Vec<u16> = lines
+    let telnet_addrs: Vec<String> = lines
         .next()
         .and_then(|l| l.ok())
-        .map(|l| l.split(',').filter_map(|p| p.parse().ok()).collect())
+        .map(|l| l.split(',').map(str::to_string).collect())
         .unwrap_or_default();
     let http_port: u16 = lines
         .next()
         .and_then(|l| l.ok())
         .and_then(|l| l.parse().ok())
         .unwrap_or(0);
-    assert_eq!(telnet_ports.len(), TARGETS, "server did not start");
+    assert_eq!(telnet_addrs.len(), n_targets, "server did not start");
 
     let yaml = |kind: &str| -> String {
         let mut y = String::new();
         match kind {
             "telnet" => {
                 y.push_str("timeout: 2\ntarget:\n");
-                for (i, p) in telnet_ports.iter().enumerate() {
-                    y.push_str(&format!("  T{i}: {{address: '127.0.0.1:{p}'}}\n"));
+                for (i, a) in telnet_addrs.iter().enumerate() {
+                    y.push_str(&format!("  T{i}: {{address: '{a}'}}\n"));
                 }
             }
             "curl" => {
                 y.push_str("timeout: 5\ntarget:\n");
-                for i in 0..TARGETS {
+                for i in 0..n_targets {
                     y.push_str(&format!(
                         "  C{i}: {{url: 'http://127.0.0.1:{http_port}/health?i={i}'}}\n"
                     ));
@@ -75,7 +93,7 @@ fn main() {
             _ => {
                 // PyAgent's defaults: 60 echoes, 0.1 s apart, 0.7 s timeout.
                 y.push_str("count: 60\ntimeout: 0.7\ninterval_ping: 0.1\ntarget:\n");
-                for i in 0..TARGETS {
+                for i in 0..n_targets {
                     y.push_str(&format!(
                         "  P{i}: {{address: 127.0.{}.{}}}\n",
                         1 + i / 250,
@@ -153,7 +171,7 @@ fn main() {
     let _ = child.kill();
     let _ = child.wait();
     println!(
-        "mode={mode} targets={TARGETS} rounds={rounds} interval={:.0}s",
+        "mode={mode} targets={n_targets} rounds={rounds} interval={:.0}s",
         interval.as_secs_f64()
     );
     for (name, w, summary) in &walls {
@@ -228,13 +246,56 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The loopback servers: 1,000 TCP listeners and one keep-alive HTTP/1.1
+/// The loopback servers: one TCP listener per telnet target and one HTTP/1.1
 /// server; they stop when the parent closes our stdin.
 fn serve() {
+    raise_nofile();
     std::thread::spawn(serve_loopback);
     // Until the parent goes away (closes or writes to our stdin).
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// The servers need a descriptor per listener and per open connection.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(addr)?;
+    s.listen(BACKLOG)
+}
+
+/// `n` listeners: [`LISTENER_PORTS`] ports picked by the kernel on
+/// 127.2.0.1, the same ports on 127.2.0.2, 127.2.0.3, ... (a port taken
+/// there by someone else is replaced by any free one).
+fn telnet_listeners(n: usize) -> (Vec<tokio::net::TcpListener>, Vec<String>) {
+    let mut listeners = Vec::with_capacity(n);
+    let mut addrs = Vec::with_capacity(n);
+    let mut ports: Vec<u16> = Vec::new();
+    for i in 0..n {
+        let host = i / LISTENER_PORTS;
+        let ip = std::net::Ipv4Addr::new(127, 2, (host / 250) as u8, (1 + host % 250) as u8);
+        let want = ports.get(i % LISTENER_PORTS).copied().unwrap_or(0);
+        let l = listen((ip, want).into())
+            .or_else(|_| listen((ip, 0).into()))
+            .expect("bind a telnet listener");
+        let a = l.local_addr().expect("addr");
+        if ports.len() < LISTENER_PORTS {
+            ports.push(a.port());
+        }
+        addrs.push(a.to_string());
+        listeners.push(l);
+    }
+    (listeners, addrs)
 }
 
 fn serve_loopback() {
@@ -243,13 +304,7 @@ fn serve_loopback() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut listeners = Vec::new();
-        let mut ports = Vec::new();
-        for _ in 0..TARGETS {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            ports.push(l.local_addr().expect("addr").port().to_string());
-            listeners.push(l);
-        }
+        let (listeners, addrs) = telnet_listeners(targets());
         for l in listeners {
             tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
@@ -257,7 +312,7 @@ fn serve_loopback() {
                 }
             });
         }
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let http = listen(([127, 0, 0, 1], 0).into()).expect("bind");
         let http_port = http.local_addr().expect("addr").port();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = http.accept().await {
@@ -289,7 +344,7 @@ fn serve_loopback() {
                 });
             }
         });
-        println!("{}", ports.join(","));
+        println!("{}", addrs.join(","));
         println!("{http_port}");
         let _ = std::io::stdout().flush();
         std::future::pending::<()>().await;

@@ -44,6 +44,9 @@ fn d_delay() -> Seconds {
 fn d_interval() -> Seconds {
     Seconds::from_secs(60)
 }
+fn d_dns_cache() -> Seconds {
+    Seconds::from_secs(60)
+}
 fn d_key_env() -> String {
     "AGENT_API_KEY".into()
 }
@@ -89,6 +92,10 @@ pub struct MainConfig {
     pub control_socket: String,
     #[serde(default = "d_delay")]
     pub delay_sec: Seconds,
+    /// Seconds the probes' shared DNS cache keeps an answer (0 to 86400;
+    /// 0 keeps none, look-ups of one name at once are still shared).
+    #[serde(default = "d_dns_cache")]
+    pub dns_cache_sec: Seconds,
     #[serde(default)]
     pub info: Mapping,
     pub open: Vec<String>,
@@ -308,6 +315,9 @@ impl AgentConfig {
         main.delay_sec
             .within(0.0, 30.0)
             .map_err(|r| err("delay_sec", r))?;
+        main.dns_cache_sec
+            .within(0.0, 86_400.0)
+            .map_err(|r| err("dns_cache_sec", r))?;
         check_interval(main.interval).map_err(|r| err("interval", r))?;
         if let Some(url) = main.update_api.as_deref().filter(|u| !u.trim().is_empty()) {
             Url::parse(url).map_err(|r| err("update_api", r))?;

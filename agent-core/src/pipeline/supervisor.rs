@@ -119,6 +119,7 @@ pub struct PipelineSupervisor {
 impl PipelineSupervisor {
     /// A supervisor whose inputs gather on their intervals.
     pub fn new(config: AgentConfig, plan: Plan, registry: Arc<Registry>, log: Logger) -> Self {
+        crate::plugins::common::resolver::set_cache_ttl(config.main.dns_cache_sec.as_duration());
         PipelineSupervisor {
             registry,
             config,

@@ -82,6 +82,9 @@ impl Handler<ApplyConfig> for PipelineSupervisor {
         let diff = ConfigDiff::new(&self.plan, &self.config.info, &msg.plan, &msg.config.info);
         let mut report = ApplyReport::default();
         self.config = msg.config;
+        crate::plugins::common::resolver::set_cache_ttl(
+            self.config.main.dns_cache_sec.as_duration(),
+        );
         let new = msg.plan;
         // Acknowledgements a removed output waits for: the drains of
         // removed pipelines and replaced chains, the inputs re-wired.

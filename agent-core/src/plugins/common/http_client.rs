@@ -138,7 +138,12 @@ pub fn tls_config(insecure: bool, ca_file: Option<&Path>) -> TlsConfig {
 
 impl Client {
     pub fn new(settings: &ClientSettings) -> Result<Client, PluginError> {
+        // An output sends one request at a time: a few connections are
+        // plenty, and bound what it holds outside the probes' descriptor
+        // budget (its reserve, see `fd_budget`).
         let mut b = HttpClient::builder()
+            .max_connections(4)
+            .connection_cache_size(4)
             .timeout(settings.timeout.as_duration())
             .connect_timeout(settings.connect_timeout.as_duration())
             .redirect_policy(RedirectPolicy::None);

@@ -5,5 +5,6 @@ pub mod exec;
 pub mod http_client;
 #[cfg(test)]
 pub(crate) mod http_test_server;
+pub mod resolver;
 pub mod serde_helpers;
 pub mod tag;

@@ -156,6 +156,9 @@ fn die_with_parent() -> io::Result<()> {
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
+    // The program gets the descriptor limit the agent was started with,
+    // not the raised one (select()-based programs break above 1024).
+    crate::fd_budget::restore_initial_limit();
     Ok(())
 }
 
@@ -329,6 +332,9 @@ pub(crate) async fn run_once(
     stats: &ExecStats,
 ) -> Result<RunOutput, RunError> {
     use tokio::io::AsyncReadExt;
+    // Commands of one gather run at once: each holds its stdout and stderr
+    // pipes, plus the spawn's own pipe for a moment, from the budget.
+    let _fds = crate::fd_budget::global().acquire(3).await;
     let mut child = spec.tokio_command().spawn().map_err(RunError::Spawn)?;
     ExecStats::add(&stats.spawns, 1);
     let pid = child.id().unwrap_or(0);

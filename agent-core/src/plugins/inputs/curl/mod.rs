@@ -3,9 +3,11 @@
 mod body;
 pub mod schema;
 use crate::config::{Count, Seconds, Size};
+use crate::fd_budget;
 use crate::metric::Metric;
 use crate::plugin::{Accumulator, Input, PluginError, PluginResult};
 use crate::plugins::common::http_client::tls_config;
+use crate::plugins::common::resolver;
 use crate::registry::Registry;
 use body::{encode_body, merge_json, truncate};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -16,7 +18,7 @@ use isahc::error::ErrorKind;
 use isahc::net::Dialer;
 use isahc::{AsyncBody, HttpClient, ResponseExt};
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -98,7 +100,10 @@ struct Target {
     url: String,
     /// The URL requested: with a `Host` header, its host is the header's.
     request_url: http::Uri,
-    /// Where to connect when a `Host` header redirects the name (`--resolve`).
+    /// Where to connect, resolved by the shared resolver and given to
+    /// libcurl as `CONNECT_TO`: the URL's host for a `Host` header
+    /// (`--resolve`), or a host name when redirects are not followed (a
+    /// redirect may name another host, which libcurl then resolves).
     connect_to: Option<(String, u16)>,
     method: http::Method,
     host: String,
@@ -210,7 +215,12 @@ impl Curl {
                         .map_err(|e| err("headers.Host", format!("`{h}`: {e}")))?;
                     (rewritten, Some((url_host.clone(), port)), h)
                 }
-                None => (url.clone(), None, url_host.clone()),
+                None => {
+                    let follow = t.follow_redirects.unwrap_or(c.follow_redirects);
+                    let by_name = resolver::literal(&url_host).is_none() && !follow;
+                    let connect_to = by_name.then(|| (url_host.clone(), port));
+                    (url.clone(), connect_to, url_host.clone())
+                }
             };
             let kind = t
                 .data_type
@@ -298,23 +308,60 @@ fn error_result(e: &isahc::Error) -> &'static str {
     }
 }
 
-/// Resolves the URL's host for `connect_to` (an IP literal needs none).
-async fn connect_addr(host: &str, port: u16, timeout: Duration) -> Result<SocketAddr, String> {
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
-        Err(_) => Err(format!("resolving {host} timed out")),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Ok(Ok(mut a)) => a
-            .next()
-            .ok_or_else(|| format!("cannot resolve {host}: no address")),
-    }
+/// Resolves the host of `connect_to` with the shared resolver (an IP
+/// literal needs none).
+async fn connect_addrs(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    let ips = resolver::lookup(host, timeout).await?;
+    Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
 }
 
 async fn request_once(client: &HttpClient, t: &Target) -> Reply {
     let started = std::time::Instant::now();
+    let (addrs, dns) = match &t.connect_to {
+        None => (Vec::new(), Duration::ZERO),
+        Some((host, port)) => match connect_addrs(host, *port, t.timeout).await {
+            Ok(a) => (a, started.elapsed()),
+            Err(e) => {
+                return Reply {
+                    result: "connection_failed",
+                    exception: Some(e),
+                    timings_ms: [ms(started.elapsed()), 0.0, 0.0, 0.0, ms(started.elapsed())],
+                    ..Reply::default()
+                }
+            }
+        },
+    };
+    if addrs.is_empty() {
+        return request_to(client, t, None, started, dns).await;
+    }
+    // A name with several addresses: the next one when one fails to connect.
+    let mut reply = Reply::default();
+    for (i, a) in addrs.iter().enumerate() {
+        reply = request_to(client, t, Some(*a), started, dns).await;
+        let failed = reply.status.is_none() && reply.result == "connection_failed";
+        if !failed || i + 1 == addrs.len() {
+            break;
+        }
+    }
+    reply
+}
+
+/// One request, connecting to `addr` when given; `dns` is the time the
+/// shared resolver took (libcurl's timings start after it).
+async fn request_to(
+    client: &HttpClient,
+    t: &Target,
+    addr: Option<SocketAddr>,
+    started: std::time::Instant,
+    dns: Duration,
+) -> Reply {
+    // One connection per request, from the agent's descriptor budget
+    // (connections are not cached: see `Curl::client`).
+    let _fd = fd_budget::global().acquire(1).await;
     let mut b = http::Request::builder()
         .method(t.method.clone())
         .uri(t.request_url.clone())
@@ -327,17 +374,8 @@ async fn request_once(client: &HttpClient, t: &Target) -> Reply {
             RedirectPolicy::None
         });
     b = b.tls_config(tls_config(t.insecure, t.ca_file.as_deref()));
-    if let Some((host, port)) = &t.connect_to {
-        match connect_addr(host, *port, t.timeout).await {
-            Ok(a) => b = b.dial(Dialer::ip_socket(a)),
-            Err(e) => {
-                return Reply {
-                    result: "connection_failed",
-                    exception: Some(e),
-                    ..Reply::default()
-                }
-            }
-        }
+    if let Some(a) = addr {
+        b = b.dial(Dialer::ip_socket(a));
     }
     for (k, v) in &t.headers {
         b = b.header(k, v);
@@ -371,7 +409,7 @@ async fn request_once(client: &HttpClient, t: &Target) -> Reply {
             return Reply {
                 result: error_result(&e),
                 exception: Some(e.to_string()),
-                timings_ms: [0.0, 0.0, 0.0, 0.0, ms(started.elapsed())],
+                timings_ms: [ms(dns), 0.0, 0.0, 0.0, ms(started.elapsed())],
                 ..Reply::default()
             }
         }
@@ -433,11 +471,11 @@ async fn request_once(client: &HttpClient, t: &Target) -> Reply {
     let total = started.elapsed();
     if let Some(m) = resp.metrics() {
         reply.timings_ms = [
-            ms(m.name_lookup_time()),
-            ms(m.connect_time()),
-            ms(m.secure_connect_time()),
-            ms(m.transfer_start_time()),
-            ms(m.total_time().max(Duration::ZERO)),
+            ms(dns + m.name_lookup_time()),
+            ms(dns + m.connect_time()),
+            ms(dns + m.secure_connect_time()),
+            ms(dns + m.transfer_start_time()),
+            ms(dns + m.total_time().max(Duration::ZERO)),
         ];
     } else {
         reply.timings_ms[4] = ms(total);
@@ -465,7 +503,14 @@ async fn check(client: &HttpClient, t: &Target) -> (Reply, u32) {
 impl Input for Curl {
     async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
         if self.client.is_none() {
+            // Every request opens its own connection and closes it when
+            // done (no connection cache): each open socket is one request
+            // holding one permit of the descriptor budget, no idle cached
+            // socket sits outside it, and `connect_ms`/`tls_ms` measure a
+            // real connect on every check, as PyAgent's did.
             let client = HttpClient::builder()
+                .connection_cache_size(0)
+                .max_connections(self.worker_limit)
                 .build()
                 .map_err(|e| PluginError::context("cannot start the HTTP client", e))?;
             self.client = Some(client);

@@ -501,3 +501,53 @@ fn config_errors_name_the_key() {
     assert_eq!(t.retry.statuses, vec![500, 502, 504]);
     assert_eq!(p.worker_limit, 30);
 }
+
+#[actix_rt::test]
+async fn two_hundred_targets_on_two_names_cost_two_lookups() {
+    use crate::plugins::common::resolver;
+    // Numeric forms getaddrinfo reads itself (inet_aton) and Rust's parser
+    // does not: real look-ups through the shared resolver, nothing sent
+    // anywhere, names no other test uses.
+    let names = ["127.0.0x0.1", "127.0x0.0.1"];
+    let a = serve(None).await;
+    let mut yaml = String::from("worker_limit: 20\ntarget:\n");
+    for i in 0..200 {
+        yaml.push_str(&format!(
+            "  T{i}: {{url: 'http://{}:{}/ok'}}\n",
+            names[i % 2],
+            a.port()
+        ));
+    }
+    let ms = gather(&yaml).await;
+    assert_eq!(ms.len(), 200);
+    for m in &ms {
+        assert_eq!(field(m, "status"), &FieldValue::Int(200), "{m:?}");
+        assert!(num(m, "dns_ms") <= num(m, "connect_ms"), "{m:?}");
+    }
+    for n in names {
+        assert_eq!(resolver::global().lookups_of(n), 1, "{n}");
+    }
+    // The request still names the URL's host.
+    assert_eq!(text(&ms[0], "host"), names[0]);
+}
+
+#[actix_rt::test]
+async fn an_unresolvable_name_is_a_per_target_error() {
+    let bad = format!("{}.invalid", "b".repeat(70));
+    let a = serve(None).await;
+    let ms = gather(&format!(
+        "target: {{BAD: {{url: 'http://{bad}/ok'}}, OK: {{url: 'http://{a}/ok'}}}}"
+    ))
+    .await;
+    assert_eq!(
+        field(&ms[0], "status"),
+        &FieldValue::Int(NO_RESPONSE_STATUS)
+    );
+    assert_eq!(text(&ms[0], "result"), "connection_failed");
+    assert!(
+        text(&ms[0], "exception").starts_with(&format!("cannot resolve {bad}: ")),
+        "{:?}",
+        ms[0]
+    );
+    assert_eq!(field(&ms[1], "status"), &FieldValue::Int(200));
+}

@@ -3,9 +3,13 @@
 //!
 //! One fractional `timeout` covers name resolution and connecting; a name
 //! with several addresses is tried address by address until one accepts.
+//! Names come from the shared resolver cache; each check holds one permit
+//! of the agent's descriptor budget while its socket is open.
 pub mod schema;
 use crate::config::{Count, Seconds};
+use crate::fd_budget;
 use crate::plugin::{Accumulator, Input, PluginResult};
+use crate::plugins::common::resolver;
 use crate::registry::Registry;
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -168,18 +172,27 @@ fn io_errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
-async fn resolve(host: &str, port: u16, ipv6_only: bool) -> Result<Vec<SocketAddr>, String> {
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match literal.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
+/// The target's addresses from the shared resolver (cached, one look-up
+/// per name however many targets use it).
+async fn resolve(
+    host: &str,
+    port: u16,
+    ipv6_only: bool,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    if host.contains('%') {
+        // A link-local address with its zone (`fe80::1%eth0`): the scope id
+        // must reach connect(), and the shared cache keeps bare addresses.
+        return tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .collect(),
-    };
-    let addrs: Vec<SocketAddr> = addrs
-        .into_iter()
-        .filter(|a| !ipv6_only || a.is_ipv6())
+            .map(|a| a.filter(|a| !ipv6_only || a.is_ipv6()).collect())
+            .map_err(|e| format!("cannot resolve {host}: {e}"));
+    }
+    let ips = resolver::lookup(host, timeout).await?;
+    let addrs: Vec<SocketAddr> = ips
+        .iter()
+        .filter(|ip| !ipv6_only || ip.is_ipv6())
+        .map(|ip| SocketAddr::new(*ip, port))
         .collect();
     if addrs.is_empty() {
         return Err(format!(
@@ -197,18 +210,36 @@ enum ConnectError {
 
 /// Tries each address in turn; the first accepted wins, else the last error.
 async fn connect(t: &Target) -> Result<(TcpStream, bool), ConnectError> {
-    let addrs = resolve(&t.host, t.port, t.ipv6)
+    // The check's own timeout (around this) ends a slow look-up first, so
+    // it reads "no connection within", as before the shared resolver.
+    let addrs = resolve(&t.host, t.port, t.ipv6, t.timeout + Duration::from_secs(1))
         .await
         .map_err(ConnectError::Resolve)?;
     let mut last = None;
     for a in addrs {
-        match TcpStream::connect(a).await {
+        match connect_one(a).await {
             Ok(s) => return Ok((s, a.is_ipv6())),
             Err(e) => last = Some((e, a.is_ipv6())),
         }
     }
     let (e, v6) = last.unwrap_or_else(|| (std::io::Error::other("no address"), t.ipv6));
     Err(ConnectError::Io(e, v6))
+}
+
+/// One connect. Out of descriptors (EMFILE/ENFILE: something outside the
+/// budget holds more than its reserve) is not the target's fault: wait a
+/// little and try again, within the check's timeout.
+async fn connect_one(a: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match TcpStream::connect(a).await {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Sends `send`, then reads until `expect` shows up, the peer closes, or
@@ -262,6 +293,9 @@ async fn converse(stream: &mut TcpStream, t: &Target) -> (&'static str, Option<S
 }
 
 async fn check(t: &Target) -> Check {
+    // One socket at a time per check, from the agent's budget; waiting for
+    // it is not the target's time.
+    let _fd = fd_budget::global().acquire(1).await;
     let started = Instant::now();
     let connected = tokio::time::timeout(t.timeout, connect(t)).await;
     let response_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;

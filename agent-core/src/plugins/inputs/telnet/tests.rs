@@ -256,3 +256,32 @@ fn addresses_and_config_errors() {
         assert!(err.contains(key), "{yaml}: {err}");
     }
 }
+
+#[actix_rt::test]
+async fn two_hundred_targets_on_two_names_cost_two_lookups() {
+    use crate::plugins::common::resolver;
+    // Numeric forms getaddrinfo reads itself (inet_aton) and Rust's parser
+    // does not: real look-ups through the shared resolver, nothing sent
+    // anywhere, names no other test uses.
+    let names = ["0x7f.0.0.1", "0177.0.0.1"];
+    let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let op = open.local_addr().unwrap().port();
+    let accept = tokio::spawn(async move {
+        while let Ok((s, _)) = open.accept().await {
+            drop(s);
+        }
+    });
+    let mut yaml = String::from("timeout: 5\ntarget:\n");
+    for i in 0..200 {
+        yaml.push_str(&format!("  T{i}: {{address: '{}:{op}'}}\n", names[i % 2]));
+    }
+    let ms = gather(&yaml).await;
+    accept.abort();
+    assert_eq!(ms.len(), 200);
+    for m in &ms {
+        assert_eq!(field(m, "yes"), &FieldValue::Bool(true), "{m:?}");
+    }
+    for n in names {
+        assert_eq!(resolver::global().lookups_of(n), 1, "{n}");
+    }
+}
