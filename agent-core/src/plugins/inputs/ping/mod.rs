@@ -242,23 +242,14 @@ impl Outcome {
     }
 }
 
-/// Resolves `address` (an IP literal or a host name) under a timeout.
+/// Resolves `address` (an IP literal or a host name) under a timeout,
+/// through the probes' shared cache (one look-up per name per lifetime).
 pub(crate) async fn resolve(address: &str, timeout: Duration) -> Result<IpAddr, String> {
-    let literal = address.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((address, 0))).await {
-        Err(_) => Err(format!(
-            "resolving {address} timed out after {:.1}s",
-            timeout.as_secs_f64()
-        )),
-        Ok(Err(e)) => Err(format!("cannot resolve {address}: {e}")),
-        Ok(Ok(mut addrs)) => addrs
-            .next()
-            .map(|a| a.ip())
-            .ok_or_else(|| format!("cannot resolve {address}: no address")),
-    }
+    let addrs = crate::plugins::common::resolver::lookup(address, timeout).await?;
+    addrs
+        .first()
+        .copied()
+        .ok_or_else(|| format!("cannot resolve {address}: no address"))
 }
 
 /// The in-process part of a gather: opens the sockets the targets need,
@@ -441,7 +432,12 @@ impl Ping {
         let binary = binary.as_str();
         let runs: Vec<_> = by_exec
             .iter()
-            .map(|&(i, ip)| async move { (i, exec::ping_exec(binary, &ip.to_string(), p).await) })
+            .map(|&(i, ip)| async move {
+                // A child's stdin, stdout and stderr pipes, from the
+                // agent's descriptor budget.
+                let _fd = crate::fd_budget::global().acquire(3).await;
+                (i, exec::ping_exec(binary, &ip.to_string(), p).await)
+            })
             .collect();
         let exec_round = futures::stream::iter(runs)
             .buffer_unordered(EXEC_CONCURRENCY)
@@ -460,6 +456,10 @@ impl Ping {
             let exec_outcomes = if k4.is_none() && k6.is_none() {
                 exec_round.await
             } else {
+                // One descriptor per socket, from the agent's budget.
+                let _fd = crate::fd_budget::global()
+                    .acquire(u32::from(k4.is_some()) + u32::from(k6.is_some()))
+                    .await;
                 let sockets = native::open(k4, k6, p.max_rate);
                 let rate = native::safe_rate(&p, sockets.queue_replies);
                 let pacing = native::RoundPacing::new(
