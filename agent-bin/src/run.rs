@@ -42,10 +42,12 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let registry = Arc::new(registry);
         let socket = config.control_socket();
         let sup = PipelineSupervisor::new(config.clone(), plan, registry.clone(), log.new(o!())).start();
-        let reloader = ConfigReloader::new(&config, registry, sup.clone(), log.new(o!("component" => "reload")));
+        let reloader = ConfigReloader::new(&config, registry.clone(), sup.clone(), log.new(o!("component" => "reload")));
         let reload_state = reloader.state();
         // Supervised: a reloader that dies is restarted, and SIGHUP reaches the new one.
         let reloader = reloader.start_supervised();
+        // Fleet management (opamp: in main.yaml); idle while off.
+        agent_core::opamp::start(&config, registry, sup.clone(), reloader.clone(), log.new(o!("component" => "opamp")));
         // Bound here, it is this agent's to remove at exit (even if serving
         // failed); a path it could not bind may be another's file.
         #[cfg(unix)]

@@ -57,6 +57,7 @@ pub mod control;
 pub mod format;
 pub mod logging;
 pub mod metric;
+pub mod opamp;
 pub mod pipeline;
 pub mod plugin;
 pub mod plugins;

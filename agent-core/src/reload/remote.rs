@@ -251,6 +251,13 @@ pub fn replace_together(dir: &Path, writes: &[(PathBuf, String)]) -> Result<(), 
         }
     };
     for (path, text) in writes {
+        // OpAMP offers may add `input/x.yaml` before `input/` exists.
+        if let Some(parent) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                cleanup(&staged);
+                return Err(RemoteError::Write(parent.to_path_buf(), e));
+            }
+        }
         let tmp = sibling(path, ".", ".tmp");
         if let Err(e) = write_private(&tmp, text.as_bytes()) {
             cleanup(&staged);
@@ -281,7 +288,15 @@ pub fn replace_together(dir: &Path, writes: &[(PathBuf, String)]) -> Result<(), 
             return Err(RemoteError::Write((*path).clone(), e));
         }
     }
-    sync_dir(dir).map_err(|e| RemoteError::Write(dir.to_path_buf(), e))
+    // Every folder that gained a name, so all the renames survive a crash.
+    let mut dirs: Vec<&Path> = writes.iter().filter_map(|(p, _)| p.parent()).collect();
+    dirs.push(dir);
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        sync_dir(d).map_err(|e| RemoteError::Write(d.to_path_buf(), e))?;
+    }
+    Ok(())
 }
 
 /// `dir/{prefix}{name}{suffix}` for `dir/name`.
@@ -295,7 +310,7 @@ fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
 
 /// Writes `bytes` to `path` with mode 0600 (also when it existed with a
 /// wider one) and fsyncs it.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -308,7 +323,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
