@@ -10,8 +10,9 @@
 //! cannot cut the agent off its server.
 //!
 //! Files a previous offer wrote and the new one leaves out are removed (the
-//! offer is the whole remote part of the configuration); files never
-//! written by an offer are left alone.
+//! offer is the whole remote part of the configuration), except
+//! `main.yaml`, which is required; files never written by an offer are
+//! left alone.
 use super::proto;
 use crate::config::{load, ConfigError};
 use crate::registry::Registry;
@@ -182,7 +183,8 @@ pub fn validate(
         change.files.push(key.clone());
     }
     for old in previous_files {
-        if !change.files.contains(old) && check_key(old).is_ok() {
+        // main.yaml is required: an offer without it keeps the last one.
+        if !change.files.contains(old) && old != "main.yaml" && check_key(old).is_ok() {
             change.removals.push(dir.join(old));
         }
     }
