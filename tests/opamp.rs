@@ -348,7 +348,7 @@ fn opamp_first_report_offers_outage_and_restart() {
     // The server answers 503 with Retry-After, then goes away, then comes
     // back on the same port: the agent keeps retrying (backoff capped at
     // 1 s here) and reports its whole state again.
-    server.set_mode(Some("503"));
+    server.set_mode(Some("503 1"));
     let from = server.log().len();
     server.wait_for(from + 1, "a retry after the 503", |_| true);
     server.set_mode(None);
@@ -418,4 +418,64 @@ fn opamp_plain_http_is_refused_unless_insecure() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("key `opamp.ca_file`") && err.contains("nope.pem"), "{err}");
+}
+
+#[test]
+fn opamp_health_turns_unhealthy_on_drops_and_retry_hints_are_honoured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("agent");
+    let srv_dir = tmp.path().join("server");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&srv_dir).unwrap();
+    write_certs(&srv_dir);
+    std::fs::copy(srv_dir.join("ca.pem"), root.join("ca.pem")).unwrap();
+    let server = Server::start(&srv_dir, 0);
+    let etc = etc_for(&root, server.port);
+    // Backoff capped at 0.5 s, so a 2 s pause can only be the server's hint.
+    let local = std::fs::read_to_string(etc.join("main/main.yaml")).unwrap();
+    std::fs::write(
+        etc.join("main/main.yaml"),
+        local.replace("retry_max_sec: 1", "retry_max_sec: 0.5"),
+    )
+    .unwrap();
+    // An output nobody listens to, with room for one metric: it drops.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        etc.join("main.yaml"),
+        "reload_sec: 300\ndelay_sec: 0\ninterval: 0.05\nopen: [demo]\ncommon_output: [http]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("output/http.yaml"),
+        format!(
+            "url: http://127.0.0.1:{port}/ingest\npassword: hunter2\nusername: u\nbatch_size: 1\n\
+             buffer_limit: 1\nflush_interval: 0.05\nretry_max_sec: 0.1\nconnect_timeout: 1\n"
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(etc.join("output/file.yaml"));
+    let _agent = Agent::start(&etc);
+    let (_, sick) = server.wait_for(0, "unhealthy health", |m| m["health"]["healthy"] == false);
+    let h = &sick["health"];
+    let err = h["last_error"].as_str().unwrap();
+    assert!(err.contains("output/http") && err.contains("dropped"), "{h}");
+    assert_eq!(h["components"]["output/http"]["healthy"], false, "{h}");
+    assert_eq!(h["components"]["input/demo"]["healthy"], true, "{h}");
+    assert!(h["status"].as_str().unwrap().starts_with("degraded"), "{h}");
+    let (_, full) = server.wait_for(0, "an effective config", |m| m.get("effective").is_some());
+    let http = full["effective"]["output/http.yaml"].as_str().unwrap();
+    assert!(!http.contains("hunter2") && http.contains("password: '***'"), "{http}");
+
+    for mode in ["503 2", "unavailable 2"] {
+        server.set_mode(Some(mode));
+        let from = server.log().len();
+        let kind = mode.split(' ').next().unwrap();
+        let (i, refused) = server.wait_for(from, "a refused poll", |m| m["answer"] == kind);
+        server.set_mode(None);
+        let (_, next) = server.wait_for(i + 1, "the poll after the hint", |_| true);
+        let gap = next["t"].as_f64().unwrap() - refused["t"].as_f64().unwrap();
+        assert!(gap >= 1.9, "{mode}: next poll after {gap:.2} s, not after the 2 s hint");
+    }
 }

@@ -11,9 +11,9 @@ STATE_DIR/port      the port it listens on (written at start)
 STATE_DIR/log.jsonl one JSON line per AgentToServer received
 STATE_DIR/offer.json  if present: {"hash": hex, "files": {name: text}},
                       sent as remote_config in every answer
-STATE_DIR/mode      if present: "503" answers 503 with Retry-After: 1;
-                      "unavailable" answers a ServerErrorResponse with
-                      retry_info of 1 s
+STATE_DIR/mode      if present: "503 N" answers 503 with Retry-After: N;
+                      "unavailable N" answers a ServerErrorResponse with
+                      retry_info of N seconds
 Answers are gzipped when the agent accepts gzip.
 """
 import argparse
@@ -23,6 +23,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry._opamp.proto import opamp_pb2
@@ -47,6 +48,7 @@ def health(h):
 
 def record(msg, headers, size):
     r = {
+        "t": time.time(),
         "uid": msg.instance_uid.hex(),
         "seq": msg.sequence_num,
         "capabilities": msg.capabilities,
@@ -92,13 +94,16 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         msg = opamp_pb2.AgentToServer()
         msg.ParseFromString(body)
+        mode, _, secs = (read_file(d, "mode") or "").partition(" ")
+        secs = int(secs or "1")
+        r = record(msg, self.headers, len(body))
+        r["answer"] = mode or "ok"
         with LOCK:
             with open(os.path.join(d, "log.jsonl"), "a") as f:
-                f.write(json.dumps(record(msg, self.headers, len(body))) + "\n")
-        mode = read_file(d, "mode")
+                f.write(json.dumps(r) + "\n")
         if mode == "503":
             self.send_response(503)
-            self.send_header("Retry-After", "1")
+            self.send_header("Retry-After", str(secs))
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -106,7 +111,7 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "unavailable":
             answer.error_response.type = opamp_pb2.ServerErrorResponseType_Unavailable
             answer.error_response.error_message = "busy"
-            answer.error_response.retry_info.retry_after_nanoseconds = 1_000_000_000
+            answer.error_response.retry_info.retry_after_nanoseconds = secs * 1_000_000_000
         offer = read_file(d, "offer.json")
         if offer and mode != "unavailable":
             o = json.loads(offer)

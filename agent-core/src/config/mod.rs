@@ -189,7 +189,37 @@ pub struct OpampConfig {
     pub timeout_sec: Seconds,
 }
 
+impl Default for OpampConfig {
+    fn default() -> Self {
+        OpampConfig {
+            endpoint: String::new(),
+            ca_file: None,
+            headers: Default::default(),
+            headers_file: None,
+            poll_sec: d_opamp_poll(),
+            insecure: false,
+            retry_max_sec: d_opamp_retry_max(),
+            timeout_sec: d_update_timeout(),
+        }
+    }
+}
+
 impl OpampConfig {
+    /// True when both say the same (an absent block is the defaults):
+    /// whether a remote offer would change the OpAMP settings.
+    pub fn same_settings(a: Option<&OpampConfig>, b: Option<&OpampConfig>) -> bool {
+        let d = OpampConfig::default();
+        let (a, b) = (a.unwrap_or(&d), b.unwrap_or(&d));
+        a.endpoint.trim() == b.endpoint.trim()
+            && a.ca_file == b.ca_file
+            && a.headers == b.headers
+            && a.headers_file == b.headers_file
+            && a.poll_sec.as_secs_f64() == b.poll_sec.as_secs_f64()
+            && a.insecure == b.insecure
+            && a.retry_max_sec.as_secs_f64() == b.retry_max_sec.as_secs_f64()
+            && a.timeout_sec.as_secs_f64() == b.timeout_sec.as_secs_f64()
+    }
+
     /// Checks every key; `err(key, reason)` builds the error naming the file.
     fn check(&self, err: impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         let endpoint = self.endpoint.trim();

@@ -188,9 +188,11 @@ pub fn validate(
             change.removals.push(dir.join(old));
         }
     }
-    let current_opamp = load::load_tree(dir)
+    // A local configuration that does not load cannot be compared: the
+    // agent runs on the last one that did, and the offer may be its fix.
+    let current_opamp = crate::config::AgentConfig::load(dir)
         .ok()
-        .and_then(|t| t.root.get("opamp").cloned());
+        .map(|c| c.main.opamp);
     let scratch = std::env::temp_dir().join(format!(
         "agent-opamp-check-{}-{}",
         std::process::id(),
@@ -218,7 +220,7 @@ fn in_scratch(
     scratch_etc: &Path,
     change: &Change,
     registry: &Registry,
-    current_opamp: Option<serde_yaml_ng::Value>,
+    current_opamp: Option<Option<crate::config::OpampConfig>>,
 ) -> Result<(), OfferError> {
     let w = |p: &Path, e: std::io::Error| OfferError::Write(format!("{}: {e}", p.display()));
     {
@@ -253,8 +255,10 @@ fn in_scratch(
         place(rel, text.as_bytes())?;
     }
     let (config, _plan) = crate::reload::load_and_plan(scratch_etc, registry).map_err(OfferError::Invalid)?;
-    let offered_opamp = config.tree.root.get("opamp").cloned();
-    if offered_opamp != current_opamp {
+    let changed = current_opamp.is_some_and(|current| {
+        !crate::config::OpampConfig::same_settings(current.as_ref(), config.main.opamp.as_ref())
+    });
+    if changed {
         let file = config
             .tree
             .provenance
