@@ -468,6 +468,18 @@ fn opamp_health_turns_unhealthy_on_drops_and_retry_hints_are_honoured() {
     let http = full["effective"]["output/http.yaml"].as_str().unwrap();
     assert!(!http.contains("hunter2") && http.contains("password: '***'"), "{http}");
 
+    // A local edit: reloaded, and its effective config reported.
+    let from = server.log().len();
+    let edited = std::fs::read_to_string(etc.join("output/http.yaml"))
+        .unwrap()
+        .replace("flush_interval: 0.05", "flush_interval: 0.07");
+    std::fs::write(etc.join("output/http.yaml"), edited).unwrap();
+    server.wait_for(from, "the effective config after a local reload", |m| {
+        m["effective"]["output/http.yaml"]
+            .as_str()
+            .is_some_and(|t| t.contains("flush_interval: 0.07"))
+    });
+
     for mode in ["503 2", "unavailable 2"] {
         server.set_mode(Some(mode));
         let from = server.log().len();

@@ -486,3 +486,47 @@ pub async fn post(s: &OpampSettings, body: Vec<u8>) -> Result<proto::ServerToAge
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let mut h = isahc::http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later = chrono::Utc::now() + chrono::Duration::seconds(120);
+        h.insert("retry-after", later.to_rfc2822().parse().unwrap());
+        let d = retry_after(&h).unwrap();
+        assert!(d <= Duration::from_secs(120) && d >= Duration::from_secs(100), "{d:?}");
+        h.insert("retry-after", "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a past date: now");
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn content_hash_depends_on_names_and_bodies() {
+        let map = |pairs: &[(&str, &str)]| proto::AgentConfigMap {
+            config_map: pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        proto::AgentConfigFile {
+                            body: v.as_bytes().to_vec(),
+                            content_type: String::new(),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let a = content_hash(&map(&[("main.yaml", "open: [cpu]"), ("host.yaml", "")]));
+        let b = content_hash(&map(&[("host.yaml", ""), ("main.yaml", "open: [cpu]")]));
+        assert_eq!(a, b, "order does not matter");
+        assert_ne!(a, content_hash(&map(&[("main.yaml", "open: [mem]"), ("host.yaml", "")])));
+        assert_ne!(a, content_hash(&map(&[("main.yaml", "open: [cpu]host.yaml")])));
+    }
+}

@@ -113,3 +113,67 @@ impl HealthTracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{ActorStatus, PipelineStatus};
+
+    fn report(input: StatsSnapshot, output: StatsSnapshot) -> StatusReport {
+        let actor = |kind: &str, stats| ActorStatus {
+            kind: kind.into(),
+            name: "x".into(),
+            plugin: "x".into(),
+            alive: true,
+            stats,
+        };
+        StatusReport {
+            uptime_sec: 1.0,
+            pipelines: vec![PipelineStatus {
+                input: "x".into(),
+                interval_sec: 1.0,
+                actors: vec![actor("input", input)],
+                outputs: vec!["x".into()],
+            }],
+            outputs: vec![actor("output", output)],
+        }
+    }
+
+    #[test]
+    fn failing_until_a_success_and_dropping_while_drops_grow() {
+        let mut t = HealthTracker::default();
+        let ok = StatsSnapshot {
+            last_ok_ns: 10,
+            ..Default::default()
+        };
+        let h = t.report(&report(ok.clone(), ok.clone()), 1, 2, "ok");
+        assert!(h.healthy, "{h:?}");
+        // Errors without a success: failing, and still failing on the next
+        // report with no new calls.
+        let failing = StatsSnapshot {
+            errors: 2,
+            last_ok_ns: 10,
+            last_error: Some("connection refused".into()),
+            ..Default::default()
+        };
+        let h = t.report(&report(failing.clone(), ok.clone()), 1, 3, "ok");
+        assert!(!h.healthy);
+        assert!(h.last_error.contains("input/x: failing: connection refused"), "{}", h.last_error);
+        assert!(!t.report(&report(failing.clone(), ok.clone()), 1, 4, "ok").healthy);
+        let recovered = StatsSnapshot {
+            last_ok_ns: 20,
+            ..failing
+        };
+        assert!(t.report(&report(recovered.clone(), ok.clone()), 1, 5, "ok").healthy);
+        // Drops: unhealthy while they grow.
+        let dropping = StatsSnapshot {
+            dropped: 5,
+            ..ok.clone()
+        };
+        let h = t.report(&report(recovered.clone(), dropping.clone()), 1, 6, "ok");
+        assert!(h.last_error.contains("output/x: buffer full: dropped 5"), "{}", h.last_error);
+        let h = t.report(&report(recovered, dropping), 1, 7, "bad file");
+        assert!(h.healthy, "{h:?}");
+        assert!(h.status.contains("rejected") && h.status.contains("bad file"), "{}", h.status);
+    }
+}

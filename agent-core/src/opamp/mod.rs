@@ -252,3 +252,64 @@ pub fn description(host_name: &str, uid: &[u8; 16]) -> proto::AgentDescription {
         ],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_headers_file_and_never_show_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("main.yaml"),
+            "open: [demo]\nopamp:\n  endpoint: https://o.example/v1/opamp\n  \
+             headers: {Authorization: 'Bearer from-config'}\n  headers_file: h.yaml\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("h.yaml"), "authorization: Bearer from-file\nX-A: b\n").unwrap();
+        let config = AgentConfig::load(&etc).unwrap();
+        let s = OpampSettings::from_config(&config).unwrap().unwrap();
+        // The file's header replaces the config's of the same name.
+        assert_eq!(
+            s.headers,
+            vec![
+                ("X-A".to_string(), "b".to_string()),
+                ("authorization".to_string(), "Bearer from-file".to_string()),
+            ]
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("from-file") && !shown.contains("Bearer"), "{shown}");
+        assert_eq!(s.uid_file, dir.path().join("run/opamp-uid"));
+
+        std::fs::write(dir.path().join("h.yaml"), "X-A: [secret-list]\n").unwrap();
+        let config = AgentConfig::load(&etc).unwrap();
+        let err = OpampSettings::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("key `opamp.headers_file`") && !err.contains("secret-list"), "{err}");
+    }
+
+    #[test]
+    fn bad_header_values_are_refused_without_quoting_them() {
+        let err = AgentConfig::from_yaml(
+            "main.yaml",
+            "open: [demo]\nopamp: {endpoint: 'https://o/v1', headers: {X-A: \"a\\nInjected: 1\"}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("key `opamp.headers.X-A`") && !err.contains("Injected"), "{err}");
+        for (yaml, key) in [
+            ("opamp: {endpoint: 'https://o/v1', poll_sec: 0}", "opamp.poll_sec"),
+            ("opamp: {endpoint: 'https://o/v1', retry_max_sec: -1}", "opamp.retry_max_sec"),
+            ("opamp: {endpoint: 'ftp://o/v1'}", "opamp.endpoint"),
+            ("opamp: {endpoint: 'https://o/v1', ca_file: ''}", "opamp.ca_file"),
+        ] {
+            let err = AgentConfig::from_yaml("main.yaml", &format!("open: [demo]\n{yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{yaml}: {err}");
+        }
+        let off = AgentConfig::from_yaml("main.yaml", "open: [demo]\nopamp: {endpoint: ''}\n").unwrap();
+        assert!(OpampSettings::from_config(&off).unwrap().is_none());
+    }
+}
