@@ -64,7 +64,10 @@ impl Server {
             if let Ok(p) = std::fs::read_to_string(dir.join("port")) {
                 break p.trim().parse().unwrap();
             }
-            assert!(Instant::now() < deadline, "the OpAMP test server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the OpAMP test server did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Server {
@@ -164,7 +167,8 @@ impl Drop for Agent {
     }
 }
 
-const MAIN: &str = "reload_sec: 300\ndelay_sec: 0\ninterval: 0.2\nopen: [demo]\ncommon_output: [file]\n";
+const MAIN: &str =
+    "reload_sec: 300\ndelay_sec: 0\ninterval: 0.2\nopen: [demo]\ncommon_output: [file]\n";
 
 /// etc/ with main.yaml (demo into a file output) and the OpAMP settings in
 /// etc/main/main.yaml, the local layer offers cannot write.
@@ -177,7 +181,10 @@ fn etc_for(root: &Path, port: u16) -> PathBuf {
     let data = root.join("data/metrics.jsonl");
     std::fs::write(
         etc.join("output/file.yaml"),
-        format!("path: {}\nformat: json\nflush_interval: 0.2\n", data.display()),
+        format!(
+            "path: {}\nformat: json\nflush_interval: 0.2\n",
+            data.display()
+        ),
     )
     .unwrap();
     std::fs::write(root.join("opamp-headers.yaml"), "X-Tenant: tenant-7\n").unwrap();
@@ -259,11 +266,18 @@ fn opamp_first_report_offers_outage_and_restart() {
     let effective = &first["effective"];
     assert!(effective["main.yaml"].as_str().unwrap().contains("demo"));
     let local = effective["main/main.yaml"].as_str().unwrap();
-    assert!(!local.contains("s3cret-token"), "header value masked: {local}");
+    assert!(
+        !local.contains("s3cret-token"),
+        "header value masked: {local}"
+    );
     assert!(local.contains("***"), "{local}");
     let uid = first["uid"].as_str().unwrap().to_string();
     let uid_file = std::fs::read_to_string(root.join("run/opamp-uid")).unwrap();
-    assert_eq!(uid_file.trim().replace('-', ""), uid, "run/opamp-uid holds the UID");
+    assert_eq!(
+        uid_file.trim().replace('-', ""),
+        uid,
+        "run/opamp-uid holds the UID"
+    );
 
     // A good offer: a second input. APPLYING, then APPLIED with its hash.
     let from = server.log().len();
@@ -271,7 +285,10 @@ fn opamp_first_report_offers_outage_and_restart() {
     server.offer(
         good_hash,
         &[
-            ("main.yaml", &MAIN.replace("open: [demo]", "open: [demo, demo2]")),
+            (
+                "main.yaml",
+                &MAIN.replace("open: [demo]", "open: [demo, demo2]"),
+            ),
             ("input/demo2.yaml", "plugin: demo\ninterval: 0.2\n"),
         ],
     );
@@ -282,12 +299,23 @@ fn opamp_first_report_offers_outage_and_restart() {
         status_of(m).is_some_and(|(h, s, _)| h == good_hash && s.ends_with("APPLIED"))
     });
     let eff = &applied["effective"];
-    assert_eq!(eff["input/demo2.yaml"], "plugin: demo\ninterval: 0.2\n", "{applied}");
-    assert!(eff["main.yaml"].as_str().unwrap().contains("demo2"), "{applied}");
+    assert_eq!(
+        eff["input/demo2.yaml"], "plugin: demo\ninterval: 0.2\n",
+        "{applied}"
+    );
+    assert!(
+        eff["main.yaml"].as_str().unwrap().contains("demo2"),
+        "{applied}"
+    );
     let written = etc.join("input/demo2.yaml");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o600);
-    wait_until("demo2 metrics in the file output", || metrics_named(&root, "demo2") > 0);
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    wait_until("demo2 metrics in the file output", || {
+        metrics_named(&root, "demo2") > 0
+    });
 
     // A bad offer: an unknown input plugin. FAILED naming it; nothing
     // written; the good configuration keeps running.
@@ -296,7 +324,10 @@ fn opamp_first_report_offers_outage_and_restart() {
     server.offer(
         bad_hash,
         &[
-            ("main.yaml", &MAIN.replace("open: [demo]", "open: [demo, nosuch]")),
+            (
+                "main.yaml",
+                &MAIN.replace("open: [demo]", "open: [demo, nosuch]"),
+            ),
             ("input/nosuch.yaml", "interval: 1\n"),
         ],
     );
@@ -305,9 +336,14 @@ fn opamp_first_report_offers_outage_and_restart() {
     });
     let (_, _, err) = status_of(&failed).unwrap();
     assert!(err.contains("nosuch"), "{err}");
-    assert!(err.contains("main.yaml") && err.contains("open"), "file and key: {err}");
+    assert!(
+        err.contains("main.yaml") && err.contains("open"),
+        "file and key: {err}"
+    );
     assert!(!etc.join("input/nosuch.yaml").exists(), "nothing written");
-    assert!(std::fs::read_to_string(etc.join("main.yaml")).unwrap().contains("demo2"));
+    assert!(std::fs::read_to_string(etc.join("main.yaml"))
+        .unwrap()
+        .contains("demo2"));
     let before = metrics_named(&root, "demo2");
     wait_until("demo2 still flowing after the refused offer", || {
         metrics_named(&root, "demo2") > before
@@ -326,7 +362,9 @@ fn opamp_first_report_offers_outage_and_restart() {
     let (_, _, err) = status_of(&refused).unwrap();
     assert!(err.contains("../x.yaml") && err.contains("`..`"), "{err}");
     assert!(!root.join("x.yaml").exists());
-    assert!(std::fs::read_to_string(etc.join("main.yaml")).unwrap().contains("demo2"));
+    assert!(std::fs::read_to_string(etc.join("main.yaml"))
+        .unwrap()
+        .contains("demo2"));
 
     // An offer that would change the opamp: settings is refused too.
     let from = server.log().len();
@@ -336,13 +374,19 @@ fn opamp_first_report_offers_outage_and_restart() {
         &[
             ("main.yaml", &good_main),
             ("input/demo2.yaml", "plugin: demo\ninterval: 0.2\n"),
-            ("host.yaml", "opamp: {endpoint: 'https://elsewhere.example/v1/opamp'}\n"),
+            (
+                "host.yaml",
+                "opamp: {endpoint: 'https://elsewhere.example/v1/opamp'}\n",
+            ),
         ],
     );
     let (_, cut_off) = server.wait_for(from, "FAILED for the opamp change", |m| {
         status_of(m).is_some_and(|(h, s, _)| h == "d4d4d4d4" && s.ends_with("FAILED"))
     });
-    assert!(status_of(&cut_off).unwrap().2.contains("opamp"), "{cut_off}");
+    assert!(
+        status_of(&cut_off).unwrap().2.contains("opamp"),
+        "{cut_off}"
+    );
     assert!(!etc.join("host.yaml").exists());
 
     // The server answers 503 with Retry-After, then goes away, then comes
@@ -382,7 +426,9 @@ fn opamp_first_report_offers_outage_and_restart() {
         .filter_map(|m| status_of(m).map(|(h, s, _)| format!("{h} {s}")))
         .collect();
     assert!(
-        statuses.iter().all(|s| s == "d4d4d4d4 RemoteConfigStatuses_FAILED"),
+        statuses
+            .iter()
+            .all(|s| s == "d4d4d4d4 RemoteConfigStatuses_FAILED"),
         "the same hash is not applied again: {statuses:?}"
     );
 }
@@ -397,27 +443,52 @@ fn opamp_plain_http_is_refused_unless_insecure() {
         "open: [demo]\nopamp: {endpoint: 'http://127.0.0.1:9/v1/opamp'}\n",
     )
     .unwrap();
-    let out = agent().arg("validate").arg("-c").arg(&etc).output().unwrap();
+    let out = agent()
+        .arg("validate")
+        .arg("-c")
+        .arg(&etc)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("main.yaml: key `opamp.endpoint`: must be an https:// URL"), "{err}");
+    assert!(
+        err.contains("main.yaml: key `opamp.endpoint`: must be an https:// URL"),
+        "{err}"
+    );
     std::fs::write(
         etc.join("main.yaml"),
         "open: [demo]\nopamp: {endpoint: 'http://127.0.0.1:9/v1/opamp', insecure: true}\n",
     )
     .unwrap();
-    let out = agent().arg("validate").arg("-c").arg(&etc).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent()
+        .arg("validate")
+        .arg("-c")
+        .arg(&etc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A missing ca_file is named with its key.
     std::fs::write(
         etc.join("main.yaml"),
         "open: [demo]\nopamp: {endpoint: 'https://127.0.0.1:9/v1/opamp', ca_file: nope.pem}\n",
     )
     .unwrap();
-    let out = agent().arg("validate").arg("-c").arg(&etc).output().unwrap();
+    let out = agent()
+        .arg("validate")
+        .arg("-c")
+        .arg(&etc)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("key `opamp.ca_file`") && err.contains("nope.pem"), "{err}");
+    assert!(
+        err.contains("key `opamp.ca_file`") && err.contains("nope.pem"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -460,13 +531,19 @@ fn opamp_health_turns_unhealthy_on_drops_and_retry_hints_are_honoured() {
     let (_, sick) = server.wait_for(0, "unhealthy health", |m| m["health"]["healthy"] == false);
     let h = &sick["health"];
     let err = h["last_error"].as_str().unwrap();
-    assert!(err.contains("output/http") && err.contains("dropped"), "{h}");
+    assert!(
+        err.contains("output/http") && err.contains("dropped"),
+        "{h}"
+    );
     assert_eq!(h["components"]["output/http"]["healthy"], false, "{h}");
     assert_eq!(h["components"]["input/demo"]["healthy"], true, "{h}");
     assert!(h["status"].as_str().unwrap().starts_with("degraded"), "{h}");
     let (_, full) = server.wait_for(0, "an effective config", |m| m.get("effective").is_some());
     let http = full["effective"]["output/http.yaml"].as_str().unwrap();
-    assert!(!http.contains("hunter2") && http.contains("password: '***'"), "{http}");
+    assert!(
+        !http.contains("hunter2") && http.contains("password: '***'"),
+        "{http}"
+    );
 
     // A local edit: reloaded, and its effective config reported.
     let from = server.log().len();
@@ -488,6 +565,9 @@ fn opamp_health_turns_unhealthy_on_drops_and_retry_hints_are_honoured() {
         server.set_mode(None);
         let (_, next) = server.wait_for(i + 1, "the poll after the hint", |_| true);
         let gap = next["t"].as_f64().unwrap() - refused["t"].as_f64().unwrap();
-        assert!(gap >= 1.9, "{mode}: next poll after {gap:.2} s, not after the 2 s hint");
+        assert!(
+            gap >= 1.9,
+            "{mode}: next poll after {gap:.2} s, not after the 2 s hint"
+        );
     }
 }

@@ -103,7 +103,9 @@ fn main() {
                         Ok(answer) => {
                             stats.ok.fetch_add(1, Relaxed);
                             stats.sent.fetch_add(n, Relaxed);
-                            stats.received.fetch_add(answer.encoded_len() as u64, Relaxed);
+                            stats
+                                .received
+                                .fetch_add(answer.encoded_len() as u64, Relaxed);
                             let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
                             lat.lock().unwrap_or_else(|e| e.into_inner()).push(us);
                         }

@@ -199,10 +199,22 @@ pub fn validate(
         crate::metric::now_ns()
     ));
     let scratch_etc = scratch.join("etc");
-    let result = in_scratch(dir, &scratch, &scratch_etc, &change, registry, current_opamp);
+    let result = in_scratch(
+        dir,
+        &scratch,
+        &scratch_etc,
+        &change,
+        registry,
+        current_opamp,
+    );
     let _ = std::fs::remove_dir_all(&scratch);
     // Errors name the scratch copy; point them back at the real folder.
-    let real = |s: &str| s.replace(&scratch_etc.display().to_string(), &dir.display().to_string());
+    let real = |s: &str| {
+        s.replace(
+            &scratch_etc.display().to_string(),
+            &dir.display().to_string(),
+        )
+    };
     result.map_err(|e| match e {
         OfferError::Invalid(mut c) => {
             c.file = real(&c.file);
@@ -254,7 +266,8 @@ fn in_scratch(
         };
         place(rel, text.as_bytes())?;
     }
-    let (config, _plan) = crate::reload::load_and_plan(scratch_etc, registry).map_err(OfferError::Invalid)?;
+    let (config, _plan) =
+        crate::reload::load_and_plan(scratch_etc, registry).map_err(OfferError::Invalid)?;
     let changed = current_opamp.is_some_and(|current| {
         !crate::config::OpampConfig::same_settings(current.as_ref(), config.main.opamp.as_ref())
     });
@@ -296,7 +309,13 @@ mod tests {
 
     #[test]
     fn keys_are_checked() {
-        for ok in ["main.yaml", "host.yaml", "input/ping.yaml", "output/es.yaml", "aggs/cpu.yaml"] {
+        for ok in [
+            "main.yaml",
+            "host.yaml",
+            "input/ping.yaml",
+            "output/es.yaml",
+            "aggs/cpu.yaml",
+        ] {
             assert!(check_key(ok).is_ok(), "{ok}");
         }
         for (bad, why) in [

@@ -127,7 +127,10 @@ impl OpampClient {
                 tokio::time::sleep(IDLE_CHECK).await;
                 continue;
             };
-            if s.insecure && !crate::config::is_https(&s.endpoint) && warned_for.as_deref() != Some(&s.endpoint) {
+            if s.insecure
+                && !crate::config::is_https(&s.endpoint)
+                && warned_for.as_deref() != Some(&s.endpoint)
+            {
                 warn!(self.log, "OpAMP endpoint is plain http, allowed by opamp.insecure: anyone on the path can change this agent's configuration";
                     "endpoint" => %s.endpoint);
                 warned_for = Some(s.endpoint.clone());
@@ -181,7 +184,7 @@ impl OpampClient {
                     };
                     // The first failure and then every tenth: a server down
                     // for a day is not a log line per retry.
-                    if session.failures == 1 || session.failures % 10 == 0 {
+                    if session.failures == 1 || session.failures.is_multiple_of(10) {
                         warn!(self.log, "OpAMP poll failed"; "error" => %e, "failures" => session.failures,
                             "retry_in_ms" => wait.as_millis() as u64);
                     }
@@ -261,7 +264,10 @@ impl OpampClient {
                     Err(e) => error!(self.log, "cannot keep the new instance UID"; "error" => %e),
                 },
                 Ok(_) => {}
-                Err(_) => warn!(self.log, "OpAMP server sent an instance UID that is not 16 bytes; ignored"),
+                Err(_) => warn!(
+                    self.log,
+                    "OpAMP server sent an instance UID that is not 16 bytes; ignored"
+                ),
             }
         }
         if answer.flags & proto::ServerToAgentFlags::ReportFullState as u64 != 0 {
@@ -309,7 +315,8 @@ impl OpampClient {
             debug!(self.log, "could not report APPLYING"; "error" => %e);
         }
         let before = self.generation();
-        let outcome = match apply::validate(&self.dir, &self.registry, &map, &session.remote.files) {
+        let outcome = match apply::validate(&self.dir, &self.registry, &map, &session.remote.files)
+        {
             Ok(change) => match apply::write(&self.dir, &change) {
                 Ok(()) => self.reload_applied(before).await.map(|()| change.files),
                 Err(e) => Err(e.to_string()),
@@ -470,12 +477,12 @@ pub async fn post(s: &OpampSettings, body: Vec<u8>) -> Result<proto::ServerToAge
     };
     let answer = proto::ServerToAgent::decode(bytes.as_slice())?;
     if let Some(err) = &answer.error_response {
-        let hint = match &err.details {
-            Some(proto::server_error_response::Details::RetryInfo(r)) => {
-                Some(Duration::from_nanos(r.retry_after_nanoseconds))
-            }
-            None => None,
-        };
+        let hint =
+            err.details
+                .as_ref()
+                .map(|proto::server_error_response::Details::RetryInfo(r)| {
+                    Duration::from_nanos(r.retry_after_nanoseconds)
+                });
         let kind = proto::ServerErrorResponseType::try_from(err.r#type)
             .map(|t| t.as_str_name())
             .unwrap_or("unknown");
@@ -500,8 +507,14 @@ mod tests {
         let later = chrono::Utc::now() + chrono::Duration::seconds(120);
         h.insert("retry-after", later.to_rfc2822().parse().unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d <= Duration::from_secs(120) && d >= Duration::from_secs(100), "{d:?}");
-        h.insert("retry-after", "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap());
+        assert!(
+            d <= Duration::from_secs(120) && d >= Duration::from_secs(100),
+            "{d:?}"
+        );
+        h.insert(
+            "retry-after",
+            "Thu, 01 Jan 1970 00:00:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO), "a past date: now");
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
@@ -526,7 +539,13 @@ mod tests {
         let a = content_hash(&map(&[("main.yaml", "open: [cpu]"), ("host.yaml", "")]));
         let b = content_hash(&map(&[("host.yaml", ""), ("main.yaml", "open: [cpu]")]));
         assert_eq!(a, b, "order does not matter");
-        assert_ne!(a, content_hash(&map(&[("main.yaml", "open: [mem]"), ("host.yaml", "")])));
-        assert_ne!(a, content_hash(&map(&[("main.yaml", "open: [cpu]host.yaml")])));
+        assert_ne!(
+            a,
+            content_hash(&map(&[("main.yaml", "open: [mem]"), ("host.yaml", "")]))
+        );
+        assert_ne!(
+            a,
+            content_hash(&map(&[("main.yaml", "open: [cpu]host.yaml")]))
+        );
     }
 }

@@ -121,7 +121,13 @@ mod tests {
         for secret in ["hunter2", "Bearer abc", "t1", "deep: 1"] {
             assert!(!text.contains(secret), "{secret} left in:\n{text}");
         }
-        for kept in ["https://x", "https://o", "port: 9200", "Authorization", "X-Tenant"] {
+        for kept in [
+            "https://x",
+            "https://o",
+            "port: 9200",
+            "Authorization",
+            "X-Tenant",
+        ] {
             assert!(text.contains(kept), "{kept} missing in:\n{text}");
         }
     }

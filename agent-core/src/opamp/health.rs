@@ -158,22 +158,41 @@ mod tests {
         };
         let h = t.report(&report(failing.clone(), ok.clone()), 1, 3, "ok");
         assert!(!h.healthy);
-        assert!(h.last_error.contains("input/x: failing: connection refused"), "{}", h.last_error);
-        assert!(!t.report(&report(failing.clone(), ok.clone()), 1, 4, "ok").healthy);
+        assert!(
+            h.last_error
+                .contains("input/x: failing: connection refused"),
+            "{}",
+            h.last_error
+        );
+        assert!(
+            !t.report(&report(failing.clone(), ok.clone()), 1, 4, "ok")
+                .healthy
+        );
         let recovered = StatsSnapshot {
             last_ok_ns: 20,
             ..failing
         };
-        assert!(t.report(&report(recovered.clone(), ok.clone()), 1, 5, "ok").healthy);
+        assert!(
+            t.report(&report(recovered.clone(), ok.clone()), 1, 5, "ok")
+                .healthy
+        );
         // Drops: unhealthy while they grow.
         let dropping = StatsSnapshot {
             dropped: 5,
             ..ok.clone()
         };
         let h = t.report(&report(recovered.clone(), dropping.clone()), 1, 6, "ok");
-        assert!(h.last_error.contains("output/x: buffer full: dropped 5"), "{}", h.last_error);
+        assert!(
+            h.last_error.contains("output/x: buffer full: dropped 5"),
+            "{}",
+            h.last_error
+        );
         let h = t.report(&report(recovered, dropping), 1, 7, "bad file");
         assert!(h.healthy, "{h:?}");
-        assert!(h.status.contains("rejected") && h.status.contains("bad file"), "{}", h.status);
+        assert!(
+            h.status.contains("rejected") && h.status.contains("bad file"),
+            "{}",
+            h.status
+        );
     }
 }

@@ -165,8 +165,11 @@ impl OpampSettings {
             }
             None => None,
         };
-        let mut headers: Vec<(String, String)> =
-            o.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut headers: Vec<(String, String)> = o
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if let Some(f) = &o.headers_file {
             let p = resolve(f);
             let bad = |reason: String| {
@@ -268,7 +271,11 @@ mod tests {
              headers: {Authorization: 'Bearer from-config'}\n  headers_file: h.yaml\n",
         )
         .unwrap();
-        std::fs::write(dir.path().join("h.yaml"), "authorization: Bearer from-file\nX-A: b\n").unwrap();
+        std::fs::write(
+            dir.path().join("h.yaml"),
+            "authorization: Bearer from-file\nX-A: b\n",
+        )
+        .unwrap();
         let config = AgentConfig::load(&etc).unwrap();
         let s = OpampSettings::from_config(&config).unwrap().unwrap();
         // The file's header replaces the config's of the same name.
@@ -280,13 +287,19 @@ mod tests {
             ]
         );
         let shown = format!("{s:?}");
-        assert!(!shown.contains("from-file") && !shown.contains("Bearer"), "{shown}");
+        assert!(
+            !shown.contains("from-file") && !shown.contains("Bearer"),
+            "{shown}"
+        );
         assert_eq!(s.uid_file, dir.path().join("run/opamp-uid"));
 
         std::fs::write(dir.path().join("h.yaml"), "X-A: [secret-list]\n").unwrap();
         let config = AgentConfig::load(&etc).unwrap();
         let err = OpampSettings::from_config(&config).unwrap_err().to_string();
-        assert!(err.contains("key `opamp.headers_file`") && !err.contains("secret-list"), "{err}");
+        assert!(
+            err.contains("key `opamp.headers_file`") && !err.contains("secret-list"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -297,19 +310,32 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("key `opamp.headers.X-A`") && !err.contains("Injected"), "{err}");
+        assert!(
+            err.contains("key `opamp.headers.X-A`") && !err.contains("Injected"),
+            "{err}"
+        );
         for (yaml, key) in [
-            ("opamp: {endpoint: 'https://o/v1', poll_sec: 0}", "opamp.poll_sec"),
-            ("opamp: {endpoint: 'https://o/v1', retry_max_sec: -1}", "opamp.retry_max_sec"),
+            (
+                "opamp: {endpoint: 'https://o/v1', poll_sec: 0}",
+                "opamp.poll_sec",
+            ),
+            (
+                "opamp: {endpoint: 'https://o/v1', retry_max_sec: -1}",
+                "opamp.retry_max_sec",
+            ),
             ("opamp: {endpoint: 'ftp://o/v1'}", "opamp.endpoint"),
-            ("opamp: {endpoint: 'https://o/v1', ca_file: ''}", "opamp.ca_file"),
+            (
+                "opamp: {endpoint: 'https://o/v1', ca_file: ''}",
+                "opamp.ca_file",
+            ),
         ] {
             let err = AgentConfig::from_yaml("main.yaml", &format!("open: [demo]\n{yaml}\n"))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(&format!("key `{key}`")), "{yaml}: {err}");
         }
-        let off = AgentConfig::from_yaml("main.yaml", "open: [demo]\nopamp: {endpoint: ''}\n").unwrap();
+        let off =
+            AgentConfig::from_yaml("main.yaml", "open: [demo]\nopamp: {endpoint: ''}\n").unwrap();
         assert!(OpampSettings::from_config(&off).unwrap().is_none());
     }
 }
