@@ -412,8 +412,14 @@ fn opamp_first_report_offers_outage_and_restart() {
     );
     assert!(back.get("effective").is_some(), "{back}");
 
-    // Restart: the same UID, the last offer not applied again.
+    // Restart: the same UID, the last offer not applied again. SIGTERM
+    // says goodbye first (AgentDisconnect).
+    let from = server.log().len();
     agent.stop();
+    let (_, bye) = server.wait_for(from, "AgentDisconnect at shutdown", |m| {
+        m["disconnect"] == true
+    });
+    assert_eq!(bye["uid"], uid.as_str());
     let from = server.log().len();
     let _agent = Agent::start(&etc);
     let (i, again) = server.wait_for(from, "a report after the restart", |m| {

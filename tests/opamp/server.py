@@ -57,6 +57,8 @@ def record(msg, headers, size):
         "tenant": headers.get("X-Tenant", ""),
         "content_type": headers.get("Content-Type", ""),
     }
+    if msg.HasField("agent_disconnect"):
+        r["disconnect"] = True
     if msg.HasField("agent_description"):
         r["identifying"] = attrs(msg.agent_description.identifying_attributes)
         r["non_identifying"] = attrs(msg.agent_description.non_identifying_attributes)

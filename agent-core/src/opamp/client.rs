@@ -41,17 +41,34 @@ pub struct OpampClient {
     start_ns: u64,
 }
 
+/// Tells the running client to say goodbye (`AgentDisconnect`) and stop.
+pub struct OpampHandle {
+    stop: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl OpampHandle {
+    /// Sends `AgentDisconnect` (when connected) and stops the client; waits
+    /// at most `deadline`, so a server that does not answer cannot hold up
+    /// the agent's shutdown.
+    pub async fn disconnect(&self, deadline: Duration) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.stop.send(tx).is_ok() {
+            let _ = tokio::time::timeout(deadline, rx).await;
+        }
+    }
+}
+
 /// Starts the client inside the actix system. It runs until the system
-/// stops; with `opamp:` off it only watches for a reload that turns it on.
-/// A bad `opamp:` block is logged (file, key, reason) and retried after
-/// the next reload.
+/// stops or [`OpampHandle::disconnect`]; with `opamp:` off it only watches
+/// for a reload that turns it on. A bad `opamp:` block is logged (file,
+/// key, reason) and retried after the next reload.
 pub fn start(
     config: &AgentConfig,
     registry: Arc<Registry>,
     supervisor: Addr<PipelineSupervisor>,
     reloader: ReloaderHandle,
     log: Logger,
-) {
+) -> OpampHandle {
     let settings = match OpampSettings::from_config(config) {
         Ok(s) => s,
         Err(e) => {
@@ -67,7 +84,9 @@ pub fn start(
         log,
         start_ns: u64::try_from(crate::metric::now_ns()).unwrap_or(0),
     };
-    actix::spawn(client.run(settings));
+    let (stop, stop_rx) = tokio::sync::mpsc::unbounded_channel();
+    actix::spawn(client.run(settings, stop_rx));
+    OpampHandle { stop }
 }
 
 /// What the loop remembers between polls.
@@ -96,7 +115,11 @@ impl OpampClient {
         (s.generation, s.attempts, s.last_result.clone())
     }
 
-    async fn run(self, mut settings: Option<OpampSettings>) {
+    async fn run(
+        self,
+        mut settings: Option<OpampSettings>,
+        mut stop: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let mut session = Session {
             uid: None,
             seq: 0,
@@ -124,8 +147,15 @@ impl OpampClient {
                 }
             }
             let Some(s) = settings.clone() else {
-                tokio::time::sleep(IDLE_CHECK).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_CHECK) => continue,
+                    done = stop.recv() => {
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                }
             };
             if s.insecure
                 && !crate::config::is_https(&s.endpoint)
@@ -191,7 +221,29 @@ impl OpampClient {
                     wait
                 }
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                done = stop.recv() => {
+                    // The server learns the agent left, rather than
+                    // missing heartbeats.
+                    let msg = proto::AgentToServer {
+                        instance_uid: uid.to_vec(),
+                        sequence_num: session.seq,
+                        capabilities: CAPABILITIES,
+                        agent_disconnect: Some(proto::AgentDisconnect {}),
+                        ..Default::default()
+                    };
+                    if session.failures == 0 {
+                        if let Err(e) = post(&s, msg.encode_to_vec()).await {
+                            debug!(self.log, "AgentDisconnect not delivered"; "error" => %e);
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            }
         }
     }
 

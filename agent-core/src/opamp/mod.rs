@@ -21,7 +21,7 @@ pub mod health;
 pub mod identity;
 pub mod proto;
 
-pub use client::{start, OpampClient};
+pub use client::{start, OpampClient, OpampHandle};
 
 use crate::config::{AgentConfig, ConfigError};
 use std::path::PathBuf;
