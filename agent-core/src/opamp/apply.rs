@@ -209,15 +209,21 @@ pub fn validate(
     );
     let _ = std::fs::remove_dir_all(&scratch);
     // Errors name the scratch copy; point them back at the real folder.
+    let base = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let real = |s: &str| {
         s.replace(
             &scratch_etc.display().to_string(),
             &dir.display().to_string(),
         )
+        .replace(&scratch.display().to_string(), &base.display().to_string())
     };
     result.map_err(|e| match e {
         OfferError::Invalid(mut c) => {
             c.file = real(&c.file);
+            c.reason = real(&c.reason);
             OfferError::Invalid(c)
         }
         OfferError::TouchesOpamp(f) => OfferError::TouchesOpamp(real(&f)),
@@ -266,6 +272,8 @@ fn in_scratch(
         };
         place(rel, text.as_bytes())?;
     }
+    crate::reload::remote::copy_relative_ca(dir, scratch, scratch_etc)
+        .map_err(|e| w(scratch, e))?;
     let (config, _plan) =
         crate::reload::load_and_plan(scratch_etc, registry).map_err(OfferError::Invalid)?;
     let changed = current_opamp.is_some_and(|current| {
@@ -333,6 +341,40 @@ mod tests {
             let err = check_key(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_relative_update_api_ca_file_is_found_in_the_scratch_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "not checked here").unwrap();
+        let main = "open: [demo]\nupdate_api: https://u.example/v1\nupdate_api_ca_file: ca.pem\n";
+        std::fs::write(etc.join("main.yaml"), main).unwrap();
+        let offer = proto::AgentConfigMap {
+            config_map: [(
+                "main.yaml".to_string(),
+                proto::AgentConfigFile {
+                    body: format!("{main}interval: 5\n").into_bytes(),
+                    content_type: String::new(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let registry = Registry::with_builtins();
+        let change = validate(&etc, &registry, &offer, &[]).expect("valid offer");
+        assert_eq!(change.files, vec!["main.yaml".to_string()]);
+        // Without the CA file the same offer names it.
+        std::fs::remove_file(dir.path().join("ca.pem")).unwrap();
+        let err = validate(&etc, &registry, &offer, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("update_api_ca_file"), "{err}");
+        assert!(
+            !err.contains("agent-opamp-check"),
+            "names the real folder: {err}"
+        );
     }
 
     #[test]
