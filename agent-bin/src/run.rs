@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// How long shutdown may take to drain pipelines and flush outputs.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the OpAMP goodbye may delay shutdown.
+const OPAMP_DISCONNECT_DEADLINE: Duration = Duration::from_secs(2);
 
 fn logger(config: &AgentConfig) -> Logger {
     let log = logging::build(&LogSettings::from_config(config));
@@ -66,10 +68,12 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         let registry = Arc::new(registry);
         let socket = config.control_socket();
         let sup = PipelineSupervisor::new(config.clone(), plan, registry.clone(), log.new(o!())).start();
-        let reloader = ConfigReloader::new(&config, registry, sup.clone(), log.new(o!("component" => "reload")));
+        let reloader = ConfigReloader::new(&config, registry.clone(), sup.clone(), log.new(o!("component" => "reload")));
         let reload_state = reloader.state();
         // Supervised: a reloader that dies is restarted, and SIGHUP reaches the new one.
         let reloader = reloader.start_supervised();
+        // Fleet management (opamp: in main.yaml); idle while off.
+        let opamp = agent_core::opamp::start(&config, registry, sup.clone(), reloader.clone(), log.new(o!("component" => "opamp")));
         // Bound here, it is this agent's to remove at exit (even if serving
         // failed); a path it could not bind may be another's file.
         #[cfg(unix)]
@@ -93,6 +97,7 @@ pub fn run(config: AgentConfig, plan: Plan, registry: Registry) -> Result<()> {
         trim::schedule(started.saturating_add(Duration::from_secs(3)), started.saturating_add(steady), reload_state, log.clone());
         let signal = wait_for_stop(&reloader).await?;
         info!(log, "shutting down"; "signal" => signal);
+        opamp.disconnect(OPAMP_DISCONNECT_DEADLINE).await;
         let report = sup
             .send(Shutdown { deadline: SHUTDOWN_DEADLINE })
             .await

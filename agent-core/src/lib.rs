@@ -27,7 +27,9 @@
 //!   `Buffer`s: memory and the disk log), slots, supervision, and
 //!   `diff` + `supervisor/apply.rs` for reloads.
 //! - [`reload`]: watches `etc/` and `update_api`, and sends new plans to
-//!   the supervisor; [`control`]: the status socket.
+//!   the supervisor; [`control`]: the status socket; [`opamp`]: the OpAMP
+//!   client (fleet management: health, effective config, remote config
+//!   written to `etc/` and applied through [`reload`]).
 //!
 //! # The path of one metric
 //!
@@ -60,6 +62,7 @@ pub mod fd_budget;
 pub mod format;
 pub mod logging;
 pub mod metric;
+pub mod opamp;
 pub mod pipeline;
 pub mod plugin;
 pub mod plugins;

@@ -56,6 +56,12 @@ fn d_update_timeout() -> Seconds {
 fn d_control_socket() -> String {
     "run/agent.sock".into()
 }
+fn d_opamp_poll() -> Seconds {
+    Seconds::from_secs(30)
+}
+fn d_opamp_retry_max() -> Seconds {
+    Seconds::from_secs(300)
+}
 pub(crate) fn d_code() -> String {
     "monitor_metric_alarm".into()
 }
@@ -90,6 +96,10 @@ pub struct MainConfig {
     /// folder holding etc/.
     #[serde(default = "d_control_socket")]
     pub control_socket: String,
+    /// OpAMP client (fleet management, `crate::opamp`); off when absent
+    /// or its `endpoint` is empty.
+    #[serde(default)]
+    pub opamp: Option<OpampConfig>,
     #[serde(default = "d_delay")]
     pub delay_sec: Seconds,
     /// Seconds the probes' shared DNS cache keeps an answer (0 to 86400;
@@ -152,6 +162,124 @@ impl<'de> Deserialize<'de> for Section {
         }
         d.deserialize_map(Visit)
     }
+}
+
+/// `opamp:` of main.yaml: where the OpAMP server is and how to reach it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpampConfig {
+    /// `https://host/v1/opamp`; empty = off.
+    #[serde(default)]
+    pub endpoint: String,
+    /// CA certificate (PEM) of a private CA, relative to the folder holding etc/.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// HTTP headers sent with every request (`Authorization: Bearer ...`);
+    /// values are never logged and are masked in the effective config.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// A YAML file of more headers (`Name: value`), relative to the folder
+    /// holding etc/, read at every (re)start of the client: keeps tokens
+    /// out of the config folder.
+    #[serde(default)]
+    pub headers_file: Option<String>,
+    /// Seconds between two polls (0.1 to 86400), each spread by ±10 %.
+    #[serde(default = "d_opamp_poll")]
+    pub poll_sec: Seconds,
+    /// Accept a plain `http://` endpoint.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Cap of the retry backoff after errors (0.1 to 86400 s).
+    #[serde(default = "d_opamp_retry_max")]
+    pub retry_max_sec: Seconds,
+    /// Seconds one request may take (0.001 to 300).
+    #[serde(default = "d_update_timeout")]
+    pub timeout_sec: Seconds,
+}
+
+impl Default for OpampConfig {
+    fn default() -> Self {
+        OpampConfig {
+            endpoint: String::new(),
+            ca_file: None,
+            headers: Default::default(),
+            headers_file: None,
+            poll_sec: d_opamp_poll(),
+            insecure: false,
+            retry_max_sec: d_opamp_retry_max(),
+            timeout_sec: d_update_timeout(),
+        }
+    }
+}
+
+impl OpampConfig {
+    /// True when both say the same (an absent block is the defaults):
+    /// whether a remote offer would change the OpAMP settings.
+    pub fn same_settings(a: Option<&OpampConfig>, b: Option<&OpampConfig>) -> bool {
+        let d = OpampConfig::default();
+        let (a, b) = (a.unwrap_or(&d), b.unwrap_or(&d));
+        a.endpoint.trim() == b.endpoint.trim()
+            && a.ca_file == b.ca_file
+            && a.headers == b.headers
+            && a.headers_file == b.headers_file
+            && a.poll_sec.as_secs_f64() == b.poll_sec.as_secs_f64()
+            && a.insecure == b.insecure
+            && a.retry_max_sec.as_secs_f64() == b.retry_max_sec.as_secs_f64()
+            && a.timeout_sec.as_secs_f64() == b.timeout_sec.as_secs_f64()
+    }
+
+    /// Checks every key; `err(key, reason)` builds the error naming the file.
+    fn check(&self, err: impl Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let endpoint = self.endpoint.trim();
+        if !endpoint.is_empty() {
+            Url::parse(endpoint).map_err(|r| err("opamp.endpoint", r))?;
+            if !is_https(endpoint) && !self.insecure {
+                return Err(err(
+                    "opamp.endpoint",
+                    format!(
+                        "must be an https:// URL, got {endpoint:?}: over plain http anyone on the \
+                         path can push a configuration; set `opamp.insecure: true` to accept it anyway"
+                    ),
+                ));
+            }
+        }
+        self.poll_sec
+            .within(0.1, 86_400.0)
+            .map_err(|r| err("opamp.poll_sec", r))?;
+        self.retry_max_sec
+            .within(0.1, 86_400.0)
+            .map_err(|r| err("opamp.retry_max_sec", r))?;
+        self.timeout_sec
+            .within(0.001, 300.0)
+            .map_err(|r| err("opamp.timeout_sec", r))?;
+        for (name, value) in &self.headers {
+            // The value is a secret: the reason never quotes it.
+            check_header(name, value).map_err(|r| err(&format!("opamp.headers.{name}"), r))?;
+        }
+        if let Some(f) = &self.headers_file {
+            if f.trim().is_empty() {
+                return Err(err("opamp.headers_file", "must not be empty".into()));
+            }
+        }
+        if let Some(f) = &self.ca_file {
+            if f.trim().is_empty() {
+                return Err(err("opamp.ca_file", "must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP header name is a token; a value has no control characters
+/// (a newline would start another header). The value is never quoted.
+pub fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("{name:?} is not a valid HTTP header name"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("the header value contains a control character (newline?)".into());
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,6 +473,9 @@ impl AgentConfig {
         main.update_api_timeout
             .within(0.001, 300.0)
             .map_err(|r| err("update_api_timeout", r))?;
+        if let Some(opamp) = &main.opamp {
+            opamp.check(err)?;
+        }
         if main.log.rotation.bytes() == 0 {
             return Err(err(
                 "log.rotation",

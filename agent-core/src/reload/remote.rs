@@ -256,6 +256,13 @@ pub fn replace_together(dir: &Path, writes: &[(PathBuf, String)]) -> Result<(), 
         }
     };
     for (path, text) in writes {
+        // OpAMP offers may add `input/x.yaml` before `input/` exists.
+        if let Some(parent) = path.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                cleanup(&staged);
+                return Err(RemoteError::Write(parent.to_path_buf(), e));
+            }
+        }
         let tmp = sibling(path, ".", ".tmp");
         if let Err(e) = write_private(&tmp, text.as_bytes()) {
             cleanup(&staged);
@@ -286,7 +293,15 @@ pub fn replace_together(dir: &Path, writes: &[(PathBuf, String)]) -> Result<(), 
             return Err(RemoteError::Write((*path).clone(), e));
         }
     }
-    sync_dir(dir).map_err(|e| RemoteError::Write(dir.to_path_buf(), e))
+    // Every folder that gained a name, so all the renames survive a crash.
+    let mut dirs: Vec<&Path> = writes.iter().filter_map(|(p, _)| p.parent()).collect();
+    dirs.push(dir);
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        sync_dir(d).map_err(|e| RemoteError::Write(d.to_path_buf(), e))?;
+    }
+    Ok(())
 }
 
 /// `dir/{prefix}{name}{suffix}` for `dir/name`.
@@ -300,7 +315,7 @@ fn sibling(path: &Path, prefix: &str, suffix: &str) -> PathBuf {
 
 /// Writes `bytes` to `path` with mode 0600 (also when it existed with a
 /// wider one) and fsyncs it.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -313,7 +328,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -362,6 +377,8 @@ fn validate_in_scratch(
             }
             write_private(&to, text.as_bytes()).map_err(|e| RemoteError::Write(to.clone(), e))?;
         }
+        copy_relative_ca(dir, &scratch, &scratch_etc)
+            .map_err(|e| RemoteError::Write(scratch.clone(), e))?;
         // Under catch_unwind: a panic while evaluating is a rejected answer.
         super::load_and_plan(&scratch_etc, registry)?;
         Ok(())
@@ -380,6 +397,42 @@ fn validate_in_scratch(
     })
 }
 
+/// A relative `update_api_ca_file` names a file beside `etc/`, which a
+/// scratch copy of `etc/` lacks: copies it (when it exists and the path
+/// stays below the folder) so validation finds it as the real reload will.
+pub(crate) fn copy_relative_ca(
+    dir: &Path,
+    scratch: &Path,
+    scratch_etc: &Path,
+) -> std::io::Result<()> {
+    let Ok(tree) = load::load_tree(scratch_etc) else {
+        return Ok(()); // the load that follows reports the error
+    };
+    let Some(ca) = tree.root.get("update_api_ca_file").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let rel = Path::new(ca.trim());
+    let plain = rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if rel.as_os_str().is_empty() || !plain {
+        return Ok(());
+    }
+    let base = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let from = base.join(rel);
+    if !from.is_file() {
+        return Ok(());
+    }
+    let to = scratch.join(rel);
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(from, to).map(|_| ())
+}
+
 /// One file through [`replace_together`]: staged 0600, the old one kept
 /// as `.bak`, renamed, the folder fsynced.
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
@@ -396,6 +449,22 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_with_a_relative_ca_file_validates_against_the_real_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "a CA").unwrap();
+        std::fs::write(etc.join("main.yaml"), "open: [demo]\n").unwrap();
+        let answer = br#"{"data": {"main": {"open": ["demo"], "update_api": "https://u.example/v1",
+            "update_api_ca_file": "ca.pem"}}}"#;
+        let registry = Registry::with_builtins();
+        // The scratch copy of etc/ gets ca.pem beside it, as the real one has.
+        assert!(apply_answer(answer, &etc, &registry).expect("valid answer"));
+        let written = std::fs::read_to_string(etc.join("main.yaml")).unwrap();
+        assert!(written.contains("update_api_ca_file"), "{written}");
+    }
 
     #[test]
     fn token_is_md5_of_time_and_key() {
