@@ -157,7 +157,10 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Value, ConfigError> {
     }
     match serde_yaml_ng::from_str::<Value>(text) {
         Ok(Value::Null) => Ok(Value::Mapping(Mapping::new())),
-        Ok(v @ Value::Mapping(_)) => Ok(v),
+        Ok(mut v @ Value::Mapping(_)) => {
+            shrink(&mut v);
+            Ok(v)
+        }
         Ok(_) => Err(ConfigError::file(
             path,
             "the top level must be a mapping of keys to values",
@@ -174,6 +177,28 @@ pub fn parse_yaml(path: &Path, text: &str) -> Result<Value, ConfigError> {
             };
             Err(ConfigError::file(path, reason))
         }
+    }
+}
+
+/// Gives every mapping and list of a parsed file back its spare capacity.
+/// The parser grows a one-key mapping (`{address: ...}`) to room for
+/// three entries, about 450 bytes: 30,000 probe targets kept 13 MB more
+/// than they hold, for as long as the configuration is loaded. Shrunk file
+/// by file, so the peak is one file's spare room, not every file's.
+fn shrink(v: &mut Value) {
+    match v {
+        Value::Mapping(m) => {
+            m.shrink_to_fit();
+            for (_, x) in m.iter_mut() {
+                shrink(x);
+            }
+        }
+        Value::Sequence(s) => {
+            s.shrink_to_fit();
+            s.iter_mut().for_each(shrink);
+        }
+        Value::Tagged(t) => shrink(&mut t.value),
+        _ => {}
     }
 }
 
