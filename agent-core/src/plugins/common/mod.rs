@@ -5,5 +5,7 @@ pub mod exec;
 pub mod http_client;
 #[cfg(test)]
 pub(crate) mod http_test_server;
+pub mod net;
 pub mod serde_helpers;
 pub mod tag;
+pub mod template;
