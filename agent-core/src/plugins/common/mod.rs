@@ -1,6 +1,8 @@
 //! Helpers shared by plugins (Telegraf's `plugins/common`). A plugin
 //! imports from here, from [`crate::format`] or from the core, never from
 //! another plugin's folder (`tests/plugin_isolation.rs` checks it).
+#[cfg(test)]
+pub(crate) mod broker_test;
 pub mod exec;
 pub mod http_client;
 #[cfg(test)]

@@ -20,8 +20,13 @@ const DISCONNECT: u8 = 0xE0;
 
 /// Largest packet body MQTT can carry (a 4-byte remaining length).
 pub const MAX_REMAINING: usize = 268_435_455;
-/// Messages in flight (sent, not yet acknowledged) at once.
-const WINDOW: usize = 64;
+/// Messages in flight (sent, not yet acknowledged) at once. QoS 2 stays
+/// under mosquitto's default `max_inflight_messages` (20): mosquitto 2.0.11
+/// (Debian 12) acknowledges QoS 2 messages beyond it with PUBREC and
+/// PUBCOMP but never delivers them (seen in its log: PUBREL received, no
+/// PUBLISH to subscribers).
+const WINDOW_QOS1: usize = 64;
+const WINDOW_QOS2: usize = 16;
 
 pub struct Options<'a> {
     pub client_id: &'a str,
@@ -142,6 +147,7 @@ impl Conn {
     ) -> PluginResult {
         // id -> released (PUBREL sent, waiting for PUBCOMP)
         let mut pending: HashMap<u16, bool> = HashMap::new();
+        let window = if qos == 2 { WINDOW_QOS2 } else { WINDOW_QOS1 };
         for (topic, payload) in messages {
             let id = (qos > 0).then(|| self.id());
             let w = &mut self.wbuf;
@@ -153,9 +159,9 @@ impl Conn {
                 pending.insert(id, false);
             }
             w.extend_from_slice(payload);
-            if pending.len() >= WINDOW {
+            if pending.len() >= window {
                 self.flush().await?;
-                while pending.len() >= WINDOW / 2 {
+                while pending.len() >= window / 2 {
                     self.ack_one(&mut pending).await?;
                 }
             } else if self.wbuf.len() > 64 * 1024 {

@@ -172,6 +172,27 @@ impl Conn {
         w.extend_from_slice(b"\r\n");
     }
 
+    /// Queues raw protocol text (tests: SUB).
+    #[cfg(test)]
+    pub fn queue_raw(&mut self, b: &[u8]) {
+        self.wbuf.extend_from_slice(b);
+    }
+
+    /// The next message on any subscription (tests).
+    #[cfg(test)]
+    pub async fn next_msg(&mut self) -> PluginResult<(String, Vec<u8>)> {
+        loop {
+            match self.read_op().await? {
+                Op::Msg {
+                    subject, payload, ..
+                } => return Ok((subject, payload)),
+                Op::Ping => self.pong().await?,
+                Op::Err(e) => return Err(proto_err(&self.server, e)),
+                _ => {}
+            }
+        }
+    }
+
     /// Sends what is queued.
     pub async fn flush(&mut self) -> PluginResult {
         let r = async {
