@@ -361,3 +361,26 @@ async fn mqtt_broker_stopped_mid_stream_loses_nothing_at_qos_1() {
     println!("mqtt broker restart: gathered {n}, read {} distinct, {dups} duplicated, missing {missing:?}", seen.len());
     assert!(missing.is_empty(), "missing {missing:?}");
 }
+
+#[test]
+fn typos_in_broker_outputs_are_warned_with_a_suggestion() {
+    let (_d, etc) = common::etc(&[
+        ("main.yaml", "open: [demo]\ncommon_output: [mqtt, nats]\n"),
+        ("output/mqtt.yaml", "qoss: 1\ntls_crt: /x\n"),
+        (
+            "output/nats.yaml",
+            "subjet: a.b\njetstream: {stream: A, subjcts: ['a.>']}\n",
+        ),
+    ]);
+    let cfg = AgentConfig::load(&etc).unwrap();
+    let plan = Plan::new(&cfg, &Registry::with_builtins()).unwrap();
+    let w: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+    for want in [
+        "key `output.mqtt.qoss`: unknown key; did you mean `qos`?",
+        "key `output.mqtt.tls_crt`: unknown key; did you mean `tls_cert`?",
+        "key `output.nats.subjet`: unknown key; did you mean `subject`?",
+        "key `output.nats.jetstream.subjcts`: unknown key; did you mean `subjects`?",
+    ] {
+        assert!(w.iter().any(|x| x.ends_with(want)), "{want} not in {w:#?}");
+    }
+}

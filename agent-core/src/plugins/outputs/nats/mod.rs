@@ -196,6 +196,11 @@ impl NatsOutput {
         ];
         keys.extend_from_slice(net::TLS_KEYS);
         let config: NatsConfig = cfg.parse_with_keys(&keys)?;
+        // The nested block's typos are warned about too.
+        if let Some(js @ serde_yaml_ng::Value::Mapping(_)) = cfg.value().get("jetstream") {
+            cfg.child("jetstream", js.clone(), &cfg.instance)
+                .declare_keys(&["stream", "subjects", "create", "duplicate_window"]);
+        }
         if config.servers.is_empty() {
             return Err(cfg.error("servers", "needs at least one nats:// server").into());
         }
@@ -326,6 +331,10 @@ impl NatsOutput {
             self.subject_buf.clear();
             self.subject.render(m, clean_subject, &mut self.subject_buf);
             conn.queue_pub(&self.subject_buf, None, None, self.payload.as_bytes());
+            // Bounded memory for a large batch.
+            if conn.queued() > 64 * 1024 {
+                conn.flush().await?;
+            }
         }
         conn.flush_and_ping().await
     }

@@ -136,6 +136,11 @@ impl Conn {
         self.max_payload
     }
 
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.wbuf.len()
+    }
+
     /// A fresh reply subject under our inbox.
     pub fn next_token(&mut self) -> String {
         self.seq += 1;
