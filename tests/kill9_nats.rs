@@ -44,7 +44,10 @@ fn stored(port: u16) -> BTreeMap<u64, u64> {
 async fn wait_counter(path: &Path, at_least: u64, what: &str) {
     let start = Instant::now();
     while counter(path) < at_least {
-        assert!(start.elapsed() < Duration::from_secs(30), "{what}: gathered too little");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: gathered too little"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -81,7 +84,10 @@ async fn sigkill_while_nats_down_then_restart_stores_each_metric_once() {
     wait_counter(&count_file, 20, "first run").await;
     let start = Instant::now();
     while jsz_messages(&nats, "KILL9").await.unwrap_or(0) < 10 {
-        assert!(start.elapsed() < Duration::from_secs(30), "nothing reached the stream");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing reached the stream"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Server down: the agent gathers into its disk buffer, then SIGKILL.
@@ -120,11 +126,17 @@ async fn sigkill_while_nats_down_then_restart_stores_each_metric_once() {
         seen.len()
     );
     assert!(dup.is_empty(), "duplicates: {dup:?}");
-    assert_eq!(count, seen.len() as u64, "/jsz count equals the distinct subjects");
+    assert_eq!(
+        count,
+        seen.len() as u64,
+        "/jsz count equals the distinct subjects"
+    );
     // A gather in flight at the SIGKILL (counted, not yet spooled) may be lost;
     // everything before it must be there.
     assert!(
-        missing.iter().all(|n| *n + 1 >= killed_at && *n <= killed_at + 1),
+        missing
+            .iter()
+            .all(|n| *n + 1 >= killed_at && *n <= killed_at + 1),
         "lost more than the gather in flight at the kill: {missing:?}"
     );
     assert!(missing.len() <= 1, "{missing:?}");

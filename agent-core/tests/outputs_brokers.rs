@@ -118,7 +118,10 @@ async fn nats_jetstream_holds_every_metric_once_across_a_server_restart() {
         out.stats.errors
     );
     assert!(before > 0, "messages reached the stream before the stop");
-    assert!(out.stats.errors > 0, "writes failed while the server was down");
+    assert!(
+        out.stats.errors > 0,
+        "writes failed while the server was down"
+    );
     assert!(out.stats.buffered > 0);
     let nats = nats_server(dir.path(), port, mon, true, &[]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -130,7 +133,11 @@ async fn nats_jetstream_holds_every_metric_once_across_a_server_restart() {
         .unwrap();
     assert_eq!(report.undelivered, 0);
     let n = next.load(Ordering::SeqCst);
-    assert_eq!(wait_stream(&nats, "AGENT", n).await, n, "/jsz message count");
+    assert_eq!(
+        wait_stream(&nats, "AGENT", n).await,
+        n,
+        "/jsz message count"
+    );
     assert_each_once(&stream_seqs(port, "AGENT"), n, "nats server restart");
 }
 
@@ -193,7 +200,10 @@ async fn nats_agent_crash_while_server_down_replays_the_disk_buffer_once() {
             "open: [fault]\ninterval: 3600\ndelay_sec: 0\ncommon_output: [nats]\n{}",
             js_output(
                 port,
-                &format!(", disk_buffer: {{path: '{}', max_bytes: 10 MB}}", buf.display())
+                &format!(
+                    ", disk_buffer: {{path: '{}', max_bytes: 10 MB}}",
+                    buf.display()
+                )
             )
         ),
     )]);
@@ -222,8 +232,16 @@ async fn nats_agent_crash_while_server_down_replays_the_disk_buffer_once() {
     assert_eq!(undelivered, 0);
     let n = next.load(Ordering::SeqCst);
     assert_eq!(n, 400);
-    assert_eq!(wait_stream(&nats, "AGENT", n).await, n, "/jsz message count");
-    assert_each_once(&stream_seqs(port, "AGENT"), n, "crash + restart with disk buffer");
+    assert_eq!(
+        wait_stream(&nats, "AGENT", n).await,
+        n,
+        "/jsz message count"
+    );
+    assert_each_once(
+        &stream_seqs(port, "AGENT"),
+        n,
+        "crash + restart with disk buffer",
+    );
 }
 
 #[actix_rt::test]
@@ -336,7 +354,10 @@ async fn mqtt_broker_stopped_mid_stream_loses_nothing_at_qos_1() {
         out.stats.errors
     );
     assert!(before > 0, "messages read before the stop");
-    assert!(out.stats.errors > 0, "writes failed while the broker was down");
+    assert!(
+        out.stats.errors > 0,
+        "writes failed while the broker was down"
+    );
     assert!(out.stats.buffered > 0);
     let _broker = mosquitto(dir.path(), port, true, "").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -119,9 +119,15 @@ impl RawNats {
     /// A request/reply (JetStream API calls).
     pub fn request(&mut self, subject: &str, payload: &str) -> serde_json::Value {
         let inbox = format!("_INBOX.test{}", free_port());
-        self.send(format!("SUB {inbox} 99\r\nPUB {subject} {inbox} {}\r\n{payload}\r\n", payload.len()).as_bytes());
+        self.send(
+            format!(
+                "SUB {inbox} 99\r\nPUB {subject} {inbox} {}\r\n{payload}\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+        );
         let (_, body) = self.next_msg();
-        self.send(format!("UNSUB 99\r\n").as_bytes());
+        self.send(b"UNSUB 99\r\n");
         serde_json::from_slice(&body).unwrap()
     }
 }
@@ -136,7 +142,11 @@ pub fn stream_subjects(port: u16, stream: &str) -> std::collections::BTreeMap<St
     );
     v["state"]["subjects"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -168,7 +178,10 @@ pub async fn mosquitto(dir: &Path, port: u16, persist: bool, extra_conf: &str) -
 pub async fn wait_tcp(port: u16, limit: Duration) {
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < limit, "nothing listens on {port} within {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "nothing listens on {port} within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -203,7 +216,17 @@ impl MosquittoSub {
     pub async fn start(broker_dir: &Path, port: u16, id: &str) -> MosquittoSub {
         let bin: PathBuf = require("mosquitto_sub", "mosquitto-clients");
         let mut child = Command::new(bin)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "#", "-q", "1", "-v"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "#",
+                "-q",
+                "1",
+                "-v",
+            ])
             .args(["-c", "-i", id])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -68,7 +68,12 @@ pub fn wait_tcp(port: u16, p: &Proc) {
 
 pub fn nats_server(dir: &Path, port: u16, args: &[&str]) -> Proc {
     let bin = require("nats-server", "nats-server");
-    let mut a = vec!["-a".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+    let mut a = vec![
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+    ];
     a.extend(args.iter().map(|s| s.to_string()));
     let p = Proc::spawn(&bin, &a, dir.join(format!("nats-{port}.log")));
     wait_tcp(port, &p);
@@ -106,7 +111,17 @@ impl Sub {
         let bin = require("mosquitto_sub", "mosquitto-clients");
         let id = format!("reader{port}");
         let mut child = Command::new(bin)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "#", "-v", "-i", &id])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "#",
+                "-v",
+                "-i",
+                &id,
+            ])
             .args(["-q", &qos.to_string()])
             .args(extra)
             .stdin(Stdio::null())

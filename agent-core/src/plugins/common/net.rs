@@ -93,7 +93,9 @@ impl TlsSettings {
                 }
             }
             if roots.is_empty() {
-                return Err(PluginError::msg("TLS: no CA certificate to verify the server with"));
+                return Err(PluginError::msg(
+                    "TLS: no CA certificate to verify the server with",
+                ));
             }
             builder.with_root_certificates(roots)
         };
@@ -207,7 +209,10 @@ pub fn parse_server(
     let Some(&(_, tls, default_port)) = schemes.iter().find(|(s, _, _)| *s == scheme) else {
         return Err(cfg.error(
             key,
-            format!("`{text}`: unknown scheme `{scheme}://`; expected {}", names()),
+            format!(
+                "`{text}`: unknown scheme `{scheme}://`; expected {}",
+                names()
+            ),
         ));
     };
     let rest = rest.trim_end_matches('/');
@@ -368,8 +373,17 @@ mod tests {
         let s = parse_server(&cfg(), "servers[0]", "[::1]:1884", SCHEMES).unwrap();
         assert_eq!((s.host.as_str(), s.port, s.tls), ("::1", 1884, false));
         assert_eq!(s.to_string(), "[::1]:1884");
-        for bad in ["http://x", "tcp://:1", "tcp://x:0", "tcp://x:99999", "tcp://[::1", "tcp://a b"] {
-            let e = parse_server(&cfg(), "servers[0]", bad, SCHEMES).unwrap_err().to_string();
+        for bad in [
+            "http://x",
+            "tcp://:1",
+            "tcp://x:0",
+            "tcp://x:99999",
+            "tcp://[::1",
+            "tcp://a b",
+        ] {
+            let e = parse_server(&cfg(), "servers[0]", bad, SCHEMES)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("servers[0]"), "{bad}: {e}");
         }
     }

@@ -40,8 +40,7 @@ fn known_keys(cfg: &PluginConfig) -> Vec<String> {
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 256
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
@@ -59,7 +58,10 @@ impl Template {
                 return Err(cfg.error(key, format!("`}}` without `{{` in `{text}`")));
             }
             let after = &rest[i + 1..];
-            let Some(end) = after.find(['{', '}']).filter(|&e| after[e..].starts_with('}')) else {
+            let Some(end) = after
+                .find(['{', '}'])
+                .filter(|&e| after[e..].starts_with('}'))
+            else {
                 return Err(cfg.error(key, format!("unclosed `{{` in `{text}`")));
             };
             let ph = &after[..end];
@@ -209,7 +211,12 @@ mod tests {
 
     #[test]
     fn renders_name_info_tag_and_field_keys() {
-        let t = Template::parse(&cfg(), "topic", "agent/{host_name}/{name}/{tag:mount}/{tag}").unwrap();
+        let t = Template::parse(
+            &cfg(),
+            "topic",
+            "agent/{host_name}/{name}/{tag:mount}/{tag}",
+        )
+        .unwrap();
         let m = Metric::new("disk", 0)
             .with_tag("host_name", "web/1")
             .with_tag("mount", "")
@@ -230,7 +237,9 @@ mod tests {
             ("a/{tag:}", "not a valid tag key"),
             ("a/{na{me}", "unclosed"),
         ] {
-            let e = Template::parse(&cfg(), "topic", text).unwrap_err().to_string();
+            let e = Template::parse(&cfg(), "topic", text)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why) && e.contains("topic"), "{text}: {e}");
         }
     }

@@ -132,7 +132,9 @@ impl MqttOutput {
         keys.extend_from_slice(net::TLS_KEYS);
         let config: MqttConfig = cfg.parse_with_keys(&keys)?;
         if config.servers.is_empty() {
-            return Err(cfg.error("servers", "needs at least one tcp:// or ssl:// server").into());
+            return Err(cfg
+                .error("servers", "needs at least one tcp:// or ssl:// server")
+                .into());
         }
         if config.servers.len() > 1000 {
             return Err(cfg.error("servers", "at most 1000 servers").into());
@@ -162,7 +164,13 @@ impl MqttOutput {
         }
         if topic.literals().any(|l| l.contains(['+', '#', '\0'])) {
             return Err(cfg
-                .error("topic", format!("`{}`: `+` and `#` are wildcards, not for publishing", config.topic))
+                .error(
+                    "topic",
+                    format!(
+                        "`{}`: `+` and `#` are wildcards, not for publishing",
+                        config.topic
+                    ),
+                )
                 .into());
         }
         let client_id = match &config.client_id {
@@ -172,13 +180,18 @@ impl MqttOutput {
             Some(id) => id.clone(),
             None => default_client_id(&cfg.instance, &cfg.host_name()),
         };
-        for (key, v) in [("username", &config.username), ("password", &config.password)] {
+        for (key, v) in [
+            ("username", &config.username),
+            ("password", &config.password),
+        ] {
             if v.as_ref().is_some_and(|v| v.len() > 65535) {
                 return Err(cfg.error(key, "at most 65535 bytes").into());
             }
         }
         if config.password.is_some() && config.username.is_none() {
-            return Err(cfg.error("password", "needs `username` (MQTT 3.1.1)").into());
+            return Err(cfg
+                .error("password", "needs `username` (MQTT 3.1.1)")
+                .into());
         }
         Ok(MqttOutput {
             encoder: PayloadEncoder::new(config.format),

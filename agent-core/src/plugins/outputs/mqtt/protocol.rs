@@ -86,7 +86,9 @@ impl Conn {
         let mut s = Stream::tcp(server, Duration::from_secs(3600)).await?;
         if let Some(t) = tls {
             let connector = t.connector()?;
-            s = s.into_tls(server, &connector, Duration::from_secs(3600)).await?;
+            s = s
+                .into_tls(server, &connector, Duration::from_secs(3600))
+                .await?;
         }
         let mut c = Conn {
             s,
@@ -121,11 +123,17 @@ impl Conn {
         c.flush().await?;
         let (kind, body) = c.read_packet().await?;
         if kind != CONNACK || body.len() != 2 {
-            return Err(err(&c.server, format!("expected CONNACK, got packet type {kind:#04x}")));
+            return Err(err(
+                &c.server,
+                format!("expected CONNACK, got packet type {kind:#04x}"),
+            ));
         }
         if body[1] != 0 {
             let why = CONNACK_REASONS.get(body[1] as usize).unwrap_or(&"refused");
-            return Err(err(&c.server, format!("connection refused: {why} (code {})", body[1])));
+            return Err(err(
+                &c.server,
+                format!("connection refused: {why} (code {})", body[1]),
+            ));
         }
         Ok(c)
     }
@@ -196,7 +204,10 @@ impl Conn {
             }
             (0xD0, _) => {} // a late PINGRESP
             _ => {
-                return Err(err(&self.server, format!("unexpected packet type {kind:#04x}")));
+                return Err(err(
+                    &self.server,
+                    format!("unexpected packet type {kind:#04x}"),
+                ));
             }
         }
         Ok(())
@@ -240,11 +251,10 @@ impl Conn {
                 return Ok(p);
             }
             self.rbuf.reserve(4096);
-            let n = self
-                .s
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| PluginError::context(format!("MQTT {}: reading", self.server), e))?;
+            let n =
+                self.s.read_buf(&mut self.rbuf).await.map_err(|e| {
+                    PluginError::context(format!("MQTT {}: reading", self.server), e)
+                })?;
             if n == 0 {
                 return Err(err(&self.server, "connection closed by the broker"));
             }
@@ -274,7 +284,10 @@ impl Conn {
         }
         // A publisher only gets small control packets back.
         if len > 1 << 20 {
-            return Err(err(&self.server, format!("unexpected packet of {len} bytes")));
+            return Err(err(
+                &self.server,
+                format!("unexpected packet of {len} bytes"),
+            ));
         }
         if self.rbuf.len() < i + len {
             return Ok(None);

@@ -45,14 +45,25 @@ fn config_errors_name_the_key() {
         ("topic: 'a/+/b'", "topic", "wildcards"),
         ("topic: 'a/#'", "topic", "wildcards"),
         ("topic: ''", "topic", "1 to 65535"),
-        ("topic: 'a/{hostname}'", "topic", "unknown placeholder `{hostname}`"),
+        (
+            "topic: 'a/{hostname}'",
+            "topic",
+            "unknown placeholder `{hostname}`",
+        ),
         ("client_id: ''", "client_id", "1 to 65535"),
         ("password: p", "password", "needs `username`"),
         ("keepalive: 70000", "keepalive", ""),
         ("connect_timeout: .nan", "connect_timeout", ""),
-        ("ca_file: /nonexistent.pem", "ca_file", "not a readable file"),
+        (
+            "ca_file: /nonexistent.pem",
+            "ca_file",
+            "not a readable file",
+        ),
     ] {
-        let e = output(yaml).err().unwrap_or_else(|| panic!("{yaml} accepted")).to_string();
+        let e = output(yaml)
+            .err()
+            .unwrap_or_else(|| panic!("{yaml} accepted"))
+            .to_string();
         assert!(e.contains(key) && e.contains(why), "{yaml}: {e}");
     }
 }
@@ -63,7 +74,10 @@ fn default_client_id_is_stable_and_plain() {
     let b = output("{}").unwrap();
     assert_eq!(a.client_id, b.client_id);
     assert!(a.client_id.starts_with("agent-mqtt-"), "{}", a.client_id);
-    assert!(a.client_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    assert!(a
+        .client_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-'));
 }
 
 #[actix_rt::test]
@@ -92,7 +106,10 @@ async fn every_qos_is_delivered_with_topic_and_payload() {
         }
         assert_eq!(seqs(&last), (0..100).collect::<Vec<_>>(), "qos {qos}");
         let log = broker.log_text();
-        assert!(log.contains(&format!("Received PUBLISH from q{qos} (d0, q{qos}")), "qos {qos}");
+        assert!(
+            log.contains(&format!("Received PUBLISH from q{qos} (d0, q{qos}")),
+            "qos {qos}"
+        );
     }
 }
 
@@ -185,7 +202,10 @@ async fn credentials_and_refusal() {
     assert!(e.contains("refused"), "{e}");
     let mut good = output(&format!("{base}username: agent\npassword: s3cret\n")).unwrap();
     good.write(&batch(1)).await.unwrap();
-    let mut in_url = output(&format!("servers: ['tcp://agent:s3cret@127.0.0.1:{port}']\n")).unwrap();
+    let mut in_url = output(&format!(
+        "servers: ['tcp://agent:s3cret@127.0.0.1:{port}']\n"
+    ))
+    .unwrap();
     in_url.write(&batch(1)).await.unwrap();
 }
 

@@ -134,7 +134,9 @@ fn valid_subject(s: &str, wildcards: bool) -> Result<(), String> {
             return Err(format!("`{s}`: wildcards cannot be published to"));
         }
         if wild && !(*t == "*" || (*t == ">" && i == tokens.len() - 1)) {
-            return Err(format!("`{s}`: `*` and `>` must be whole tokens, `>` the last"));
+            return Err(format!(
+                "`{s}`: `*` and `>` must be whole tokens, `>` the last"
+            ));
         }
     }
     Ok(())
@@ -143,9 +145,9 @@ fn valid_subject(s: &str, wildcards: bool) -> Result<(), String> {
 fn valid_stream_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+        && !s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+        })
 }
 
 /// The `Nats-Msg-Id` of a metric: MD5 of its name, kind, tags, timestamp
@@ -202,7 +204,9 @@ impl NatsOutput {
                 .declare_keys(&["stream", "subjects", "create", "duplicate_window"]);
         }
         if config.servers.is_empty() {
-            return Err(cfg.error("servers", "needs at least one nats:// server").into());
+            return Err(cfg
+                .error("servers", "needs at least one nats:// server")
+                .into());
         }
         if config.servers.len() > 1000 {
             return Err(cfg.error("servers", "at most 1000 servers").into());
@@ -280,15 +284,12 @@ impl NatsOutput {
         let server = self.servers[self.next_server % self.servers.len()].clone();
         self.next_server = self.next_server.wrapping_add(1);
         let auth = protocol::Auth {
-            user: server
-                .user
-                .clone()
-                .or_else(|| {
-                    self.config
-                        .username
-                        .clone()
-                        .map(|u| (u, self.config.password.clone().unwrap_or_default()))
-                }),
+            user: server.user.clone().or_else(|| {
+                self.config
+                    .username
+                    .clone()
+                    .map(|u| (u, self.config.password.clone().unwrap_or_default()))
+            }),
             token: self.config.token.clone(),
         };
         let tls = if server.tls || self.config.tls.configured() {
@@ -309,7 +310,9 @@ impl NatsOutput {
                 ensure_stream(&mut conn, &js, &self.stream_subjects, &self.log),
             )
             .await
-            .map_err(|_| PluginError::msg(format!("JetStream stream check on {server} timed out")))??;
+            .map_err(|_| {
+                PluginError::msg(format!("JetStream stream check on {server} timed out"))
+            })??;
         }
         Ok(conn)
     }
@@ -457,7 +460,10 @@ async fn ensure_stream(
     };
     let code = err.get("code").and_then(|c| c.as_u64()).unwrap_or(0);
     if code != 404 {
-        return Err(PluginError::msg(format!("JetStream STREAM.INFO {}: {err}", js.stream)));
+        return Err(PluginError::msg(format!(
+            "JetStream STREAM.INFO {}: {err}",
+            js.stream
+        )));
     }
     if !js.create {
         return Err(PluginError::msg(format!(
@@ -472,11 +478,17 @@ async fn ensure_stream(
         "duplicate_window": js.duplicate_window.as_duration().as_nanos() as u64,
     });
     let created = conn
-        .request(&format!("$JS.API.STREAM.CREATE.{}", js.stream), body.to_string().as_bytes())
+        .request(
+            &format!("$JS.API.STREAM.CREATE.{}", js.stream),
+            body.to_string().as_bytes(),
+        )
         .await?;
     let v = js_reply(created, "STREAM.CREATE")?;
     if let Some(err) = v.get("error") {
-        return Err(PluginError::msg(format!("JetStream STREAM.CREATE {}: {err}", js.stream)));
+        return Err(PluginError::msg(format!(
+            "JetStream STREAM.CREATE {}: {err}",
+            js.stream
+        )));
     }
     slog::info!(log, "created JetStream stream"; "stream" => &js.stream, "subjects" => subjects.join(","));
     Ok(())

@@ -79,7 +79,12 @@ impl Conn {
         let info = match c.read_op().await? {
             Op::Info(json) => serde_json::from_slice::<serde_json::Value>(&json)
                 .map_err(|e| proto_err(&c.server, format!("INFO is not JSON: {e}")))?,
-            other => return Err(proto_err(&c.server, format!("expected INFO, got {other:?}"))),
+            other => {
+                return Err(proto_err(
+                    &c.server,
+                    format!("expected INFO, got {other:?}"),
+                ))
+            }
         };
         if let Some(m) = info.get("max_payload").and_then(|m| m.as_u64()) {
             c.max_payload = m.clamp(1, MAX_MSG as u64) as usize;
@@ -89,10 +94,9 @@ impl Conn {
         if use_tls {
             let default = TlsSettings::default();
             let connector = tls.unwrap_or(&default).connector()?;
-            c.s = c
-                .s
-                .into_tls(server, &connector, std::time::Duration::from_secs(3600))
-                .await?;
+            c.s =
+                c.s.into_tls(server, &connector, std::time::Duration::from_secs(3600))
+                    .await?;
         }
         if inbox && info.get("headers").and_then(|h| h.as_bool()) != Some(true) {
             return Err(proto_err(
@@ -231,8 +235,7 @@ impl Conn {
         self.queue_pub(subject, Some(&token), None, payload);
         self.flush().await?;
         let mut r = self.await_replies(&[token.as_str()]).await?;
-        r.pop()
-            .ok_or_else(|| proto_err(&self.server, "no reply"))
+        r.pop().ok_or_else(|| proto_err(&self.server, "no reply"))
     }
 
     /// Waits until every reply subject of `tokens` got its message; the
@@ -281,11 +284,10 @@ impl Conn {
                 return Ok(op);
             }
             self.rbuf.reserve(16 * 1024);
-            let n = self
-                .s
-                .read_buf(&mut self.rbuf)
-                .await
-                .map_err(|e| PluginError::context(format!("NATS {}: reading", self.server), e))?;
+            let n =
+                self.s.read_buf(&mut self.rbuf).await.map_err(|e| {
+                    PluginError::context(format!("NATS {}: reading", self.server), e)
+                })?;
             if n == 0 {
                 return Err(proto_err(&self.server, "connection closed by the server"));
             }
@@ -315,7 +317,8 @@ impl Conn {
             "MSG" | "HMSG" => {
                 let parts: Vec<&str> = rest.split_ascii_whitespace().collect();
                 let sizes = |n: usize| -> Option<Vec<usize>> {
-                    parts.get(parts.len().checked_sub(n)?..)?
+                    parts
+                        .get(parts.len().checked_sub(n)?..)?
                         .iter()
                         .map(|p| p.parse().ok())
                         .collect()
@@ -360,9 +363,7 @@ fn reply_of(headers: Option<&[u8]>, payload: Vec<u8>) -> Reply {
     let mut it = first.split_ascii_whitespace().skip(1);
     match it.next().and_then(|c| c.parse::<u16>().ok()) {
         Some(503) => Reply::NoResponders,
-        Some(code) if payload.is_empty() => {
-            Reply::Status(code, it.collect::<Vec<_>>().join(" "))
-        }
+        Some(code) if payload.is_empty() => Reply::Status(code, it.collect::<Vec<_>>().join(" ")),
         _ => Reply::Payload(payload),
     }
 }

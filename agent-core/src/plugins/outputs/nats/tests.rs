@@ -48,14 +48,33 @@ fn config_errors_name_the_key() {
         ("subject: 'a..b'", "subject", "empty token"),
         ("subject: 'a.{nmae}'", "subject", "unknown placeholder"),
         ("token: t\nusername: u", "token", "not both"),
-        ("jetstream: {stream: 'A.B'}", "jetstream.stream", "not a stream name"),
-        ("jetstream: {stream: A, subjects: ['a.>.b']}", "jetstream.subjects[0]", "must be whole tokens"),
-        ("jetstream: {stream: A, duplicate_window: -1}", "jetstream.duplicate_window", ""),
+        (
+            "jetstream: {stream: 'A.B'}",
+            "jetstream.stream",
+            "not a stream name",
+        ),
+        (
+            "jetstream: {stream: A, subjects: ['a.>.b']}",
+            "jetstream.subjects[0]",
+            "must be whole tokens",
+        ),
+        (
+            "jetstream: {stream: A, duplicate_window: -1}",
+            "jetstream.duplicate_window",
+            "",
+        ),
         ("timeout: 0", "timeout", ""),
-        ("ca_file: /nonexistent.pem", "ca_file", "not a readable file"),
+        (
+            "ca_file: /nonexistent.pem",
+            "ca_file",
+            "not a readable file",
+        ),
         ("tls_cert: /etc/hostname", "tls_key", "both"),
     ] {
-        let e = output(yaml).err().unwrap_or_else(|| panic!("{yaml} accepted")).to_string();
+        let e = output(yaml)
+            .err()
+            .unwrap_or_else(|| panic!("{yaml} accepted"))
+            .to_string();
         assert!(e.contains(key) && e.contains(why), "{yaml}: {e}");
     }
 }
@@ -98,7 +117,10 @@ async fn core_publish_is_received_and_survives_a_server_restart() {
         assert_eq!(subject, "agent.web_1_a.disk");
         assert_eq!(
             String::from_utf8(payload).unwrap(),
-            format!("disk,host_name=web.1\\ a seq={i}u,free=1.5 {}\n", 1_700_000_000_000_000_000u64 + i)
+            format!(
+                "disk,host_name=web.1\\ a seq={i}u,free=1.5 {}\n",
+                1_700_000_000_000_000_000u64 + i
+            )
         );
     }
     drop(server);
@@ -168,13 +190,22 @@ async fn credentials_are_sent_and_refusals_reported() {
     let port = free_port();
     let _server = nats_server(dir.path(), port, &["--user", "agent", "--pass", "s3cret"]);
     let url = format!("nats://127.0.0.1:{port}");
-    let mut bad = output(&format!("servers: ['{url}']\nusername: agent\npassword: wrong\n")).unwrap();
+    let mut bad = output(&format!(
+        "servers: ['{url}']\nusername: agent\npassword: wrong\n"
+    ))
+    .unwrap();
     let e = bad.connect().await.unwrap_err().to_string();
     assert!(e.contains("Authorization Violation"), "{e}");
-    let mut good = output(&format!("servers: ['{url}']\nusername: agent\npassword: s3cret\n")).unwrap();
+    let mut good = output(&format!(
+        "servers: ['{url}']\nusername: agent\npassword: s3cret\n"
+    ))
+    .unwrap();
     good.connect().await.unwrap();
     good.write(&batch(2)).await.unwrap();
-    let mut in_url = output(&format!("servers: ['nats://agent:s3cret@127.0.0.1:{port}']\n")).unwrap();
+    let mut in_url = output(&format!(
+        "servers: ['nats://agent:s3cret@127.0.0.1:{port}']\n"
+    ))
+    .unwrap();
     in_url.write(&batch(1)).await.unwrap();
     let port2 = free_port();
     let _server2 = nats_server(dir.path(), port2, &["--auth", "t0ken"]);
