@@ -29,7 +29,8 @@ fn known_keys(cfg: &PluginConfig) -> Vec<String> {
     let mut keys = cfg.info_keys();
     for s in crate::plugins::inputs::SCHEMAS {
         for k in s.tags.iter().chain(s.own_tags) {
-            if !keys.iter().any(|x| x == k) {
+            // `{name}` is the metric's name, whatever a schema calls `name`.
+            if *k != "name" && !keys.iter().any(|x| x == k) {
                 keys.push(k.to_string());
             }
         }
