@@ -54,7 +54,7 @@ fn detect_node_ip() -> String {
     "127.0.0.1".to_string()
 }
 
-fn detect_host_name() -> String {
+pub(crate) fn detect_host_name() -> String {
     sysinfo::System::host_name()
         .ok()
         .filter(|h| !h.is_empty())

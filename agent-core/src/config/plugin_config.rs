@@ -137,6 +137,30 @@ impl PluginConfig {
         }
     }
 
+    /// The keys of main.yaml's `info` (every metric carries them as tags),
+    /// with `host_name` and `node_ip`, which are always filled in.
+    pub fn info_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = match self.tree.root.get("info") {
+            Some(Value::Mapping(m)) => m.keys().map(load::key_string).collect(),
+            _ => Vec::new(),
+        };
+        for k in ["host_name", "node_ip"] {
+            if !keys.iter().any(|x| x == k) {
+                keys.push(k.to_string());
+            }
+        }
+        keys
+    }
+
+    /// This host's name as metrics carry it: main.yaml's `info.host_name`
+    /// when set, else the detected one.
+    pub fn host_name(&self) -> String {
+        match self.tree.root.get("info").and_then(|i| i.get("host_name")) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => super::host::detect_host_name(),
+        }
+    }
+
     /// An error about `key` (relative to this plugin) naming the right file.
     pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         let full = load::join(&self.path, key);

@@ -5,6 +5,8 @@ pub mod execd;
 pub mod file;
 pub mod http;
 pub mod influxdb;
+pub mod mqtt;
+pub mod nats;
 pub mod prometheus_client;
 
 use crate::registry::Registry;
@@ -16,5 +18,7 @@ pub fn register(r: &mut Registry) {
     file::register(r);
     http::register(r);
     influxdb::register(r);
+    mqtt::register(r);
+    nats::register(r);
     prometheus_client::register(r);
 }
