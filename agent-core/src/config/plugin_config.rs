@@ -137,6 +137,23 @@ impl PluginConfig {
         }
     }
 
+    /// The keys of main.yaml's `info` (with `node_ip` and `host_name`,
+    /// which are always filled): the tags every metric carries from the
+    /// host rather than from its input. The otlp output makes them resource
+    /// attributes.
+    pub fn info_keys(&self) -> Vec<Str> {
+        let mut keys = vec![Str::new("host_name"), Str::new("node_ip")];
+        if let Some(Value::Mapping(info)) = self.tree.root.get("info") {
+            for k in info.keys() {
+                let k = Str::from(load::key_string(k));
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
     /// An error about `key` (relative to this plugin) naming the right file.
     pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         let full = load::join(&self.path, key);

@@ -5,6 +5,7 @@ pub mod execd;
 pub mod file;
 pub mod http;
 pub mod influxdb;
+pub mod otlp;
 pub mod prometheus_client;
 
 use crate::registry::Registry;
@@ -16,5 +17,6 @@ pub fn register(r: &mut Registry) {
     file::register(r);
     http::register(r);
     influxdb::register(r);
+    otlp::register(r);
     prometheus_client::register(r);
 }
