@@ -5,6 +5,8 @@ pub mod execd;
 pub mod file;
 pub mod http;
 pub mod influxdb;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod otlp;
 pub mod prometheus_client;
 
@@ -17,6 +19,8 @@ pub fn register(r: &mut Registry) {
     file::register(r);
     http::register(r);
     influxdb::register(r);
+    #[cfg(feature = "kafka")]
+    kafka::register(r);
     otlp::register(r);
     prometheus_client::register(r);
 }
