@@ -10,7 +10,7 @@
 //! adds more to the binary than the default build's budget allows.
 use crate::config::Seconds;
 use crate::format::{json, line_protocol};
-use crate::metric::{Metric, MetricKind};
+use crate::metric::Metric;
 use crate::plugin::{Output, PluginError, PluginResult};
 use crate::registry::Registry;
 use rdkafka::config::ClientConfig;
@@ -183,7 +183,7 @@ fn render_topic(parts: &[Part], m: &Metric, out: &mut String) {
         out.extend(v.chars().map(|c| if topic_char(c) { c } else { '_' }));
     }
     if out.is_empty() || out == "." || out == ".." {
-        out.push_str("_");
+        out.push('_');
     }
     if out.len() > 249 {
         out.truncate(249);
@@ -335,9 +335,10 @@ impl Output for KafkaOutput {
             }
             let mut topic = std::mem::take(&mut self.topic_buf);
             render_topic(&self.topic, m, &mut topic);
-            let key = match m.kind {
-                _ if self.config.key.is_empty() => None,
-                MetricKind::Metric | MetricKind::Alarm => m.tag(&self.config.key),
+            let key = if self.config.key.is_empty() {
+                None
+            } else {
+                m.tag(&self.config.key)
             };
             let mut record = FutureRecord::to(&topic)
                 .payload(self.payload.as_bytes())

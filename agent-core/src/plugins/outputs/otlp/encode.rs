@@ -40,8 +40,13 @@ pub struct StartTimes {
 }
 
 impl StartTimes {
+    /// Series whose start time is kept.
     pub fn len(&self) -> usize {
         self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
     }
 
     /// The start time of the series `key` for a point at `t` with `value`.
