@@ -32,7 +32,7 @@ fi
 
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 if [ -z "$binary" ]; then
-  cargo build --release --locked -p agent-bin
+  cargo build --release --locked -p agent-bin --features kafka
   binary="$target_dir/release/agent"
   stage_target=""
 else

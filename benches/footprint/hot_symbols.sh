@@ -27,7 +27,12 @@ command -v valgrind >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null
 }
 
-(cd "$root" && AGENT_KEEP_SYMBOLS=1 cargo build --release -p agent-bin)
+# FEATURES=kafka: list the functions of that build (the .deb's) instead;
+# cargo features change crate hashes and so every mangled name. APPEND=1
+# keeps the names already in the list and adds the new ones after them, so
+# one list serves both builds (the linker skips names a build lacks).
+features=${FEATURES:-} append=${APPEND:-0}
+(cd "$root" && AGENT_KEEP_SYMBOLS=1 cargo build --release -p agent-bin ${features:+--features "$features"})
 agent=$tmp/agent
 cp "${CARGO_TARGET_DIR:-$root/target}/release/agent" "$agent"
 start_probe_targets
@@ -49,9 +54,9 @@ for cfg in agent_etc agent_shipped_etc agent_probes_etc; do
   echo "$cfg: $(ls "$tmp/$cfg"/callgrind.out.* | wc -l) dump(s)" >&2
 done
 
-python3 - "$agent" "$tmp" "$root/agent-bin/hot-symbols.txt" <<'EOF'
+python3 - "$agent" "$tmp" "$root/agent-bin/hot-symbols.txt" "$append" <<'EOF'
 import glob, re, sys
-agent, tmp, out = sys.argv[1:]
+agent, tmp, out, append = sys.argv[1:]
 def ran(cfg):
     """Functions of the agent binary with a cost in the dumps after zeroing."""
     names = set()
@@ -75,6 +80,9 @@ def ran(cfg):
                 names.add(fns[ident])
     return names
 seen, order = set(), []
+if append == "1":
+    order = [l.rstrip("\n") for l in open(out) if l.strip()]
+    seen = set(order)
 for cfg in ("agent_etc", "agent_shipped_etc", "agent_probes_etc"):
     new = sorted(ran(cfg) - seen)
     print(f"{cfg}: {len(new)} more functions", file=sys.stderr)

@@ -152,6 +152,23 @@ impl PluginConfig {
         keys
     }
 
+    /// The keys of main.yaml's `info` (with `node_ip` and `host_name`,
+    /// which are always filled): the tags every metric carries from the
+    /// host rather than from its input. The otlp output makes them resource
+    /// attributes.
+    pub fn info_tags(&self) -> Vec<Str> {
+        let mut keys = vec![Str::new("host_name"), Str::new("node_ip")];
+        if let Some(Value::Mapping(info)) = self.tree.root.get("info") {
+            for k in info.keys() {
+                let k = Str::from(load::key_string(k));
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
     /// This host's name as metrics carry it: main.yaml's `info.host_name`
     /// when set, else the detected one.
     pub fn host_name(&self) -> String {

@@ -100,6 +100,8 @@ pub struct Client {
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The reply's headers (the otlp output reads `Retry-After`).
+    pub headers: isahc::http::HeaderMap,
 }
 
 impl Reply {
@@ -199,11 +201,16 @@ impl Client {
             .await
             .map_err(|e| PluginError::context(format!("POST {url}"), e))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp
             .bytes()
             .await
             .map_err(|e| PluginError::context(format!("reading reply of {url}"), e))?;
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            headers,
+        })
     }
 }
 

@@ -7,6 +7,9 @@ pub mod http;
 pub mod influxdb;
 pub mod mqtt;
 pub mod nats;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod otlp;
 pub mod prometheus_client;
 
 use crate::registry::Registry;
@@ -20,5 +23,8 @@ pub fn register(r: &mut Registry) {
     influxdb::register(r);
     mqtt::register(r);
     nats::register(r);
+    #[cfg(feature = "kafka")]
+    kafka::register(r);
+    otlp::register(r);
     prometheus_client::register(r);
 }
