@@ -389,16 +389,16 @@ fn opamp_first_report_offers_outage_and_restart() {
     );
     assert!(!etc.join("host.yaml").exists());
 
-    // The server answers 503 with Retry-After, then goes away, then comes
-    // back on the same port: the agent keeps retrying (backoff capped at
-    // 1 s here) and reports its whole state again.
+    // The server answers 503 with Retry-After, then goes away for 30 s,
+    // then comes back on the same port: the agent keeps retrying (backoff
+    // capped at 1 s here) and reports its whole state again.
     server.set_mode(Some("503 1"));
     let from = server.log().len();
     server.wait_for(from + 1, "a retry after the 503", |_| true);
     server.set_mode(None);
     let port = server.port;
     server.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(30));
     let from = server.log().len();
     let server = Server::start(&srv_dir, port);
     let (_, back) = server.wait_for(from, "the full state after the outage", |m| {
