@@ -5,10 +5,10 @@ pub mod execd;
 pub mod file;
 pub mod http;
 pub mod influxdb;
-pub mod mqtt;
-pub mod nats;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod mqtt;
+pub mod nats;
 pub mod otlp;
 pub mod prometheus_client;
 
