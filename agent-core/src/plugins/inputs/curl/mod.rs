@@ -470,9 +470,12 @@ async fn request_to(
     reply.content_length = declared.unwrap_or(read);
     let total = started.elapsed();
     if let Some(m) = resp.metrics() {
+        let lookup = dns + m.name_lookup_time();
         reply.timings_ms = [
-            ms(dns + m.name_lookup_time()),
-            ms(dns + m.connect_time()),
+            ms(lookup),
+            // libcurl's connect time is sometimes a microsecond below its
+            // name look-up time; the timings are cumulative.
+            ms((dns + m.connect_time()).max(lookup)),
             ms(dns + m.secure_connect_time()),
             ms(dns + m.transfer_start_time()),
             ms(dns + m.total_time().max(Duration::ZERO)),
