@@ -411,9 +411,8 @@ async fn backend_stopped_mid_stream_gets_every_metric_exactly_once() {
     assert_each_once(&points, n, "backend restart");
 }
 
-/// Runs one agent life in its own thread and actix System. With `crash`,
-/// the System is dropped without Shutdown once the output has taken every
-/// gathered metric, as a killed process would leave things.
+/// One agent life of the `fault` input into the influxdb output
+/// ([`backends::agent_life`]).
 fn agent_life(
     etc: PathBuf,
     next: Arc<AtomicU64>,
@@ -421,43 +420,15 @@ fn agent_life(
     per_gather_expected: u64,
     crash: bool,
 ) -> std::thread::JoinHandle<(u64, usize)> {
-    std::thread::spawn(move || {
-        let sys = actix::System::new();
-        sys.block_on(async move {
-            let r = seq_registry(next.clone());
-            let cfg = AgentConfig::load(&etc).unwrap();
-            let plan = Plan::new(&cfg, &r).unwrap();
-            let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger())
-                .unscheduled()
-                .start();
-            for _ in 0..gathers {
-                sup.send(GatherOnce).await.unwrap();
-            }
-            let expected = gathers as u64 * per_gather_expected;
-            let started = Instant::now();
-            let metrics_in = loop {
-                let s = sup.send(Status).await.unwrap();
-                let got = s.find("output", "influxdb").unwrap().stats.metrics_in;
-                if got >= expected || started.elapsed() > Duration::from_secs(10) {
-                    break got;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            if crash {
-                // Let a few writes fail against the dead backend first.
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                return (metrics_in, usize::MAX);
-            }
-            let report = sup
-                .send(Shutdown {
-                    deadline: Duration::from_secs(15),
-                })
-                .await
-                .unwrap();
-            (metrics_in, report.undelivered)
-        })
-        // `sys` drops here: every actor is dropped without a flush.
-    })
+    let expected = gathers as u64 * per_gather_expected;
+    backends::agent_life(
+        etc,
+        seq_registry(next),
+        gathers,
+        expected,
+        "influxdb",
+        crash,
+    )
 }
 
 #[actix_rt::test]

@@ -11,8 +11,8 @@ mod common;
 
 use actix::prelude::*;
 use agent_core::{
-    Accumulator, AgentConfig, GatherOnce, Input, Metric, PipelineSupervisor, Plan, PluginResult,
-    Registry, Shutdown, Status,
+    Accumulator, AgentConfig, Input, Metric, PipelineSupervisor, Plan, PluginResult, Registry,
+    Shutdown, Status,
 };
 use backends::*;
 use brokers::*;
@@ -141,9 +141,8 @@ async fn nats_jetstream_holds_every_metric_once_across_a_server_restart() {
     assert_each_once(&stream_seqs(port, "AGENT"), n, "nats server restart");
 }
 
-/// Runs one agent life in its own thread and actix System. With `crash`,
-/// the System is dropped without Shutdown once the output has taken every
-/// gathered metric, as a killed process would leave things.
+/// One agent life of the `fault` input into `output`
+/// ([`backends::agent_life`]).
 fn agent_life(
     etc: PathBuf,
     next: Arc<AtomicU64>,
@@ -151,42 +150,14 @@ fn agent_life(
     output: &'static str,
     crash: bool,
 ) -> std::thread::JoinHandle<(u64, usize)> {
-    std::thread::spawn(move || {
-        let sys = actix::System::new();
-        sys.block_on(async move {
-            let r = seq_registry(next.clone());
-            let cfg = AgentConfig::load(&etc).unwrap();
-            let plan = Plan::new(&cfg, &r).unwrap();
-            let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger())
-                .unscheduled()
-                .start();
-            for _ in 0..gathers {
-                sup.send(GatherOnce).await.unwrap();
-            }
-            let started = Instant::now();
-            let metrics_in = loop {
-                let s = sup.send(Status).await.unwrap();
-                let got = s.find("output", output).unwrap().stats.metrics_in;
-                if got >= gathers as u64 || started.elapsed() > Duration::from_secs(10) {
-                    break got;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            if crash {
-                // Let a few writes fail against the dead server first.
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                return (metrics_in, usize::MAX);
-            }
-            let report = sup
-                .send(Shutdown {
-                    deadline: Duration::from_secs(15),
-                })
-                .await
-                .unwrap();
-            (metrics_in, report.undelivered)
-        })
-        // `sys` drops here: every actor is dropped without a flush.
-    })
+    backends::agent_life(
+        etc,
+        seq_registry(next),
+        gathers,
+        gathers as u64,
+        output,
+        crash,
+    )
 }
 
 #[actix_rt::test]

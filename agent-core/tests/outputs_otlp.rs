@@ -13,8 +13,8 @@ mod otlp;
 use actix::prelude::*;
 use agent_core::plugins::outputs::otlp::OtlpOutput;
 use agent_core::{
-    Accumulator, AgentConfig, GatherOnce, Input, Metric, MetricKind, Output, PipelineSupervisor,
-    Plan, PluginResult, Registry, Shutdown, Status,
+    Accumulator, AgentConfig, Input, Metric, MetricKind, Output, PipelineSupervisor, Plan,
+    PluginResult, Registry, Shutdown, Status,
 };
 use backends::free_port;
 use otlp::{attrs, metrics_of, read_requests, Receiver};
@@ -423,48 +423,22 @@ async fn receiver_down_then_up_loses_nothing() {
     assert_each_once(delivered(&files), n, "receiver restart");
 }
 
-/// One agent life in its own thread and System; with `crash`, the System
-/// is dropped without Shutdown once the output has taken every metric.
+/// One agent life of the `fault` input into the otlp output
+/// ([`backends::agent_life`]).
 fn agent_life(
     etc: PathBuf,
     next: Arc<AtomicU64>,
     gathers: usize,
     crash: bool,
 ) -> std::thread::JoinHandle<(u64, usize)> {
-    std::thread::spawn(move || {
-        let sys = actix::System::new();
-        sys.block_on(async move {
-            let r = seq_registry(next.clone());
-            let cfg = AgentConfig::load(&etc).unwrap();
-            let plan = Plan::new(&cfg, &r).unwrap();
-            let sup = PipelineSupervisor::new(cfg, plan, Arc::new(r), logger())
-                .unscheduled()
-                .start();
-            for _ in 0..gathers {
-                sup.send(GatherOnce).await.unwrap();
-            }
-            let started = Instant::now();
-            let metrics_in = loop {
-                let s = sup.send(Status).await.unwrap();
-                let got = s.find("output", "otlp").unwrap().stats.metrics_in;
-                if got >= gathers as u64 || started.elapsed() > Duration::from_secs(10) {
-                    break got;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            if crash {
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                return (metrics_in, usize::MAX);
-            }
-            let report = sup
-                .send(Shutdown {
-                    deadline: Duration::from_secs(15),
-                })
-                .await
-                .unwrap();
-            (metrics_in, report.undelivered)
-        })
-    })
+    backends::agent_life(
+        etc,
+        seq_registry(next),
+        gathers,
+        gathers as u64,
+        "otlp",
+        crash,
+    )
 }
 
 #[actix_rt::test]

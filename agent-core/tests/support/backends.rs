@@ -223,3 +223,58 @@ pub async fn prometheus(dir: &Path, target: &str) -> Backend {
     b.wait_ready("/-/ready", 200, Duration::from_secs(60)).await;
     b
 }
+
+/// Runs one agent life in its own thread and actix System: `gathers`
+/// gathers of `registry`'s inputs, then waits (bounded) until `output` has
+/// taken `expected` metrics. With `crash`, the System is dropped without
+/// Shutdown (after letting a few writes fail against a dead backend), as a
+/// killed process would leave things; else a Shutdown drains and flushes.
+/// Returns the output's `metrics_in` and the undelivered count
+/// (`usize::MAX` after a crash).
+pub fn agent_life(
+    etc: PathBuf,
+    registry: agent_core::Registry,
+    gathers: usize,
+    expected: u64,
+    output: &'static str,
+    crash: bool,
+) -> std::thread::JoinHandle<(u64, usize)> {
+    use actix::prelude::*;
+    use agent_core::{AgentConfig, GatherOnce, PipelineSupervisor, Plan, Shutdown, Status};
+    use std::sync::Arc;
+    std::thread::spawn(move || {
+        let sys = actix::System::new();
+        sys.block_on(async move {
+            let cfg = AgentConfig::load(&etc).unwrap();
+            let plan = Plan::new(&cfg, &registry).unwrap();
+            let log = slog::Logger::root(slog::Discard, slog::o!());
+            let sup = PipelineSupervisor::new(cfg, plan, Arc::new(registry), log)
+                .unscheduled()
+                .start();
+            for _ in 0..gathers {
+                sup.send(GatherOnce).await.unwrap();
+            }
+            let started = Instant::now();
+            let metrics_in = loop {
+                let s = sup.send(Status).await.unwrap();
+                let got = s.find("output", output).unwrap().stats.metrics_in;
+                if got >= expected || started.elapsed() > Duration::from_secs(10) {
+                    break got;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if crash {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                return (metrics_in, usize::MAX);
+            }
+            let report = sup
+                .send(Shutdown {
+                    deadline: Duration::from_secs(15),
+                })
+                .await
+                .unwrap();
+            (metrics_in, report.undelivered)
+        })
+        // `sys` drops here: every actor is dropped without a flush.
+    })
+}
