@@ -362,8 +362,6 @@ mod native {
         }
         r.late_or_duplicate
     }
-
-    pub(super) use icmp::Pacing as RoundPacing;
 }
 
 impl Ping {
@@ -462,7 +460,7 @@ impl Ping {
                     .await;
                 let sockets = native::open(k4, k6, p.max_rate);
                 let rate = native::safe_rate(&p, sockets.queue_replies);
-                let pacing = native::RoundPacing::new(
+                let pacing = icmp::Pacing::new(
                     in_process.len(),
                     p.count,
                     p.interval,
