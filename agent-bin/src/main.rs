@@ -182,8 +182,9 @@ fn config_dir(arg: Option<&Path>) -> PathBuf {
 }
 
 fn load(dir: &Path, registry: &Registry) -> Result<(AgentConfig, Plan), ConfigError> {
-    let config = AgentConfig::load(dir)?;
-    let plan = Plan::new(&config, registry)?;
+    let mut config = AgentConfig::load(dir)?;
+    let mut plan = Plan::new(&config, registry)?;
+    config.compact(&mut plan);
     // The OpAMP files (ca_file, headers_file) exist and read well; checked
     // here rather than in the config itself, whose scratch copies for
     // remote offers would not have them.

@@ -113,7 +113,8 @@ pids+=($!)
 launch=()
 [ -n "${HEAPTRACK:-}" ] && launch=(heaptrack -o "$tmp/heaptrack")
 # prlimit execs the agent: same pid, its limit only (the servers keep theirs).
-"${launch[@]}" prlimit --nofile="$nofile:$nofile" "$agent" -c "$etc" run > "$tmp/out" 2> "$tmp/agent.err" &
+# heaptrack goes inside prlimit: it follows its child, not an exec.
+prlimit --nofile="$nofile:$nofile" "${launch[@]}" "$agent" -c "$etc" run > "$tmp/out" 2> "$tmp/agent.err" &
 apid=$!
 if [ -n "${HEAPTRACK:-}" ]; then # heaptrack runs the agent as its child
   pids+=("$apid")

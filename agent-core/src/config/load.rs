@@ -100,6 +100,127 @@ pub struct MergedTree {
     pub root: Value,
     pub provenance: Provenance,
     pub files: Vec<PathBuf>,
+    /// Plugin sections kept as YAML text once the plan is built (see
+    /// [`MergedTree::compacted`]), by key path (`input.ping`). `root` then
+    /// holds only their scalar keys.
+    pub(crate) sections: BTreeMap<String, Arc<str>>,
+}
+
+/// A section whose text is shorter than this stays a parsed tree: it
+/// costs little either way, and reads of it need no parse.
+pub(crate) const COMPACT_MIN_BYTES: usize = 512;
+
+impl MergedTree {
+    pub fn new(root: Value, provenance: Provenance, files: Vec<PathBuf>) -> MergedTree {
+        MergedTree {
+            root,
+            provenance,
+            files,
+            sections: BTreeMap::new(),
+        }
+    }
+
+    /// The same tree with each big plugin section (`input.<name>`,
+    /// `output.<name>`, ...) kept as its YAML text instead of a parsed
+    /// tree, for as long as the agent runs on it. A parsed target costs
+    /// about 400 bytes (a mapping, its hash index, its strings); as text it
+    /// is the 30 bytes of its line: 30,000 probe targets kept 12 MB
+    /// resident. A plugin's config is parsed again from the text only when
+    /// the plugin is rebuilt. A section whose text does not parse back to
+    /// the same tree (a NaN never equals itself) stays parsed.
+    pub fn compacted(&self) -> MergedTree {
+        self.compacted_above(COMPACT_MIN_BYTES)
+    }
+
+    /// [`MergedTree::compacted`] for sections whose text has at least
+    /// `min_bytes`.
+    pub(crate) fn compacted_above(&self, min_bytes: usize) -> MergedTree {
+        let mut sections = self.sections.clone();
+        let root = match &self.root {
+            Value::Mapping(top) => Value::Mapping(
+                top.iter()
+                    .map(|(k, v)| {
+                        let section = key_string(k);
+                        let v = match v {
+                            Value::Mapping(entries) if SECTIONS.contains(&section.as_str()) => {
+                                Value::Mapping(compact_section(
+                                    &section,
+                                    entries,
+                                    min_bytes,
+                                    &mut sections,
+                                ))
+                            }
+                            other => other.clone(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        MergedTree {
+            root,
+            provenance: self.provenance.clone(),
+            files: self.files.clone(),
+            sections,
+        }
+    }
+
+    /// The compacted text of the section at `path` (`input.ping`), if any.
+    pub(crate) fn section_text(&self, path: &str) -> Option<&Arc<str>> {
+        self.sections.get(path)
+    }
+}
+
+/// The entries of one section (`input:`): each big one becomes text in
+/// `sections` and keeps only its scalar keys (`plugin`, `interval`), which
+/// stay readable in the tree itself.
+fn compact_section(
+    section: &str,
+    entries: &Mapping,
+    min_bytes: usize,
+    sections: &mut BTreeMap<String, Arc<str>>,
+) -> Mapping {
+    entries
+        .iter()
+        .map(|(name, value)| {
+            let path = join(section, &key_string(name));
+            // Already text (a tree compacted twice): what is left is its scalars.
+            let text = match value {
+                Value::Mapping(_) if !sections.contains_key(&path) => as_text(value, min_bytes),
+                _ => None,
+            };
+            let kept = match (text, value) {
+                (Some(text), Value::Mapping(m)) => {
+                    sections.insert(path, Arc::from(text));
+                    Value::Mapping(
+                        m.iter()
+                            .filter(|(_, v)| {
+                                !matches!(
+                                    v,
+                                    Value::Mapping(_) | Value::Sequence(_) | Value::Tagged(_)
+                                )
+                            })
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    )
+                }
+                _ => value.clone(),
+            };
+            (name.clone(), kept)
+        })
+        .collect()
+}
+
+/// `value` as YAML text that parses back to an equal tree, when it is big
+/// enough to be worth it.
+fn as_text(value: &Value, min_bytes: usize) -> Option<String> {
+    let text = serde_yaml_ng::to_string(value).ok()?;
+    if text.len() < min_bytes {
+        return None;
+    }
+    let back: Value = serde_yaml_ng::from_str(&text).ok()?;
+    (back == *value).then_some(text)
 }
 
 /// Reads one YAML file. An empty file is an empty mapping.
@@ -402,11 +523,7 @@ fn load_files(dir: &Path) -> Result<MergedTree, ConfigError> {
     }
     layer(&mut root, dir.join("host.yaml"), "", false)?;
     layer(&mut root, dir.join("main").join("host.yaml"), "", false)?;
-    Ok(MergedTree {
-        root,
-        provenance,
-        files,
-    })
+    Ok(MergedTree::new(root, provenance, files))
 }
 
 /// Every file [`load_tree`] would read, in its order (missing optional

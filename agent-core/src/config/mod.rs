@@ -415,11 +415,7 @@ impl AgentConfig {
         let mut provenance = Provenance::default();
         let mut merged = Value::Mapping(Mapping::new());
         load::merge_into(&mut merged, root, "", &Arc::from(path), &mut provenance);
-        let tree = MergedTree {
-            root: merged,
-            provenance,
-            files: vec![path.to_path_buf()],
-        };
+        let tree = MergedTree::new(merged, provenance, vec![path.to_path_buf()]);
         Self::from_tree(Path::new("."), tree)
     }
 
@@ -528,6 +524,31 @@ impl AgentConfig {
     /// The merged config of one plugin section entry (`input.cpu`), as a
     /// [`PluginConfig`] whose errors name the right file.
     /// It refers to the shared tree rather than copying the entry.
+    /// Call once `plan` is built from this config and validated: the big
+    /// plugin sections are kept as YAML text from then on (see
+    /// [`MergedTree::compacted`]) and the plan's configs move onto that
+    /// tree, so the parsed tree is freed. `agent run` holds its config for
+    /// its whole life; 30,000 probe targets parsed cost 12 MB.
+    pub fn compact(&mut self, plan: &mut Plan) {
+        self.compact_above(plan, load::COMPACT_MIN_BYTES);
+    }
+
+    pub(crate) fn compact_above(&mut self, plan: &mut Plan, min_bytes: usize) {
+        let tree = Arc::new(self.tree.compacted_above(min_bytes));
+        let old = std::mem::replace(&mut self.tree, tree.clone());
+        let mut configs: Vec<&mut PluginConfig> = Vec::new();
+        for p in &mut plan.pipelines {
+            configs.push(&mut p.config);
+            configs.extend(p.stages.iter_mut().map(|s| &mut s.config));
+        }
+        configs.extend(plan.outputs.iter_mut().map(|o| &mut o.config));
+        for c in configs {
+            if Arc::ptr_eq(&c.tree, &old) {
+                c.tree = tree.clone();
+            }
+        }
+    }
+
     pub fn section(&self, section: &str, name: &str) -> PluginConfig {
         PluginConfig {
             node: Node::InTree {
@@ -561,5 +582,127 @@ mod tests {
         assert!(check_interval(s(0.0)).is_err());
         assert!(check_interval(s(100_000.0)).is_err());
         assert!(Seconds::new(f64::NAN).is_err());
+    }
+
+    /// main.yaml with `n` telnet targets on `input.telnet`.
+    fn telnet_config(n: usize, changed: Option<usize>) -> String {
+        let targets: String = (0..n)
+            .map(|i| {
+                let port = if Some(i) == changed { 9 } else { 1000 + i };
+                format!("      T{i}: {{address: '127.0.0.1:{port}'}}\n")
+            })
+            .collect();
+        format!(
+            "open: [telnet]\ninfo: {{node_ip: 127.0.0.1, host_name: h}}\n\
+             common_output: [console]\noutput: {{console: {{}}}}\n\
+             input:\n  telnet:\n    interval: 30\n    timeout: 2\n    target:\n{targets}"
+        )
+    }
+
+    fn planned(yaml: &str) -> (AgentConfig, Plan) {
+        let config = AgentConfig::from_yaml("main.yaml", yaml).unwrap();
+        let plan = Plan::new(&config, &crate::Registry::with_builtins()).unwrap();
+        (config, plan)
+    }
+
+    #[test]
+    fn a_compacted_section_reads_back_the_same_and_leaves_the_parsed_tree() {
+        let (mut config, mut plan) = planned(&telnet_config(300, None));
+        let before = plan.pipelines[0].config.value().into_owned();
+        let parsed_tree = Arc::downgrade(&config.tree);
+        config.compact(&mut plan);
+        assert!(
+            parsed_tree.upgrade().is_none(),
+            "nothing holds the parsed tree any more"
+        );
+        let cfg = &plan.pipelines[0].config;
+        assert!(Arc::ptr_eq(&cfg.tree, &config.tree));
+        assert!(
+            matches!(cfg.value(), std::borrow::Cow::Owned(_)),
+            "read from text"
+        );
+        assert_eq!(*cfg.value(), before);
+        // The scalars stay in the tree (`plugin:`, `interval:` are read
+        // there); the 300 targets do not.
+        let kept = config.tree.root["input"]["telnet"].clone();
+        assert_eq!(kept.get("interval"), Some(&Value::from(30)));
+        assert!(kept.get("target").is_none(), "{kept:?}");
+        assert_eq!(cfg.input_plugin(), "telnet");
+        // The plugin builds from the text, with all its targets.
+        let registry = crate::Registry::with_builtins();
+        let entry = registry.inputs.get("telnet").unwrap();
+        assert!((entry.factory)(cfg).is_ok());
+        let text = config.tree.section_text("input.telnet").unwrap().clone();
+        assert_eq!(text.matches("127.0.0.1:").count(), 300);
+        // Errors still name the key and file.
+        let err = cfg.error("target.T7.address", "bad");
+        assert_eq!(
+            err.to_string(),
+            ConfigError::new(
+                std::path::PathBuf::from("main.yaml"),
+                "input.telnet.target.T7.address",
+                "bad"
+            )
+            .to_string()
+        );
+        // Compacting again changes nothing.
+        let again = config.tree.compacted();
+        assert_eq!(again.section_text("input.telnet"), Some(&text));
+        assert_eq!(again.root, config.tree.root);
+        // A small section (the console's `{}`) stays parsed: no parse per read.
+        assert!(matches!(
+            plan.outputs[0].config.value(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn the_shipped_etc_reads_the_same_compacted() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        let mut config = AgentConfig::load(&dir).unwrap();
+        let mut plan = Plan::new(&config, &crate::Registry::with_builtins()).unwrap();
+        let values = |plan: &Plan| -> Vec<Value> {
+            let mut v: Vec<Value> = Vec::new();
+            for p in &plan.pipelines {
+                v.push(p.config.value().into_owned());
+                v.extend(p.stages.iter().map(|s| s.config.value().into_owned()));
+            }
+            v.extend(plan.outputs.iter().map(|o| o.config.value().into_owned()));
+            v
+        };
+        let before = values(&plan);
+        // Every section as text, whatever its size: each plugin's config
+        // in the shipped etc/ survives the round trip.
+        config.compact_above(&mut plan, 0);
+        assert!(
+            config.tree.sections.len() >= 3,
+            "the shipped etc/ has big sections: {:?}",
+            config.tree.sections.keys()
+        );
+        assert_eq!(values(&plan), before);
+    }
+
+    #[test]
+    fn a_reload_compares_compacted_sections_by_text() {
+        use crate::pipeline::ConfigDiff;
+        let compacted = |yaml: &str| {
+            let (mut config, mut plan) = planned(yaml);
+            config.compact(&mut plan);
+            (config, plan)
+        };
+        let (a, pa) = compacted(&telnet_config(300, None));
+        let (b, pb) = compacted(&telnet_config(300, None));
+        assert!(pa.pipelines[0].config.same_value(&pb.pipelines[0].config));
+        assert!(ConfigDiff::new(&pa, &a.info, &pb, &b.info).is_empty());
+        let (c, pc) = compacted(&telnet_config(300, Some(250)));
+        assert!(!pa.pipelines[0].config.same_value(&pc.pipelines[0].config));
+        let d = ConfigDiff::new(&pa, &a.info, &pc, &c.info);
+        assert_eq!(d.pipelines.to_change, [Str::new("telnet")]);
+        assert!(d.changes[0].input_config && !d.changes[0].interval, "{d:?}");
+        // A compacted plan against one that is not (an embedding program's).
+        let (_, plain) = planned(&telnet_config(300, None));
+        assert!(pa.pipelines[0]
+            .config
+            .same_value(&plain.pipelines[0].config));
     }
 }

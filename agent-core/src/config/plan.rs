@@ -396,7 +396,8 @@ fn stage_block(
     registry: &Registry,
     stages: &mut Vec<StagePlan>,
 ) -> Result<(), ConfigError> {
-    let Value::Mapping(map) = block.value() else {
+    let value = block.value();
+    let Value::Mapping(map) = &*value else {
         return Err(block.error("", "expected a mapping of `use_plugin_<name>` keys"));
     };
     block.declare_keys(&["use_plugin_*"]);
@@ -460,7 +461,8 @@ fn aggs_block(
     registry: &Registry,
     stages: &mut Vec<StagePlan>,
 ) -> Result<(), ConfigError> {
-    let Value::Mapping(map) = block.value() else {
+    let value = block.value();
+    let Value::Mapping(map) = &*value else {
         return Err(block.error("", "expected a mapping"));
     };
     block.declare_keys(&[

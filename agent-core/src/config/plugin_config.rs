@@ -6,6 +6,7 @@ use super::{unknown, ConfigError, Count, Seconds};
 use crate::metric::Str;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,11 +59,11 @@ fn empty_mapping() -> &'static Value {
 impl PluginConfig {
     /// A config not read from files: for tests and embedding programs.
     pub fn from_value(name: &str, value: Value) -> Self {
-        let tree = MergedTree {
-            root: Value::Mapping(Mapping::new()),
-            provenance: Provenance::default(),
-            files: Vec::new(),
-        };
+        let tree = MergedTree::new(
+            Value::Mapping(Mapping::new()),
+            Provenance::default(),
+            Vec::new(),
+        );
         PluginConfig {
             node: Node::Owned(Arc::new(value)),
             path: name.to_string(),
@@ -77,31 +78,67 @@ impl PluginConfig {
 
     /// Parses the whole config into the plugin's config struct.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        deserialize_at(&self.tree, &self.path, self.value())
+        deserialize_at(&self.tree, &self.path, &self.value())
     }
 
     /// [`PluginConfig::parse`] for a struct with `#[serde(flatten)]` fields,
     /// which hide the keys they skip: its top-level `keys` are declared
     /// instead (see [`PluginConfig::declare_keys`] and [`struct_fields`]).
     pub fn parse_with_keys<T: DeserializeOwned>(&self, keys: &[&str]) -> Result<T, ConfigError> {
-        let parsed = deserialize_recording(&self.tree, &self.path, self.value(), false)?;
+        let parsed = deserialize_recording(&self.tree, &self.path, &self.value(), false)?;
         self.declare_keys(keys);
         Ok(parsed)
     }
 
-    pub fn value(&self) -> &Value {
+    /// The plugin's part of the tree. Borrowed, except for a section the
+    /// running agent keeps as text ([`MergedTree::compacted`]): that is
+    /// parsed again, so read it once per build, not per gather.
+    pub fn value(&self) -> Cow<'_, Value> {
         match &self.node {
-            Node::InTree { section, name } => match self
-                .tree
-                .root
-                .get(section.as_str())
-                .and_then(|s| s.get(name.as_str()))
-            {
-                Some(v) if !v.is_null() => v,
-                _ => empty_mapping(),
-            },
-            Node::Owned(v) => v,
+            Node::InTree { .. } => {
+                if let Some(text) = self.tree.section_text(&self.path) {
+                    // The text was checked to parse back to the same tree
+                    // when it was made, so this does not fail.
+                    return Cow::Owned(
+                        serde_yaml_ng::from_str(text)
+                            .unwrap_or_else(|_| Value::Mapping(Mapping::new())),
+                    );
+                }
+                Cow::Borrowed(self.tree_value())
+            }
+            Node::Owned(v) => Cow::Borrowed(v),
         }
+    }
+
+    fn tree_value(&self) -> &Value {
+        let Node::InTree { section, name } = &self.node else {
+            return empty_mapping();
+        };
+        match self
+            .tree
+            .root
+            .get(section.as_str())
+            .and_then(|s| s.get(name.as_str()))
+        {
+            Some(v) if !v.is_null() => v,
+            _ => empty_mapping(),
+        }
+    }
+
+    /// Whether two configs hold the same value (a reload changes only the
+    /// plugins whose value differs). Two compacted sections compare as
+    /// text, without parsing.
+    pub fn same_value(&self, other: &PluginConfig) -> bool {
+        let text = |c: &PluginConfig| match c.node {
+            Node::InTree { .. } => c.tree.section_text(&c.path).cloned(),
+            Node::Owned(_) => None,
+        };
+        if let (Some(a), Some(b)) = (text(self), text(other)) {
+            if a == b {
+                return true;
+            }
+        }
+        *self.value() == *other.value()
     }
 
     /// Where the plugin logs (rate-limit repeated lines with
@@ -200,7 +237,7 @@ impl PluginConfig {
     /// whose items a parse of the same block reads: the keys inside the
     /// items are left for that parse to judge.
     pub fn declare_keys(&self, keys: &[&str]) {
-        unknown::record_declared(&self.path, self.value(), keys);
+        unknown::record_declared(&self.path, &self.value(), keys);
     }
 
     /// The config of a nested key, e.g. `use_plugin_converter`.

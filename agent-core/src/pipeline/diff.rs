@@ -84,7 +84,7 @@ impl ConfigDiff {
         for o in &old.outputs {
             match new.outputs.iter().find(|n| n.name == o.name) {
                 Some(n) if n.plugin == o.plugin => {
-                    if n.config.value() != o.config.value() {
+                    if !n.config.same_value(&o.config) {
                         diff.outputs.to_change.push(o.name.clone());
                     }
                 }
@@ -119,7 +119,7 @@ impl ConfigDiff {
             let rebuild_chain = outputs_changed || info_changed || !same_stages(n, p);
             let change = PipelineChange {
                 input: p.name.clone(),
-                input_config: n.config.value() != p.config.value(),
+                input_config: !n.config.same_value(&p.config),
                 interval: n.interval != p.interval,
                 info: info_changed,
                 rebuild_chain,
@@ -127,7 +127,7 @@ impl ConfigDiff {
                     Vec::new()
                 } else {
                     (0..n.stages.len())
-                        .filter(|&i| n.stages[i].config.value() != p.stages[i].config.value())
+                        .filter(|&i| !n.stages[i].config.same_value(&p.stages[i].config))
                         .collect()
                 },
             };

@@ -78,8 +78,9 @@ pub fn load_and_plan(dir: &Path, registry: &Registry) -> Result<(AgentConfig, Pl
                 panic!("injected panic while loading the configuration");
             }
         }
-        let config = AgentConfig::load(dir)?;
-        let plan = Plan::new(&config, registry)?;
+        let mut config = AgentConfig::load(dir)?;
+        let mut plan = Plan::new(&config, registry)?;
+        config.compact(&mut plan);
         Ok((config, plan))
     }));
     evaluated.unwrap_or_else(|p| {

@@ -199,9 +199,13 @@ impl NatsOutput {
         keys.extend_from_slice(net::TLS_KEYS);
         let config: NatsConfig = cfg.parse_with_keys(&keys)?;
         // The nested block's typos are warned about too.
-        if let Some(js @ serde_yaml_ng::Value::Mapping(_)) = cfg.value().get("jetstream") {
-            cfg.child("jetstream", js.clone(), &cfg.instance)
-                .declare_keys(&["stream", "subjects", "create", "duplicate_window"]);
+        if let Some(js @ serde_yaml_ng::Value::Mapping(_)) = cfg.value().get("jetstream").cloned() {
+            cfg.child("jetstream", js, &cfg.instance).declare_keys(&[
+                "stream",
+                "subjects",
+                "create",
+                "duplicate_window",
+            ]);
         }
         if config.servers.is_empty() {
             return Err(cfg

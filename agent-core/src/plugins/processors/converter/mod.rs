@@ -270,7 +270,8 @@ pub struct Converter {
 
 impl Converter {
     pub fn from_config(cfg: &PluginConfig) -> Result<Self, ConfigError> {
-        let Value::Mapping(map) = cfg.value() else {
+        let value = cfg.value();
+        let Value::Mapping(map) = &*value else {
             return Err(cfg.error("", "expected a mapping of function names to options"));
         };
         let mut conversions = Vec::new();

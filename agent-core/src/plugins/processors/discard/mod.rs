@@ -36,7 +36,8 @@ fn string_list(cfg: &PluginConfig, key: &str, v: &Value) -> Result<Vec<Str>, cra
 impl Discard {
     pub fn from_config(cfg: &PluginConfig) -> Result<Self, crate::ConfigError> {
         let mut d = Discard::default();
-        let Value::Mapping(map) = cfg.value() else {
+        let value = cfg.value();
+        let Value::Mapping(map) = &*value else {
             return Err(cfg.error(
                 "",
                 "expected a mapping: {all: [fields], all_except: [tags], <TAG>: [fields]}",
