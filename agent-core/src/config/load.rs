@@ -100,7 +100,7 @@ pub struct MergedTree {
     pub root: Value,
     pub provenance: Provenance,
     pub files: Vec<PathBuf>,
-    /// Plugin sections kept as YAML text once the plan is built (see
+    /// Plugin sections kept as JSON text once the plan is built (see
     /// [`MergedTree::compacted`]), by key path (`input.ping`). `root` then
     /// holds only their scalar keys.
     pub(crate) sections: BTreeMap<String, Arc<str>>,
@@ -121,7 +121,7 @@ impl MergedTree {
     }
 
     /// The same tree with each big plugin section (`input.<name>`,
-    /// `output.<name>`, ...) kept as its YAML text instead of a parsed
+    /// `output.<name>`, ...) kept as JSON text instead of a parsed
     /// tree, for as long as the agent runs on it. A parsed target costs
     /// about 400 bytes (a mapping, its hash index, its strings); as text it
     /// is the 30 bytes of its line: 30,000 probe targets kept 12 MB
@@ -212,15 +212,41 @@ fn compact_section(
         .collect()
 }
 
-/// `value` as YAML text that parses back to an equal tree, when it is big
+/// `value` as JSON text that parses back to an equal tree, when it is big
 /// enough to be worth it.
+///
+/// JSON, not YAML: serde_yaml_ng loads a whole document's events before it
+/// builds the tree, so each parse of 10,000 targets would cost 6 MB of
+/// events on top of the 7 MB tree; serde_json reads the text straight into
+/// the tree. The text is not parsed back to check either (that would cost
+/// the tree again while the whole merged tree is resident): only trees JSON
+/// writes back exactly are made text: string keys, finite numbers (ryu
+/// prints them exactly), no `!tag`. Anything else keeps the section parsed.
+/// The round trip is tested on tricky scalars and on every section of the
+/// shipped etc/.
 fn as_text(value: &Value, min_bytes: usize) -> Option<String> {
-    let text = serde_yaml_ng::to_string(value).ok()?;
-    if text.len() < min_bytes {
+    if !round_trips(value) {
         return None;
     }
-    let back: Value = serde_yaml_ng::from_str(&text).ok()?;
-    (back == *value).then_some(text)
+    let text = serde_json::to_string(value).ok()?;
+    (text.len() >= min_bytes).then_some(text)
+}
+
+/// Reads a section's text made by [`as_text`].
+pub(crate) fn from_text(text: &str) -> Option<Value> {
+    serde_json::from_str(text).ok()
+}
+
+fn round_trips(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => n.as_f64().is_some_and(f64::is_finite),
+        Value::Sequence(s) => s.iter().all(round_trips),
+        Value::Mapping(m) => m
+            .iter()
+            .all(|(k, v)| matches!(k, Value::String(_)) && round_trips(v)),
+        Value::Tagged(_) => false,
+    }
 }
 
 /// Reads one YAML file. An empty file is an empty mapping.
@@ -571,6 +597,99 @@ mod tests {
 
     fn file(name: &str) -> Arc<Path> {
         Arc::from(Path::new(name))
+    }
+
+    /// The section `input.x` of `tree` compacted whatever its size, read back.
+    fn through_text(section: Value) -> Option<Value> {
+        let mut root = Mapping::new();
+        let mut input = Mapping::new();
+        input.insert(Value::from("x"), section);
+        root.insert(Value::from("input"), Value::Mapping(input));
+        let tree = MergedTree::new(Value::Mapping(root), Provenance::default(), Vec::new());
+        let text = tree.compacted_above(0).section_text("input.x")?.clone();
+        Some(from_text(&text).unwrap())
+    }
+
+    #[test]
+    fn tricky_scalars_survive_the_text_round_trip() {
+        let mut m = Mapping::new();
+        let strings = [
+            "yes",
+            "no",
+            "on",
+            "off",
+            "true",
+            "True",
+            "null",
+            "~",
+            "",
+            " ",
+            " lead",
+            "trail ",
+            "1",
+            "1.0",
+            "-0",
+            "0x1f",
+            "0o17",
+            "1e3",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "1_000",
+            "12:30",
+            "- item",
+            "a: b",
+            "a #b",
+            "#",
+            "!tag",
+            "&anchor",
+            "*alias",
+            "[x]",
+            "{y}",
+            "'q'",
+            "\"dq\"",
+            "multi\nline",
+            "tab\there",
+            "back\\slash",
+            "é ü 漢字 🙂",
+            "%x",
+            "@x",
+            "`x",
+            "2026-12-03",
+            "=",
+            "<<",
+            "?",
+            ">",
+            "|",
+            ",",
+        ];
+        for (i, s) in strings.iter().enumerate() {
+            m.insert(Value::from(format!("s{i}")), Value::from(*s));
+            // The same strings as keys.
+            m.insert(Value::from(*s), Value::from(i as u64));
+        }
+        for (i, f) in [0.1, -0.0, 1e300, 5e-324, 123456789.125].iter().enumerate() {
+            m.insert(Value::from(format!("f{i}")), Value::from(*f));
+        }
+        m.insert(Value::from("imax"), Value::from(i64::MAX));
+        m.insert(Value::from("imin"), Value::from(i64::MIN));
+        m.insert(Value::from("umax"), Value::from(u64::MAX));
+        m.insert(Value::from("null"), Value::Null);
+        m.insert(Value::from("list"), y("[1, [2, {a: b}], [], {}]"));
+        let section = Value::Mapping(m);
+        assert_eq!(through_text(section.clone()), Some(section));
+    }
+
+    #[test]
+    fn what_would_not_round_trip_stays_parsed() {
+        assert_eq!(through_text(y("{a: !custom 1}")), None, "a tag");
+        assert_eq!(
+            through_text(y("{a: .nan}")),
+            None,
+            "NaN never equals itself"
+        );
+        assert_eq!(through_text(y("{? [k]\n: v}")), None, "a list as a key");
+        assert!(through_text(y("{a: 1}")).is_some());
     }
 
     #[test]

@@ -525,7 +525,7 @@ impl AgentConfig {
     /// [`PluginConfig`] whose errors name the right file.
     /// It refers to the shared tree rather than copying the entry.
     /// Call once `plan` is built from this config and validated: the big
-    /// plugin sections are kept as YAML text from then on (see
+    /// plugin sections are kept as JSON text from then on (see
     /// [`MergedTree::compacted`]) and the plan's configs move onto that
     /// tree, so the parsed tree is freed. `agent run` holds its config for
     /// its whole life; 30,000 probe targets parsed cost 12 MB.

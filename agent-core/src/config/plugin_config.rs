@@ -100,8 +100,7 @@ impl PluginConfig {
                     // The text was checked to parse back to the same tree
                     // when it was made, so this does not fail.
                     return Cow::Owned(
-                        serde_yaml_ng::from_str(text)
-                            .unwrap_or_else(|_| Value::Mapping(Mapping::new())),
+                        load::from_text(text).unwrap_or_else(|| Value::Mapping(Mapping::new())),
                     );
                 }
                 Cow::Borrowed(self.tree_value())
