@@ -50,6 +50,12 @@ pub use crate::rate_limit::RateLimitedLog;
 
 /// Collects what an input gathers. Metrics made with [`Accumulator::metric`]
 /// carry the input's name, the gather's timestamp and the `info` tags.
+///
+/// In the agent, the core hands metrics on while the gather still runs, in
+/// chunks of [`STREAM_CHUNK`], in the order they were added: an input of
+/// 10,000 targets does not hold 10,000 metrics until its last target
+/// answers. [`Accumulator::len`] and [`Accumulator::take`] see only what
+/// was not handed on yet.
 #[derive(Debug)]
 pub struct Accumulator {
     name: Str,
@@ -57,6 +63,19 @@ pub struct Accumulator {
     info: Arc<[(Str, Str)]>,
     metrics: Vec<Metric>,
     errors: Vec<String>,
+    stream: Option<Stream>,
+}
+
+/// Metrics an input's accumulator hands on at a time during a gather.
+pub const STREAM_CHUNK: usize = 1000;
+
+/// Where a streaming accumulator hands its chunks.
+struct Stream(Box<dyn FnMut(Vec<Metric>) + Send>);
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stream")
+    }
 }
 
 impl Accumulator {
@@ -67,7 +86,15 @@ impl Accumulator {
             info,
             metrics: Vec::new(),
             errors: Vec::new(),
+            stream: None,
         }
+    }
+
+    /// Hands every [`STREAM_CHUNK`] metrics added to `to` as they come
+    /// (the core's input actor; what is left is taken at the end).
+    pub(crate) fn streaming(mut self, to: impl FnMut(Vec<Metric>) + Send + 'static) -> Self {
+        self.stream = Some(Stream(Box::new(to)));
+        self
     }
 
     /// The input instance's name: the `name=` of every metric it makes.
@@ -91,6 +118,11 @@ impl Accumulator {
 
     pub fn add(&mut self, metric: Metric) {
         self.metrics.push(metric);
+        if self.metrics.len() >= STREAM_CHUNK {
+            if let Some(Stream(to)) = &mut self.stream {
+                to(std::mem::take(&mut self.metrics));
+            }
+        }
     }
 
     /// Reports a problem with part of a gather (one command of several, one

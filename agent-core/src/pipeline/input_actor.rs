@@ -11,7 +11,7 @@ use futures::FutureExt;
 use slog::{debug, error, info, warn, Logger};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -26,7 +26,10 @@ pub(crate) struct InputActor {
     scheduled: bool,
     info: Arc<[(Str, Str)]>,
     plugin: Option<Box<dyn DynInput>>,
-    next: Sink,
+    /// Shared with the accumulator of a running gather, which hands its
+    /// chunks on through it: a reload that re-wires the pipeline mid-gather
+    /// re-wires those too.
+    next: Arc<Mutex<Sink>>,
     stats: Arc<PluginStats>,
     log: Logger,
     backoff: Backoff,
@@ -39,6 +42,15 @@ pub(crate) struct InputActor {
     idle_waiters: Vec<oneshot::Sender<()>>,
     error_log: RateLimit,
     pub(crate) guard: DeathGuard,
+}
+
+fn lock(next: &Mutex<Sink>) -> std::sync::MutexGuard<'_, Sink> {
+    // A Sink is only replaced whole: a poisoned lock still holds a valid one.
+    next.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn send(next: &Mutex<Sink>, batch: Vec<crate::metric::Metric>) {
+    lock(next).send(batch);
 }
 
 pub(crate) struct InputSpec {
@@ -66,7 +78,7 @@ impl InputActor {
             scheduled: s.scheduled,
             info: s.info,
             plugin: None,
-            next: s.next,
+            next: Arc::new(Mutex::new(s.next)),
             stats: s.stats,
             log: s.log,
             backoff: Backoff::default(),
@@ -124,7 +136,12 @@ impl InputActor {
         let generation = self.generation;
         // A gather may not outlive its interval (at least one second).
         let timeout = self.interval.max(Duration::from_secs(1));
-        let mut acc = Accumulator::new(self.name.clone(), self.info.clone());
+        let (next, stats) = (self.next.clone(), self.stats.clone());
+        let mut acc =
+            Accumulator::new(self.name.clone(), self.info.clone()).streaming(move |chunk| {
+                PluginStats::add(&stats.metrics_out, chunk.len() as u64);
+                send(&next, chunk);
+            });
         let started = Instant::now();
         let fut = async move {
             let result =
@@ -171,7 +188,7 @@ impl InputActor {
                     let metrics = acc.take();
                     let n = metrics.len() as u64;
                     PluginStats::add(&act.stats.metrics_out, n);
-                    act.next.send(metrics);
+                    send(&act.next, metrics);
                     match failure {
                         None => {
                             PluginStats::add(&act.stats.calls, 1);
@@ -294,7 +311,7 @@ impl Handler<Drain> for InputActor {
         }
         self.scheduled = false;
         let idle = self.when_idle();
-        let next = self.next.clone();
+        let next = lock(&self.next).clone();
         Box::pin(async move {
             let _ = idle.await;
             next.drain().await;
@@ -344,7 +361,7 @@ impl Handler<SetNext> for InputActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetNext, _: &mut Context<Self>) {
-        self.next = msg.0;
+        *lock(&self.next) = msg.0;
     }
 }
 

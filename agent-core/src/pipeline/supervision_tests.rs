@@ -502,3 +502,81 @@ async fn reloader_survives_a_panic_in_loading_and_in_its_own_handler() {
     assert!(status(&sup).await.find("input", "steady").is_none());
     shutdown(&sup).await;
 }
+
+/// Adds `count` numbered metrics, then holds the gather until `release`.
+struct Burst {
+    count: u64,
+    release: Arc<AtomicBool>,
+    gathers: Arc<AtomicU64>,
+}
+
+impl Input for Burst {
+    async fn gather(&mut self, acc: &mut Accumulator) -> PluginResult {
+        if self.gathers.fetch_add(1, SeqCst) > 0 {
+            return Ok(());
+        }
+        for n in 0..self.count {
+            let mut m = acc.metric();
+            m.push_field("seq", n);
+            acc.add(m);
+        }
+        for _ in 0..1000 {
+            if self.release.load(SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+#[actix_rt::test]
+async fn a_long_gather_hands_its_metrics_on_in_chunks_and_in_order() {
+    use crate::plugin::STREAM_CHUNK;
+    let mut h = harness();
+    let release = Arc::new(AtomicBool::new(false));
+    let gathers = Arc::new(AtomicU64::new(0));
+    let count = 2 * STREAM_CHUNK as u64 + 500;
+    let (r, g) = (release.clone(), gathers.clone());
+    h.registry.add_input("burst", "", "", move |_| {
+        Ok(Burst {
+            count,
+            release: r.clone(),
+            gathers: g.clone(),
+        })
+    });
+    let (_d, etc) = write_etc(&[(
+        "main.yaml",
+        "open: [burst]\ninterval: 60\ndelay_sec: 0\ncommon_output: [record]\n\
+         common_processor: [m]\nprocessor: {m: {use_plugin_mark: {}}}\n\
+         output:\n  record: {flush_interval: 0.05}\n",
+    )]);
+    let sup = start(h.registry, &etc);
+    // The gather still runs: two whole chunks are delivered already.
+    let mut delivered = 0;
+    for _ in 0..500 {
+        delivered = h.recorded.seqs("burst").len();
+        if delivered >= 2 * STREAM_CHUNK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        delivered,
+        2 * STREAM_CHUNK,
+        "delivered while the gather runs"
+    );
+    assert!(!release.load(SeqCst));
+    release.store(true, SeqCst);
+    for _ in 0..500 {
+        if h.recorded.seqs("burst").len() as u64 == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown(&sup).await;
+    let metrics = h.recorded.named("burst");
+    let seqs = h.recorded.seqs("burst");
+    assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "all, once, in order");
+    assert!(metrics.iter().all(|m| m.tag("marked") == Some("yes")));
+}

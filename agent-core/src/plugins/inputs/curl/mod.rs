@@ -523,9 +523,13 @@ impl Input for Curl {
         };
         // At most `worker_limit` checks exist at once (a check holds a
         // request, its buffers and its body); each reply becomes its metric
-        // as soon as it arrives, kept in the targets' order.
-        let mut metrics: Vec<Option<Metric>> = Vec::new();
-        metrics.resize_with(self.targets.len(), || None);
+        // as soon as it arrives, and the metrics are added in the targets'
+        // order as soon as every earlier target's is in: only replies that
+        // overtook a slower one wait (the accumulator hands metrics on
+        // during the gather, so 10,000 targets are not all held to the end).
+        let mut metrics: std::collections::VecDeque<Option<Metric>> =
+            std::collections::VecDeque::new();
+        let mut first_waiting = 0;
         let mut pending = self.targets.iter().enumerate();
         let mut running = FuturesUnordered::new();
         loop {
@@ -536,16 +540,23 @@ impl Input for Curl {
             let Some((i, (reply, tries))) = running.next().await else {
                 break;
             };
-            metrics[i] = Some(to_metric(
+            let slot = i - first_waiting;
+            if metrics.len() <= slot {
+                metrics.resize_with(slot + 1, || None);
+            }
+            metrics[slot] = Some(to_metric(
                 acc.metric(),
                 &self.targets[i],
                 reply,
                 tries,
                 self.response_max_bytes,
             ));
-        }
-        for m in metrics.into_iter().flatten() {
-            acc.add(m);
+            while let Some(Some(_)) = metrics.front() {
+                if let Some(Some(m)) = metrics.pop_front() {
+                    acc.add(m);
+                }
+                first_waiting += 1;
+            }
         }
         Ok(())
     }
