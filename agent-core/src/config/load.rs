@@ -126,8 +126,8 @@ impl MergedTree {
     /// about 400 bytes (a mapping, its hash index, its strings); as text it
     /// is the 30 bytes of its line: 30,000 probe targets kept 12 MB
     /// resident. A plugin's config is parsed again from the text only when
-    /// the plugin is rebuilt. A section whose text does not parse back to
-    /// the same tree (a NaN never equals itself) stays parsed.
+    /// the plugin is rebuilt. A section JSON would not write back exactly
+    /// (see [`as_text`]) stays parsed.
     pub fn compacted(&self) -> MergedTree {
         self.compacted_above(COMPACT_MIN_BYTES)
     }
@@ -221,11 +221,13 @@ fn compact_section(
 /// the tree. The text is not parsed back to check either (that would cost
 /// the tree again while the whole merged tree is resident): only trees JSON
 /// writes back exactly are made text: string keys, finite numbers (ryu
-/// prints them exactly), no `!tag`. Anything else keeps the section parsed.
+/// prints them exactly), no `!tag`, and nested less deep than serde_json
+/// reads (128 levels), so reading the text back cannot fail. Anything else
+/// keeps the section parsed.
 /// The round trip is tested on tricky scalars and on every section of the
 /// shipped etc/.
 fn as_text(value: &Value, min_bytes: usize) -> Option<String> {
-    if !round_trips(value) {
+    if !round_trips(value, 0) {
         return None;
     }
     let text = serde_json::to_string(value).ok()?;
@@ -237,14 +239,20 @@ pub(crate) fn from_text(text: &str) -> Option<Value> {
     serde_json::from_str(text).ok()
 }
 
-fn round_trips(v: &Value) -> bool {
+/// Deepest nesting made text; serde_json refuses more than 128 levels.
+const MAX_TEXT_DEPTH: usize = 100;
+
+fn round_trips(v: &Value, depth: usize) -> bool {
+    if depth > MAX_TEXT_DEPTH {
+        return false;
+    }
     match v {
         Value::Null | Value::Bool(_) | Value::String(_) => true,
         Value::Number(n) => n.as_f64().is_some_and(f64::is_finite),
-        Value::Sequence(s) => s.iter().all(round_trips),
+        Value::Sequence(s) => s.iter().all(|x| round_trips(x, depth + 1)),
         Value::Mapping(m) => m
             .iter()
-            .all(|(k, v)| matches!(k, Value::String(_)) && round_trips(v)),
+            .all(|(k, v)| matches!(k, Value::String(_)) && round_trips(v, depth + 1)),
         Value::Tagged(_) => false,
     }
 }
@@ -689,6 +697,15 @@ mod tests {
             "NaN never equals itself"
         );
         assert_eq!(through_text(y("{? [k]\n: v}")), None, "a list as a key");
+        let deep = format!("{}1{}", "[".repeat(120), "]".repeat(120));
+        assert_eq!(
+            through_text(y(&format!("{{a: {deep}}}"))),
+            None,
+            "deeper than serde_json reads"
+        );
+        let shallow = format!("{}1{}", "[".repeat(90), "]".repeat(90));
+        let v = y(&format!("{{a: {shallow}}}"));
+        assert_eq!(through_text(v.clone()), Some(v));
         assert!(through_text(y("{a: 1}")).is_some());
     }
 

@@ -49,7 +49,9 @@ fn lock(next: &Mutex<Sink>) -> std::sync::MutexGuard<'_, Sink> {
     next.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn send(next: &Mutex<Sink>, batch: Vec<crate::metric::Metric>) {
+/// Counts `batch` as the input's output and sends it to the current sink.
+fn forward(next: &Mutex<Sink>, stats: &PluginStats, batch: Vec<crate::metric::Metric>) {
+    PluginStats::add(&stats.metrics_out, batch.len() as u64);
     lock(next).send(batch);
 }
 
@@ -137,11 +139,8 @@ impl InputActor {
         // A gather may not outlive its interval (at least one second).
         let timeout = self.interval.max(Duration::from_secs(1));
         let (next, stats) = (self.next.clone(), self.stats.clone());
-        let mut acc =
-            Accumulator::new(self.name.clone(), self.info.clone()).streaming(move |chunk| {
-                PluginStats::add(&stats.metrics_out, chunk.len() as u64);
-                send(&next, chunk);
-            });
+        let mut acc = Accumulator::new(self.name.clone(), self.info.clone())
+            .streaming(move |chunk| forward(&next, &stats, chunk));
         let started = Instant::now();
         let fut = async move {
             let result =
@@ -185,10 +184,7 @@ impl InputActor {
                         }
                     }
                     // What was gathered before a failure is still delivered.
-                    let metrics = acc.take();
-                    let n = metrics.len() as u64;
-                    PluginStats::add(&act.stats.metrics_out, n);
-                    send(&act.next, metrics);
+                    forward(&act.next, &act.stats, acc.take());
                     match failure {
                         None => {
                             PluginStats::add(&act.stats.calls, 1);
